@@ -1,0 +1,156 @@
+"""The one place a Redis client is built: URL, TLS, ACL, Sentinel, Cluster, retry policy.
+
+URL forms: ``redis://[user:pass@]host:port/db``, ``rediss://`` (TLS), ``unix:///path``, and
+``redis+sentinel://[user:pass@]host1:26379,host2:26379/<master name>/<db>`` (``rediss+sentinel``
+for TLS to the master). The user and password of a Sentinel URL authenticate to the master;
+the sentinels' own credentials come from ``sentinel_username``/``sentinel_password``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
+
+from .errors import ConfigurationError
+from .settings import RedisSettings
+
+log = logging.getLogger("streamflow")
+
+RETRYABLE_ERRORS: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, ReadOnlyError)
+SAFE_POLICIES = frozenset({"noeviction"})
+
+_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
+
+
+def redact(url: str) -> str:
+    """``url`` with its password replaced by ``***``, fit for logs."""
+    return _SECRET_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+def retry_policy(settings: RedisSettings) -> Retry:
+    """Capped exponential backoff with jitter for connection errors and failovers."""
+    return Retry(
+        ExponentialWithJitterBackoff(cap=settings.retry_backoff_cap,
+                                     base=settings.retry_backoff_base),
+        settings.retry_attempts,
+        supported_errors=RETRYABLE_ERRORS,
+    )
+
+
+def _tls_options(settings: RedisSettings) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if settings.tls_ca_file:
+        options["ssl_ca_certs"] = settings.tls_ca_file
+    if settings.tls_cert_file:
+        options["ssl_certfile"] = settings.tls_cert_file
+    if settings.tls_key_file:
+        options["ssl_keyfile"] = settings.tls_key_file
+    return options
+
+
+def create_client(settings: RedisSettings, *, max_connections: int = 64,
+                  client_name: str | None = None) -> Any:
+    """An asyncio Redis client (``Redis`` or ``RedisCluster``) built from ``settings``.
+
+    Pools block (up to the connect timeout) instead of failing when all connections are busy.
+    """
+    url = settings.url
+    common: dict[str, Any] = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+        "retry": retry_policy(settings),
+        "health_check_interval": settings.health_check_interval,
+        "client_name": client_name,
+    }
+    if settings.username:
+        common["username"] = settings.username
+    if settings.password is not None:
+        common["password"] = settings.password.get_secret_value()
+
+    scheme = urlsplit(url).scheme
+    if scheme in ("redis+sentinel", "rediss+sentinel") or settings.sentinels:
+        return _sentinel_client(settings, common, max_connections)
+    if settings.cluster:
+        common.pop("health_check_interval")
+        common.pop("client_name")
+        tls = {"ssl": True, **_tls_options(settings)} if scheme == "rediss" else {}
+        return RedisCluster.from_url(url, max_connections=max_connections, **common, **tls)
+    if scheme not in ("redis", "rediss", "unix"):
+        raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)}")
+    extra = _tls_options(settings) if scheme == "rediss" else {}
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=settings.connect_timeout + 15,
+        **common, **extra,
+    )
+    return Redis(connection_pool=pool)
+
+
+def _sentinel_client(settings: RedisSettings, common: dict[str, Any],
+                     max_connections: int) -> Redis:
+    parts = urlsplit(settings.url)
+    master_name = settings.master_name
+    db = 0
+    addresses = list(settings.sentinels)
+    if parts.scheme.endswith("+sentinel"):
+        hosts = parts.netloc.rpartition("@")[2]
+        addresses = addresses or [h for h in hosts.split(",") if h]
+        path = [p for p in parts.path.split("/") if p]
+        if path:
+            master_name = path[0]
+        if len(path) > 1:
+            db = int(path[1])
+        if parts.username and "username" not in common:
+            common["username"] = unquote(parts.username)
+        if parts.password and "password" not in common:
+            common["password"] = unquote(parts.password)
+    if not addresses:
+        raise ConfigurationError("Sentinel needs at least one sentinel address")
+    sentinels = [_host_port(address) for address in addresses]
+    sentinel_kwargs: dict[str, Any] = {"socket_timeout": settings.connect_timeout,
+                                       "socket_connect_timeout": settings.connect_timeout}
+    if settings.sentinel_username:
+        sentinel_kwargs["username"] = settings.sentinel_username
+    if settings.sentinel_password is not None:
+        sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
+    tls = settings.tls_ca_file is not None or parts.scheme.startswith("rediss")
+    if tls:
+        sentinel_kwargs.update({"ssl": True, **_tls_options(settings)})
+        common.update({"ssl": True, **_tls_options(settings)})
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **common)
+    client: Redis = sentinel.master_for(master_name, db=db, max_connections=max_connections)
+    return client
+
+
+def _host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigurationError(f"bad sentinel address {address!r}: expected host:port")
+    return host.strip("[]"), int(port)
+
+
+async def eviction_policy(client: Any) -> str | None:
+    """The server's ``maxmemory-policy``, or None when it cannot be read (ACL, managed Redis)."""
+    try:
+        info = await client.info("memory")
+    except Exception:  # noqa: BLE001 - a restricted user may not run INFO; the check is advisory
+        return None
+    policy = info.get("maxmemory_policy")
+    return str(policy) if policy is not None else None
+
+
+async def warn_if_evicting(client: Any) -> str | None:
+    """Log a loud warning when the server may evict keys that hold jobs; returns the policy."""
+    policy = await eviction_policy(client)
+    if policy is not None and policy not in SAFE_POLICIES:
+        log.warning(
+            "REDIS WILL EVICT JOBS: maxmemory-policy is %r; set it to 'noeviction' "
+            "(an LRU/random policy silently drops waiting jobs when memory is full)", policy)
+    return policy

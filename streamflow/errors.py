@@ -1,0 +1,84 @@
+"""The exception tree of streamflow.
+
+    StreamflowError
+    ├── ConfigurationError
+    ├── PayloadError
+    │   ├── PayloadTooLarge
+    │   └── PayloadNotSerializable
+    ├── UnknownPriority
+    ├── ScriptError
+    ├── DurabilityError
+    └── JobSignal            (raised by handlers)
+        ├── Retry
+        └── Discard
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from enum import IntEnum
+
+
+class StreamflowError(Exception):
+    """Base of every error streamflow raises."""
+
+
+class ConfigurationError(StreamflowError):
+    """Raised when settings or arguments cannot work together."""
+
+
+class PayloadError(StreamflowError, ValueError):
+    """Raised when a job's data is refused before anything is written."""
+
+
+class PayloadTooLarge(PayloadError):
+    """Raised when an encoded payload exceeds the queue's size limit."""
+
+
+class PayloadNotSerializable(PayloadError):
+    """Raised when a payload cannot be encoded as JSON."""
+
+
+class UnknownPriority(StreamflowError, ValueError):
+    """Raised when a priority level is not one of the queue's levels."""
+
+
+class DurabilityError(StreamflowError):
+    """Raised when ``durability="replicated"`` and no replica confirmed the write in time."""
+
+
+class ScriptCode(IntEnum):
+    """Negative return codes of the Lua scripts."""
+
+    MISSING_JOB = -1
+    NOT_PENDING = -2
+
+
+class ScriptError(StreamflowError):
+    """Raised when a Lua script answers with a negative code."""
+
+    def __init__(self, script: str, code: ScriptCode) -> None:
+        super().__init__(f"{script}: {code.name.lower()}")
+        self.script = script
+        self.code = code
+
+
+class JobSignal(Exception):
+    """Base of the exceptions a handler raises to steer its job."""
+
+
+class Retry(JobSignal):
+    """Raised by a handler to run the job again after ``delay`` (spends an attempt)."""
+
+    def __init__(self, delay: timedelta | float | None = None, reason: str = "retry") -> None:
+        super().__init__(reason)
+        self.delay = delay
+        self.reason = reason
+
+
+class Discard(JobSignal):
+    """Raised by a handler for an error that must not be retried: the job goes to dead letters."""
+
+    def __init__(self, reason: str = "discarded") -> None:
+        super().__init__(reason)
+        self.reason = reason

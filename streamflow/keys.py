@@ -1,0 +1,52 @@
+"""QueueKeys: every Redis key name of a queue, derived in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Key names of one queue. ``{queue}`` is a Cluster hash tag: all keys share one slot.
+
+    >>> QueueKeys("payments").level("high")
+    'sf:{payments}:p:high'
+    """
+
+    queue: str
+    prefix: str = "sf"
+    levels: tuple[str, ...] = ("high", "normal", "low")
+    base: str = field(init=False)
+    streams: tuple[str, ...] = field(init=False)
+    delayed: str = field(init=False)
+    jobs: str = field(init=False)
+    dead: str = field(init=False)
+    events: str = field(init=False)
+    done: str = field(init=False)
+    workers: str = field(init=False)
+    repeat: str = field(init=False)
+    meta: str = field(init=False)
+    limiter: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.queue or any(ch in self.queue for ch in "{}: "):
+            raise ValueError(f"invalid queue name {self.queue!r}: no braces, colons or spaces")
+        base = f"{self.prefix}:{{{self.queue}}}"
+        put = object.__setattr__
+        put(self, "base", base)
+        put(self, "streams", tuple(f"{base}:p:{level}" for level in self.levels))
+        for name in ("delayed", "jobs", "dead", "events", "done", "workers", "repeat", "meta",
+                     "limiter"):
+            put(self, name, f"{base}:{name}")
+
+    def level(self, name: str) -> str:
+        """The stream of priority level ``name``."""
+        return self.streams[self.levels.index(name)]
+
+    def dedup(self, job_id: str) -> str:
+        """The idempotency mark of a caller-given job id."""
+        return f"{self.base}:dedup:{job_id}"
+
+    def status(self, job_id: str) -> str:
+        """The status record of a tracked job."""
+        return f"{self.base}:status:{job_id}"

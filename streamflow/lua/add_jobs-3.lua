@@ -1,0 +1,71 @@
+--[[
+  add_jobs: add one or many jobs atomically per job: dedup mark, then stream or delayed set.
+
+  KEYS[1]  delayed zset
+  KEYS[2]  jobs hash (envelopes of delayed jobs)
+  KEYS[3]  events stream
+  KEYS[4 .. 3+L]          one stream per priority level, highest first (declared tail)
+  KEYS[4+L ..]            dedup marks, referenced by index from the job records
+
+  ARGV[1]  now (ms)
+  ARGV[2]  L, the number of levels
+  ARGV[3]  1 to emit events, 0 not
+  ARGV[4]  events MAXLEN (approximate)
+  ARGV[5]  dedup TTL (ms)
+  ARGV[6 ..] job records, each:
+           level index (0-based), due (ms, 0 = now), dedup key index (0 = none; else
+           KEYS[3+L+index]), job id for the delayed set ("" = none), delayed record ("" when
+           due is 0), job name, field count F, then F stream fields
+
+  Returns  one item per job: the job id (entry id when no id was given), or 0 when its dedup
+           mark already existed (a duplicate: nothing was written)
+  Events   added | delayed, with i (job id) and n (name)
+]]
+local rcall = redis.call
+local delayed_key, jobs_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local now = ARGV[1]
+local levels = tonumber(ARGV[2])
+local emit = ARGV[3] == "1"
+local events_maxlen = ARGV[4]
+local dedup_ttl = ARGV[5]
+
+local results = {}
+local pos = 6
+local n = #ARGV
+while pos <= n do
+  local level = tonumber(ARGV[pos])
+  local due = tonumber(ARGV[pos + 1])
+  local dedup_index = tonumber(ARGV[pos + 2])
+  local job_id = ARGV[pos + 3]
+  local record = ARGV[pos + 4]
+  local name = ARGV[pos + 5]
+  local field_count = tonumber(ARGV[pos + 6])
+  local first = pos + 7
+  local last = first + field_count - 1
+  pos = last + 1
+
+  local fresh = true
+  if dedup_index > 0 then
+    fresh = rcall("SET", KEYS[3 + levels + dedup_index], job_id, "NX", "PX", dedup_ttl)
+  end
+  if not fresh then
+    results[#results + 1] = 0
+  elseif due > 0 then
+    rcall("ZADD", delayed_key, due, job_id)
+    rcall("HSET", jobs_key, job_id, record)
+    results[#results + 1] = job_id
+    if emit then
+      rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+        "e", "delayed", "i", job_id, "n", name, "due", due)
+    end
+  else
+    local entry_id = rcall("XADD", KEYS[4 + level], "*", unpack(ARGV, first, last))
+    if job_id == "" then job_id = entry_id end
+    results[#results + 1] = job_id
+    if emit then
+      rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+        "e", "added", "i", job_id, "n", name)
+    end
+  end
+end
+return results

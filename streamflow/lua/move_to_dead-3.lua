@@ -1,0 +1,36 @@
+--[[
+  move_to_dead: acknowledge an entry and keep it in the dead-letter stream with the reason.
+
+  KEYS[1]  level stream
+  KEYS[2]  dead stream
+  KEYS[3]  events stream
+
+  ARGV[1]  group
+  ARGV[2]  entry id
+  ARGV[3]  job id ("" when unknown: a malformed entry)
+  ARGV[4]  reason (failed, discarded, stalled, malformed, no_handler, timeout)
+  ARGV[5]  error text
+  ARGV[6]  traceback excerpt
+  ARGV[7]  now (ms)
+  ARGV[8]  level name
+  ARGV[9]  1 to emit events (failures are emitted unless events are off), 0 not
+  ARGV[10] events MAXLEN (approximate)
+  ARGV[11 ..] the entry's original fields, flat
+
+  Returns  the dead-letter entry id; -2 (NOT_PENDING) when the entry was no longer pending
+  Events   dead, with i, reason, err
+]]
+local rcall = redis.call
+local stream_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+
+if rcall("XACK", stream_key, ARGV[1], ARGV[2]) == 0 then
+  return -2
+end
+local dead_id = rcall("XADD", dead_key, "*",
+  "x:reason", ARGV[4], "x:error", ARGV[5], "x:tb", ARGV[6], "x:at", ARGV[7],
+  "x:level", ARGV[8], "x:src", ARGV[2], unpack(ARGV, 11))
+if ARGV[9] == "1" then
+  rcall("XADD", events_key, "MAXLEN", "~", ARGV[10], "*",
+    "e", "dead", "i", ARGV[3], "reason", ARGV[4], "err", ARGV[5])
+end
+return dead_id

@@ -1,0 +1,61 @@
+--[[
+  reclaim_stalled: take over entries idle longer than min-idle from consumers that stopped,
+  or dead-letter those already delivered more than max-stalled + 1 times.
+  The min-idle guard of XCLAIM makes two reclaimers racing safe: only one gets each entry.
+
+  KEYS[1]  level stream
+  KEYS[2]  dead stream
+  KEYS[3]  events stream
+
+  ARGV[1]  group
+  ARGV[2]  consumer (the reclaiming worker)
+  ARGV[3]  min idle (ms)
+  ARGV[4]  most entries to look at
+  ARGV[5]  max stalled count
+  ARGV[6]  now (ms)
+  ARGV[7]  level name
+  ARGV[8]  1 to emit events, 0 not
+  ARGV[9]  events MAXLEN (approximate)
+
+  Returns  {claimed entries (XCLAIM reply: {{id, {f1, v1, ...}}, ...}), dead-lettered count}
+  Events   stalled (per dead-lettered entry), reclaimed (per claimed entry), with i (entry id)
+]]
+local rcall = redis.call
+local stream_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local group, consumer, min_idle = ARGV[1], ARGV[2], ARGV[3]
+local max_stalled = tonumber(ARGV[5])
+local emit = ARGV[8] == "1"
+
+local pending = rcall("XPENDING", stream_key, group, "IDLE", min_idle, "-", "+", ARGV[4])
+local to_claim = {}
+local dead = 0
+for _, item in ipairs(pending) do
+  local entry_id, deliveries = item[1], tonumber(item[4])
+  if deliveries > max_stalled then
+    local entry = rcall("XRANGE", stream_key, entry_id, entry_id)
+    if entry[1] then
+      rcall("XADD", dead_key, "*", "x:reason", "stalled",
+        "x:error", "delivered " .. deliveries .. " times without finishing",
+        "x:tb", "", "x:at", ARGV[6], "x:level", ARGV[7], "x:src", entry_id,
+        unpack(entry[1][2]))
+      dead = dead + 1
+      if emit then
+        rcall("XADD", events_key, "MAXLEN", "~", ARGV[9], "*",
+          "e", "stalled", "i", entry_id, "deliveries", deliveries)
+      end
+    end
+    rcall("XACK", stream_key, group, entry_id)
+  else
+    to_claim[#to_claim + 1] = entry_id
+  end
+end
+local claimed = {}
+if #to_claim > 0 then
+  claimed = rcall("XCLAIM", stream_key, group, consumer, min_idle, unpack(to_claim))
+  if emit then
+    for _, entry in ipairs(claimed) do
+      rcall("XADD", events_key, "MAXLEN", "~", ARGV[9], "*", "e", "reclaimed", "i", entry[1])
+    end
+  end
+end
+return {claimed, dead}

@@ -1,0 +1,268 @@
+"""Queue: the producer and admin handle of one queue."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from types import TracebackType
+from typing import Any, Self
+
+from redis.exceptions import ResponseError
+
+from . import scripts
+from .backoff import Backoff
+from .codec import delayed_record, encode_data, envelope_fields
+from .connection import create_client
+from .errors import DurabilityError, UnknownPriority
+from .inspect import DeadEntry, QueueCounts, read_counts, read_dead
+from .job import JobOptions
+from .keys import QueueKeys
+from .settings import Durability, StreamflowSettings, to_ms, to_seconds
+from .telemetry import publish_span
+
+CHUNK = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job of a bulk add; fields as the keyword arguments of ``Queue.add``."""
+
+    name: str
+    data: Any = None
+    priority: str | None = None
+    delay: timedelta | float | None = None
+    job_id: str | None = None
+    attempts: int | None = None
+    backoff: Backoff | None = None
+    timeout: float | None = None
+    track: bool = False
+
+
+class Queue:
+    """The handle producers and admins use: add jobs, pause, inspect, dead letters.
+
+    Usage::
+
+        async with Queue("payments", url="redis://localhost:6379") as q:
+            job_id = await q.add("payment.captured", {"id": "pay_1"}, priority="high",
+                                 job_id="evt_1")     # None: evt_1 was already added
+            await q.add_bulk([("refund.created", {"id": "rfnd_1"}), ...])
+    """
+
+    def __init__(self, name: str, *, url: str | None = None,
+                 settings: StreamflowSettings | None = None, client: Any = None,
+                 durability: Durability | None = None) -> None:
+        self.settings = settings or (
+            StreamflowSettings.from_url(url) if url else StreamflowSettings())
+        if url and settings is not None:
+            self.settings.redis.url = url
+        self.name = name
+        self.keys = QueueKeys(name, self.settings.prefix, tuple(self.settings.levels))
+        self.durability: Durability = durability or self.settings.queue.durability
+        self._own_client = client is None
+        self._client = client
+        self._level_index = {level: i for i, level in enumerate(self.settings.levels)}
+        self._default_level = self._level_index[self.settings.default_level]
+        defaults = self.settings.queue
+        self._emit_added = "1" if defaults.events == "all" else "0"
+        self._emit_failures = "0" if defaults.events == "none" else "1"
+        self._dedup_ttl_ms = int(defaults.dedup_ttl * 1000)
+
+    @property
+    def client(self) -> Any:
+        """The Redis client (created on first use)."""
+        if self._client is None:
+            self._client = create_client(self.settings.redis, max_connections=256,
+                                         client_name=f"streamflow-producer-{os.getpid()}")
+        return self._client
+
+    async def __aenter__(self) -> Self:
+        await self.ensure_group()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client if this queue created it."""
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def ping(self) -> None:
+        """Raise ``redis.exceptions.ConnectionError`` when Redis does not answer."""
+        await self.client.ping()
+
+    async def ensure_group(self, group: str | None = None) -> None:
+        """Create the consumer group at position 0 on every level stream (idempotent)."""
+        await ensure_groups(self.client, self.keys, group or self.settings.worker.group)
+
+    def level_index(self, priority: str | None) -> int:
+        """The index of a priority level; ``UnknownPriority`` for a name not configured."""
+        if priority is None:
+            return self._default_level
+        try:
+            return self._level_index[priority]
+        except KeyError:
+            raise UnknownPriority(
+                f"unknown priority {priority!r}; levels are {', '.join(self.settings.levels)}"
+            ) from None
+
+    async def add(self, name: str, data: Any = None, *, priority: str | None = None,
+                  delay: timedelta | float | None = None, job_id: str | None = None,
+                  attempts: int | None = None, backoff: Backoff | None = None,
+                  timeout: float | None = None, track: bool = False,
+                  durability: Durability | None = None) -> str | None:
+        """Add one job in one round trip; returns its id, or None when ``job_id`` was already
+        added within the dedup TTL (the duplicate is refused, nothing is written).
+
+        Raises ``PayloadTooLarge``/``PayloadNotSerializable``/``UnknownPriority`` before
+        writing anything, and ``DurabilityError`` when ``durability="replicated"`` and no
+        replica confirmed in time (the job may still be on the master: add it again with the
+        same ``job_id`` to be sure, the dedup mark keeps it single).
+        """
+        spec = JobSpec(name, data, priority, delay, job_id, attempts, backoff, timeout, track)
+        level = priority or self.settings.default_level
+        with publish_span(self.name, name, level) as (_, carrier):
+            keys, args = self._add_command([spec], carrier)
+            ids = await self._send_adds([scripts.ADD_JOBS.command(keys, args)], durability)
+        return ids[0]
+
+    async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]], *,
+                       durability: Durability | None = None) -> list[str | None]:
+        """Add many jobs: one script call per chunk of 1,000, all chunks in one pipeline.
+
+        Returns the ids in order, None for duplicates refused. Every payload is checked before
+        anything is written.
+        """
+        specs = [job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]) for job in jobs]
+        if not specs:
+            return []
+        with publish_span(self.name, specs[0].name, specs[0].priority
+                          or self.settings.default_level, len(specs)) as (_, carrier):
+            commands = []
+            for start in range(0, len(specs), CHUNK):
+                keys, args = self._add_command(specs[start:start + CHUNK], carrier)
+                commands.append(scripts.ADD_JOBS.command(keys, args))
+            return await self._send_adds(commands, durability)
+
+    def _add_command(self, specs: Sequence[JobSpec],
+                     carrier: dict[str, str]) -> tuple[list[str], list[Any]]:
+        keys = self.keys
+        now = int(time.time() * 1000)
+        max_bytes = self.settings.queue.max_payload_bytes
+        traceparent = carrier.get("traceparent")
+        tracestate = carrier.get("tracestate")
+        dedup_keys: list[str] = []
+        args: list[Any] = [now, len(keys.streams), self._emit_added,
+                           self.settings.queue.events_maxlen, self._dedup_ttl_ms]
+        for spec in specs:
+            level = self.level_index(spec.priority)
+            data = encode_data(spec.data, max_bytes)
+            options = JobOptions(spec.attempts, spec.backoff, spec.timeout, spec.track)
+            due = now + to_ms(spec.delay) if spec.delay is not None and to_seconds(
+                spec.delay) > 0 else 0
+            job_id = spec.job_id
+            if job_id is not None and not job_id:
+                raise ValueError("job_id must be a non-empty string")
+            if due and job_id is None:
+                job_id = os.urandom(10).hex()
+            fields = envelope_fields(
+                spec.name, data, job_id=job_id, enqueued_ms=now if due else None,
+                options=options, traceparent=traceparent, tracestate=tracestate)
+            dedup_index = 0
+            if spec.job_id is not None:
+                dedup_keys.append(keys.dedup(spec.job_id))
+                dedup_index = len(dedup_keys)
+            if due:
+                args += [level, due, dedup_index, job_id, delayed_record(level, fields), spec.name,
+                         0]
+            else:
+                args += [level, 0, dedup_index, job_id or "", "", spec.name, len(fields), *fields]
+        return [keys.delayed, keys.jobs, keys.events, *keys.streams, *dedup_keys], args
+
+    async def _send_adds(self, commands: list[scripts.Command],
+                         durability: Durability | None) -> list[str | None]:
+        replicated = (durability or self.durability) == "replicated"
+        if replicated:
+            timeout_ms = int(self.settings.queue.replicated_timeout * 1000)
+            commands = [*commands, ("WAIT", 1, timeout_ms)]
+        results = await scripts.pipeline(self.client, commands)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        if replicated and results.pop() < 1:
+            raise DurabilityError(
+                "no replica confirmed the add within "
+                f"{self.settings.queue.replicated_timeout:g}s; retry it with the same job_id")
+        ids: list[str | None] = []
+        for chunk in results:
+            ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]
+        return ids
+
+    async def pause(self) -> None:
+        """Stop workers fetching new jobs (in-flight jobs finish; adds keep working)."""
+        await self._set_paused(True)
+
+    async def resume(self) -> None:
+        """Let workers fetch again."""
+        await self._set_paused(False)
+
+    async def _set_paused(self, paused: bool) -> None:
+        event = "paused" if paused else "resumed"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(self.keys.meta, "paused", "1" if paused else "0")
+        if self.settings.queue.events != "none":
+            pipe.xadd(self.keys.events, {"e": event}, maxlen=self.settings.queue.events_maxlen,
+                      approximate=True)
+        await pipe.execute()
+
+    async def is_paused(self) -> bool:
+        """Whether the queue is paused."""
+        return bool(await self.client.hget(self.keys.meta, "paused") == b"1")
+
+    async def counts(self, group: str | None = None) -> QueueCounts:
+        """Waiting per level, pending, delayed, dead and consumers of ``group``."""
+        return await read_counts(self.client, self.keys, group or self.settings.worker.group)
+
+    async def dead(self, count: int = 100, start: str = "-") -> list[DeadEntry]:
+        """Dead-lettered jobs, oldest first."""
+        return await read_dead(self.client, self.keys, count, start)
+
+    async def retry_dead(self, entry_ids: Sequence[str] | None = None) -> int:
+        """Put dead-lettered jobs back on their level with fresh attempts; all when no ids.
+
+        Returns how many were put back.
+        """
+        if entry_ids is None:
+            entries = await self.client.xrange(self.keys.dead, count=100_000)
+            entry_ids = [entry_id.decode() for entry_id, _ in entries]
+        moved = 0
+        levels = self.settings.levels
+        keys = [self.keys.dead, self.keys.events, *self.keys.streams]
+        for start in range(0, len(entry_ids), CHUNK):
+            args = [self._emit_failures, self.settings.queue.events_maxlen, len(levels), *levels, *entry_ids[start:start + CHUNK]]
+            moved += int(await scripts.call(self.client, scripts.RETRY_DEAD, keys, args))
+        return moved
+
+    async def purge_dead(self, entry_ids: Sequence[str] | None = None) -> int:
+        """Delete dead-lettered jobs for good; all when no ids. Returns how many."""
+        if entry_ids is None:
+            count = int(await self.client.xlen(self.keys.dead))
+            await self.client.delete(self.keys.dead)
+            return count
+        return int(await self.client.xdel(self.keys.dead, *entry_ids)) if entry_ids else 0
+
+
+async def ensure_groups(client: Any, keys: QueueKeys, group: str) -> None:
+    """XGROUP CREATE ... 0 MKSTREAM on every level stream; an existing group is kept."""
+    pipe = client.pipeline(transaction=False)
+    for stream in keys.streams:
+        pipe.xgroup_create(stream, group, id="0", mkstream=True)
+    for result in await pipe.execute(raise_on_error=False):
+        if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
+            raise result

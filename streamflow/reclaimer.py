@@ -1,0 +1,44 @@
+"""Stalled entries: reclaim those of consumers that stopped, keep our own long jobs fresh."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from . import scripts
+from .keys import QueueKeys
+
+
+async def reclaim_stalled(client: Any, keys: QueueKeys, level: int, *, group: str,
+                          consumer: str, min_idle_ms: int, count: int, max_stalled: int,
+                          emit: bool = True, events_maxlen: int = 10_000,
+                          ) -> tuple[list[Any], int]:
+    """Claim entries of ``level`` idle at least ``min_idle_ms``; dead-letter (reason
+    ``stalled``) those delivered more than ``max_stalled`` + 1 times.
+
+    Returns the claimed entries (``[[id, [f1, v1, ...]], ...]``) and how many went dead.
+    """
+    claimed, dead = await scripts.call(
+        client, scripts.RECLAIM_STALLED, [keys.streams[level], keys.dead, keys.events],
+        [group, consumer, min_idle_ms, count, max_stalled, int(time.time() * 1000),
+         keys.levels[level], "1" if emit else "0", events_maxlen])
+    return list(claimed), int(dead)
+
+
+async def keep_alive(client: Any, keys: QueueKeys, *, group: str, consumer: str,
+                     held: Iterable[tuple[int, str]], min_idle_ms: int) -> None:
+    """Reset the idle time of entries this consumer still works on, so that no reclaimer
+    takes them (XCLAIM JUSTID does not count a delivery). The min-idle guard keeps us from
+    taking back an entry another consumer has just claimed."""
+    by_level: dict[int, list[str]] = {}
+    for level, entry_id in held:
+        by_level.setdefault(level, []).append(entry_id)
+    if not by_level:
+        return
+    pipe = client.pipeline(transaction=False)
+    for level, entry_ids in by_level.items():
+        for start in range(0, len(entry_ids), 1000):
+            pipe.xclaim(keys.streams[level], group, consumer, min_idle_ms,
+                        entry_ids[start:start + 1000], justid=True)
+    await pipe.execute(raise_on_error=False)

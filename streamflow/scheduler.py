@@ -1,0 +1,19 @@
+"""The promoter: due members of the delayed set -> their level streams (one Lua script)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import scripts
+from .keys import QueueKeys
+
+
+async def promote_due(client: Any, keys: QueueKeys, *, limit: int = 1000, emit: bool = True,
+                      events_maxlen: int = 10_000, now_ms: int | None = None) -> tuple[int, int]:
+    """Move up to ``limit`` due jobs; returns (moved, next due ms or -1 when none is left)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    moved, next_due = await scripts.call(
+        client, scripts.PROMOTE_DUE, [keys.delayed, keys.jobs, keys.events, *keys.streams],
+        [now, limit, "1" if emit else "0", events_maxlen])
+    return int(moved), int(next_due)

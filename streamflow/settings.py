@@ -1,0 +1,139 @@
+"""StreamflowSettings: one typed settings object, read from ``STREAMFLOW_*`` env vars and ``.env``.
+
+Usage::
+
+    settings = StreamflowSettings()                       # env + .env
+    settings = StreamflowSettings.from_url("redis://h:6379/0", prefix="pay")
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Literal
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EventLevel = Literal["all", "failures", "none"]
+Durability = Literal["none", "replicated"]
+
+
+class RedisSettings(BaseModel):
+    """Where Redis is and how to reach it."""
+
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    username: str | None = None
+    sentinels: list[str] = Field(default_factory=list)
+    """``host:port`` of each sentinel; when set, ``master_name`` is resolved through them."""
+    master_name: str = "streamflow"
+    sentinel_password: SecretStr | None = None
+    sentinel_username: str | None = None
+    cluster: bool = False
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    socket_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    retry_attempts: int = 8
+    retry_backoff_base: float = 0.05
+    retry_backoff_cap: float = 2.0
+    health_check_interval: float = 15.0
+
+    @field_validator("sentinels", mode="before")
+    @classmethod
+    def _split_sentinels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+
+class QueueDefaults(BaseModel):
+    """Per-queue defaults a job inherits unless it carries its own option."""
+
+    attempts: int = Field(3, ge=1)
+    backoff: Literal["fixed", "exponential", "jitter"] = "exponential"
+    backoff_delay: float = Field(2.0, ge=0)
+    backoff_max: float = Field(3600.0, ge=0)
+    timeout: float | None = Field(None, gt=0)
+    """Per-job handler timeout in seconds; None for no limit."""
+    remove_on_complete: int = Field(1000, ge=0)
+    """How many completed jobs (with results) the capped ``done`` stream keeps."""
+    dedup_ttl: float = Field(86400.0, gt=0)
+    max_payload_bytes: int = Field(512 * 1024, gt=0)
+    events: EventLevel = "all"
+    events_maxlen: int = Field(10_000, ge=0)
+    durability: Durability = "none"
+    replicated_timeout: float = Field(1.0, gt=0)
+
+
+class WorkerDefaults(BaseModel):
+    """How a worker fetches, runs and acknowledges."""
+
+    group: str = "workers"
+    concurrency: int = Field(50, ge=1)
+    stalled_interval: float = Field(30.0, gt=0)
+    max_stalled_count: int = Field(1, ge=0)
+    block_ms: int = Field(2000, ge=1)
+    batch_size: int = Field(500, ge=1)
+    shutdown_grace: float = Field(30.0, ge=0)
+    promote_interval: float = Field(0.2, gt=0)
+    heartbeat_interval: float = Field(5.0, gt=0)
+    janitor_interval: float = Field(10.0, gt=0)
+
+
+class StreamflowSettings(BaseSettings):
+    """All settings. Env: ``STREAMFLOW_PREFIX``, ``STREAMFLOW_REDIS__URL`` (or ``REDIS_URL``), ..."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMFLOW_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("STREAMFLOW_REDIS_URL", "REDIS_URL")
+    )
+    """Shortcut for ``redis.url``; also read from ``REDIS_URL``."""
+    prefix: str = "sf"
+    levels: list[str] = Field(default_factory=lambda: ["high", "normal", "low"])
+    default_level: str = "normal"
+    queue: QueueDefaults = Field(default_factory=QueueDefaults)
+    worker: WorkerDefaults = Field(default_factory=WorkerDefaults)
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _split_levels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def model_post_init(self, __context: object) -> None:
+        if self.redis_url:
+            self.redis.url = self.redis_url
+        if not self.levels or len(set(self.levels)) != len(self.levels):
+            raise ValueError("levels must be a non-empty list of distinct names")
+        if self.default_level not in self.levels:
+            raise ValueError(f"default_level {self.default_level!r} is not one of {self.levels}")
+
+    @classmethod
+    def from_url(cls, url: str, **overrides: object) -> StreamflowSettings:
+        """Settings from the environment, with the Redis URL (and any field) given here."""
+        settings = cls(**overrides)  # type: ignore[arg-type]
+        settings.redis.url = url
+        settings.redis_url = url
+        return settings
+
+
+def to_seconds(value: timedelta | float | int) -> float:
+    """Seconds from a ``timedelta`` or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def to_ms(value: timedelta | float | int) -> int:
+    """Whole milliseconds from a ``timedelta`` or a number of seconds."""
+    return int(round(to_seconds(value) * 1000))
