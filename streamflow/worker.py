@@ -10,20 +10,19 @@ pipeline per round.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import socket
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 import orjson
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -103,7 +102,10 @@ class Worker:
         self._promote_wanted = anyio.Event()
         self._completed: list[list[Any]] = [[] for _ in self.keys.streams]
         self._commands: list[scripts.Command] = []
-        self._send: MemoryObjectSendStream[Job] | None = None
+        self._ready: deque[Job] = deque()
+        self._idle: list[anyio.Event] = []
+        self._in_transit = 0
+        self._fetch_done = False
         self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
         self._tracing = False
         self._started_ms = 0
@@ -149,12 +151,9 @@ class Worker:
                 background.start_soon(self._janitor_loop)
                 async with anyio.create_task_group() as work:
                     background.start_soon(self._enforce_grace, work.cancel_scope)
-                    send, receive = anyio.create_memory_object_stream[Job](math.inf)
-                    self._send = send
-                    work.start_soon(self._fetch_loop, send)
+                    work.start_soon(self._fetch_loop)
                     for _ in range(self.concurrency):
-                        work.start_soon(self._runner, receive.clone())
-                    receive.close()
+                        work.start_soon(self._runner)
                 with anyio.CancelScope(shield=True):
                     await self._final_flush()
                 background.cancel_scope.cancel()
@@ -178,13 +177,13 @@ class Worker:
 
     # -- fetching ---------------------------------------------------------------------------
 
-    async def _fetch_loop(self, send: MemoryObjectSendStream[Job]) -> None:
+    async def _fetch_loop(self) -> None:
         ws = self.settings.worker
         streams = {stream: ">" for stream in self.keys.streams}
         fetch_keys = [self.keys.meta, *self.keys.streams]
         level_of = {stream.encode(): i for i, stream in enumerate(self.keys.streams)}
         failures = 0
-        async with send:
+        try:
             while not self._stopping.is_set():
                 free = self.concurrency - len(self._held)
                 if free <= 0:
@@ -203,13 +202,13 @@ class Worker:
                         continue
                     if reply:
                         for i in range(0, len(reply), 2):
-                            self._dispatch(send, int(reply[i]), reply[i + 1])
+                            self._dispatch(int(reply[i]), reply[i + 1])
                         failures = 0
                         continue
                     blocked = await self.client.xreadgroup(
                         self.group, self.consumer, streams, count=count, block=ws.block_ms)
                     for stream, entries in blocked or ():
-                        self._dispatch(send, level_of[stream], entries)
+                        self._dispatch(level_of[stream], entries)
                     failures = 0
                 except ResponseError as exc:
                     if "NOGROUP" not in str(exc):
@@ -222,10 +221,16 @@ class Worker:
                     delay = min(0.1 * 2**failures, 5.0)
                     log.warning("fetch failed (%s); retrying in %.1fs", exc, delay)
                     await anyio.sleep(delay)
+        finally:
+            self._fetch_done = True
+            for event in self._idle:
+                self._in_transit += 1
+                event.set()
+            self._idle.clear()
 
-    def _dispatch(self, send: MemoryObjectSendStream[Job], level: int,
-                  entries: list[Any]) -> None:
+    def _dispatch(self, level: int, entries: list[Any]) -> None:
         held = self._held
+        ready = self._ready
         queue = self.queue
         level_name = self.keys.levels[level]
         for entry_id, raw in entries:
@@ -237,23 +242,33 @@ class Worker:
                                   fields)
                 continue
             held[job.entry_id] = level
-            send.send_nowait(job)
+            ready.append(job)
+        self._wake()
+
+    def _wake(self) -> None:
+        # Wake one idle runner at a time: a runner whose handler does not suspend goes on with
+        # the next job itself, so a batch costs a couple of wake-ups, not one per job.
+        if self._in_transit == 0 and self._idle and self._ready:
+            self._in_transit += 1
+            self._idle.pop().set()
 
     # -- running ----------------------------------------------------------------------------
 
-    async def _runner(self, receive: MemoryObjectReceiveStream[Job]) -> None:
-        async with receive:
-            while True:
-                try:
-                    job = receive.receive_nowait()
-                except anyio.WouldBlock:
-                    try:
-                        job = await receive.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
+    async def _runner(self) -> None:
+        ready = self._ready
+        while True:
+            if ready:
+                job = ready.popleft()
+                if ready:
+                    self._wake()
                 await self._run(job)
+                continue
+            if self._fetch_done:
+                return
+            event = anyio.Event()
+            self._idle.append(event)
+            await event.wait()
+            self._in_transit -= 1
 
     async def _run(self, job: Job) -> None:
         route = self.router.resolve(job.name)
@@ -495,10 +510,9 @@ class Worker:
 
     async def _reclaim(self, stalled_ms: int) -> int:
         claimed_total = 0
-        send = self._send
         for level in range(len(self.keys.streams)):
             free = self.concurrency - len(self._held)
-            if free <= 0 or send is None or self._stopping.is_set():
+            if free <= 0 or self._fetch_done or self._stopping.is_set():
                 break
             claimed, dead = await reclaim_stalled(
                 self.client, self.keys, level, group=self.group, consumer=self.consumer,
@@ -511,7 +525,7 @@ class Worker:
             if claimed:
                 log.info("reclaimed %d stalled entries of %s", len(claimed),
                          self.keys.levels[level])
-                self._dispatch(send, level, claimed)
+                self._dispatch(level, claimed)
                 claimed_total += len(claimed)
         return claimed_total
 
