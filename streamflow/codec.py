@@ -4,7 +4,7 @@ A plain job is stored as two fields, ``n`` (name) and ``d`` (data, JSON), so eve
 stream shares the field names of the node's master entry and Redis stores only the values.
 Fields that are usually absent:
 
-``i``  job id, when it is not the entry id (caller-given, or the job was retried or delayed)
+``i``  job id; absent on a first attempt added without one, whose id is ``<level>:<entry id>``
 ``a``  attempt number, when > 1
 ``t``  enqueue time (ms), when it differs from the entry id's time
 ``o``  options differing from the queue defaults (JSON)
@@ -96,7 +96,7 @@ def decode_job(
         raw_tp = fields.get(F_TRACEPARENT)
         raw_ts = fields.get(F_TRACESTATE)
         job = Job(
-            id=raw_id.decode() if raw_id is not None else entry,
+            id=raw_id.decode() if raw_id is not None else f"{level}:{entry}",
             name=name,
             data=data,
             attempt=int(raw_attempt) if raw_attempt is not None else 1,

@@ -35,7 +35,7 @@ class DeadEntry(TypedDict):
     """A dead-lettered job."""
 
     entry_id: str
-    job_id: str | None
+    job_id: str
     name: str | None
     reason: str
     error: str
@@ -109,7 +109,7 @@ def dead_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadEntry:
     entry = entry_id.decode()
     return DeadEntry(
         entry_id=entry,
-        job_id=get(b"i") or get(DEAD_PREFIX + b"src"),
+        job_id=get(b"i") or f"{get(DEAD_PREFIX + b'level')}:{get(DEAD_PREFIX + b'src')}",
         name=get(b"n"),
         reason=get(DEAD_PREFIX + b"reason") or "unknown",
         error=get(DEAD_PREFIX + b"error") or "",

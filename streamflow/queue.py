@@ -159,7 +159,7 @@ class Queue:
         tracestate = carrier.get("tracestate")
         dedup_keys: list[str] = []
         args: list[Any] = [now, len(keys.streams), self._emit_added,
-                           self.settings.queue.events_maxlen, self._dedup_ttl_ms]
+                           self.settings.queue.events_maxlen, self._dedup_ttl_ms, *keys.levels]
         for spec in specs:
             level = self.level_index(spec.priority)
             data = encode_data(spec.data, max_bytes)

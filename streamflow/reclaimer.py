@@ -42,3 +42,14 @@ async def keep_alive(client: Any, keys: QueueKeys, *, group: str, consumer: str,
             pipe.xclaim(keys.streams[level], group, consumer, min_idle_ms,
                         entry_ids[start:start + 1000], justid=True)
     await pipe.execute(raise_on_error=False)
+
+
+async def requeue_stalled(client: Any, keys: QueueKeys, *, group: str, min_idle_ms: int,
+                          count: int = 1000, claimer: str = "streamflow-cli") -> int:
+    """Put entries idle at least ``min_idle_ms`` back on their stream as new entries, for any
+    worker to fetch; returns how many. For operators: workers reclaim by themselves."""
+    moved = 0
+    for stream in keys.streams:
+        moved += int(await scripts.call(client, scripts.REQUEUE_STALLED, [stream],
+                                        [group, claimer, min_idle_ms, count]))
+    return moved

@@ -77,6 +77,7 @@ RECLAIM_STALLED = SCRIPTS["reclaim_stalled"]
 TRIM_STREAM = SCRIPTS["trim_stream"]
 DELETE_CONSUMER = SCRIPTS["delete_consumer"]
 RETRY_DEAD = SCRIPTS["retry_dead"]
+REQUEUE_STALLED = SCRIPTS["requeue_stalled"]
 
 
 async def load_scripts(client: Any) -> None:

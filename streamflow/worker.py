@@ -128,6 +128,11 @@ class Worker:
         """True while the worker is fetching (for readiness probes)."""
         return self._fetching and not self._stopping.is_set()
 
+    @property
+    def stopped(self) -> bool:
+        """True once ``run()`` has returned."""
+        return self._stopped.is_set()
+
     async def close(self) -> None:
         """Stop fetching, finish in-flight jobs within the grace period, flush, deregister."""
         self._stopping.set()
@@ -238,8 +243,9 @@ class Worker:
             try:
                 job = decode_job(entry_id, fields, queue, level_name)
             except MalformedEntry as exc:
-                self._to_dead_raw(level, entry_id.decode(), "", "malformed", str(exc), "",
-                                  fields)
+                entry = entry_id.decode()
+                self._to_dead_raw(level, entry, f"{level_name}:{entry}", "malformed", str(exc),
+                                  "", fields)
                 continue
             held[job.entry_id] = level
             ready.append(job)

@@ -12,13 +12,15 @@
   ARGV[3]  1 to emit events, 0 not
   ARGV[4]  events MAXLEN (approximate)
   ARGV[5]  dedup TTL (ms)
-  ARGV[6 ..] job records, each:
+  ARGV[6 .. 5+L]  the level names, in KEYS order
+  ARGV[6+L ..] job records, each:
            level index (0-based), due (ms, 0 = now), dedup key index (0 = none; else
            KEYS[3+L+index]), job id for the delayed set ("" = none), delayed record ("" when
            due is 0), job name, field count F, then F stream fields
 
-  Returns  one item per job: the job id (entry id when no id was given), or 0 when its dedup
-           mark already existed (a duplicate: nothing was written)
+  Returns  one item per job: the job id, or 0 when its dedup mark already existed (a
+           duplicate: nothing was written). A job added with no id is named "<level>:<entry id>":
+           entry ids are unique within one stream only.
   Events   added | delayed, with i (job id) and n (name)
 ]]
 local rcall = redis.call
@@ -30,7 +32,7 @@ local events_maxlen = ARGV[4]
 local dedup_ttl = ARGV[5]
 
 local results = {}
-local pos = 6
+local pos = 6 + levels
 local n = #ARGV
 while pos <= n do
   local level = tonumber(ARGV[pos])
@@ -60,7 +62,7 @@ while pos <= n do
     end
   else
     local entry_id = rcall("XADD", KEYS[4 + level], "*", unpack(ARGV, first, last))
-    if job_id == "" then job_id = entry_id end
+    if job_id == "" then job_id = ARGV[6 + level] .. ":" .. entry_id end
     results[#results + 1] = job_id
     if emit then
       rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",

@@ -18,13 +18,20 @@
   ARGV[9]  events MAXLEN (approximate)
 
   Returns  {claimed entries (XCLAIM reply: {{id, {f1, v1, ...}}, ...}), dead-lettered count}
-  Events   stalled (per dead-lettered entry), reclaimed (per claimed entry), with i (entry id)
+  Events   stalled (per dead-lettered entry), reclaimed (per claimed entry), with i (job id)
 ]]
 local rcall = redis.call
 local stream_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, min_idle = ARGV[1], ARGV[2], ARGV[3]
 local max_stalled = tonumber(ARGV[5])
 local emit = ARGV[8] == "1"
+
+local function job_id_of(entry_id, fields)
+  for i = 1, #fields, 2 do
+    if fields[i] == "i" then return fields[i + 1] end
+  end
+  return ARGV[7] .. ":" .. entry_id
+end
 
 local pending = rcall("XPENDING", stream_key, group, "IDLE", min_idle, "-", "+", ARGV[4])
 local to_claim = {}
@@ -41,7 +48,7 @@ for _, item in ipairs(pending) do
       dead = dead + 1
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", ARGV[9], "*",
-          "e", "stalled", "i", entry_id, "deliveries", deliveries)
+          "e", "stalled", "i", job_id_of(entry_id, entry[1][2]), "deliveries", deliveries)
       end
     end
     rcall("XACK", stream_key, group, entry_id)
@@ -54,7 +61,8 @@ if #to_claim > 0 then
   claimed = rcall("XCLAIM", stream_key, group, consumer, min_idle, unpack(to_claim))
   if emit then
     for _, entry in ipairs(claimed) do
-      rcall("XADD", events_key, "MAXLEN", "~", ARGV[9], "*", "e", "reclaimed", "i", entry[1])
+      rcall("XADD", events_key, "MAXLEN", "~", ARGV[9], "*",
+        "e", "reclaimed", "i", job_id_of(entry[1], entry[2]))
     end
   end
 end

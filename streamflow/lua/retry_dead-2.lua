@@ -45,9 +45,9 @@ for pos = 4 + levels, #ARGV do
     if has_name then
       -- a first attempt has no "i": its id was its entry id, which must outlive the move
       if not has_id and source then
+        job_id = ARGV[3 + level] .. ":" .. source
         keep[#keep + 1] = "i"
-        keep[#keep + 1] = source
-        job_id = source
+        keep[#keep + 1] = job_id
       end
       rcall("XADD", KEYS[2 + level], "*", unpack(keep))
       rcall("XDEL", dead_key, entry[1])

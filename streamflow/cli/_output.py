@@ -1,0 +1,56 @@
+"""CLI output: aligned tables or JSON on stdout, one-line errors on stderr."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+import typer
+
+_DURATION = re.compile(r"^\s*(?P<value>\d+(?:\.\d+)?)\s*(?P<unit>ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``250ms``, ``5s``, ``2m``, ``1h``, ``1d`` or a plain number of seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise typer.BadParameter(
+            f"bad duration {text!r}: use a number with ms, s, m, h or d (e.g. 5s, 250ms)")
+    return float(match["value"]) * _UNITS[match["unit"]]
+
+
+def parse_json(text: str) -> Any:
+    """A JSON value from the command line."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise typer.BadParameter(f"not valid JSON: {exc}") from None
+
+
+def emit_json(value: Any) -> None:
+    """Print ``value`` as JSON."""
+    typer.echo(orjson.dumps(value, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain aligned text table."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Print a table."""
+    typer.echo(table(headers, rows))
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``message`` as one line on stderr; returns the Exit to raise."""
+    typer.echo(f"streamflow: error: {message}", err=True)
+    return typer.Exit(code)

@@ -1,0 +1,80 @@
+"""``streamflow worker``: run a worker for one queue."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from ..router import Router
+from ..worker import Worker
+from ._context import run, settings_of
+
+
+def register(app: typer.Typer) -> None:
+    """Add the worker command to ``app``."""
+    app.command("worker")(worker)
+
+
+def load_target(spec: str) -> Any:
+    """The object named by ``module:attr`` (the current directory is importable)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise typer.BadParameter(f"--app must look like module:attr, got {spec!r}")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(f"cannot import {module_name!r}: {exc}") from None
+    target = module
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise typer.BadParameter(f"{module_name!r} has no attribute {attr!r}") from None
+    if not isinstance(target, Router) and not callable(target):
+        raise typer.BadParameter(f"{spec} is neither a Router nor a callable")
+    return target
+
+
+def worker(
+    ctx: typer.Context,
+    queue: Annotated[str, typer.Argument(help="Queue name.")],
+    app: Annotated[str, typer.Option("--app", help="Handlers: module:attr, a Router or a "
+                                     "callable.")],
+    concurrency: Annotated[int | None, typer.Option(min=1, help="Jobs at once.")] = None,
+    group: Annotated[str | None, typer.Option(help="Consumer group (default workers).")]
+    = None,
+    consumer: Annotated[str | None, typer.Option(help="Consumer name (default host-pid).")]
+    = None,
+    health_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Serve /livez and /readyz on this port.")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run a worker until SIGTERM/SIGINT (in-flight jobs finish within the shutdown grace)."""
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        raise typer.BadParameter(f"unknown log level {log_level!r}")
+    logging.basicConfig(level=level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    target = load_target(app)
+    settings = settings_of(ctx)
+    runner = Worker(queue, target, settings=settings, concurrency=concurrency, group=group,
+                    consumer=consumer)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+            if health_port is not None:
+                from ..health import serve_health
+
+                await tg.start(serve_health, health_port, lambda: not runner.stopped,
+                               lambda: runner.ready)
+            await runner.run()
+            tg.cancel_scope.cancel()
+
+    run(settings, main)

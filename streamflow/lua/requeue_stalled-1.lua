@@ -1,0 +1,34 @@
+--[[
+  requeue_stalled: put entries idle longer than min-idle back at the tail of their stream, as
+  new entries any worker may fetch (the operator's `streamflow claim`). Each entry is claimed
+  first, so a worker reclaiming at the same moment cannot also get it.
+
+  KEYS[1]  level stream
+
+  ARGV[1]  group
+  ARGV[2]  consumer name the entries are claimed to before they are acknowledged
+  ARGV[3]  min idle (ms)
+  ARGV[4]  most entries to move
+
+  Returns  the number of entries put back
+  Events   none
+]]
+local rcall = redis.call
+local stream_key = KEYS[1]
+local group, consumer, min_idle = ARGV[1], ARGV[2], ARGV[3]
+
+local pending = rcall("XPENDING", stream_key, group, "IDLE", min_idle, "-", "+", ARGV[4])
+local moved = 0
+for _, item in ipairs(pending) do
+  local claimed = rcall("XCLAIM", stream_key, group, consumer, min_idle, item[1])
+  local entry = claimed[1]
+  if entry and entry[2] then
+    rcall("XADD", stream_key, "*", unpack(entry[2]))
+    moved = moved + 1
+  end
+  rcall("XACK", stream_key, group, item[1])
+end
+if moved > 0 or #pending > 0 then
+  pcall(rcall, "XGROUP", "DELCONSUMER", stream_key, group, consumer)
+end
+return moved
