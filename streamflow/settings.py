@@ -9,10 +9,10 @@ Usage::
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EventLevel = Literal["all", "failures", "none"]
 Durability = Literal["none", "replicated"]
@@ -24,7 +24,7 @@ class RedisSettings(BaseModel):
     url: str = "redis://127.0.0.1:6379/0"
     password: SecretStr | None = None
     username: str | None = None
-    sentinels: list[str] = Field(default_factory=list)
+    sentinels: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """``host:port`` of each sentinel; when set, ``master_name`` is resolved through them."""
     master_name: str = "streamflow"
     sentinel_password: SecretStr | None = None
@@ -46,6 +46,12 @@ class RedisSettings(BaseModel):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("password", "sentinel_password", "username", "sentinel_username",
+                     "tls_ca_file", "tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
 
 
 class QueueDefaults(BaseModel):
@@ -71,6 +77,8 @@ class WorkerDefaults(BaseModel):
     """How a worker fetches, runs and acknowledges."""
 
     group: str = "workers"
+    consumer: str | None = None
+    """Consumer name; default ``<host>-<pid>-<random>`` (in Kubernetes: the pod name)."""
     concurrency: int = Field(50, ge=1)
     stalled_interval: float = Field(30.0, gt=0)
     max_stalled_count: int = Field(1, ge=0)
@@ -92,16 +100,17 @@ class StreamflowSettings(BaseSettings):
         extra="ignore",
     )
 
-    redis: RedisSettings = Field(default_factory=RedisSettings)
+    redis: RedisSettings = Field(default_factory=lambda: RedisSettings())
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("STREAMFLOW_REDIS_URL", "REDIS_URL")
     )
     """Shortcut for ``redis.url``; also read from ``REDIS_URL``."""
     prefix: str = "sf"
-    levels: list[str] = Field(default_factory=lambda: ["high", "normal", "low"])
+    levels: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["high", "normal", "low"])
     default_level: str = "normal"
-    queue: QueueDefaults = Field(default_factory=QueueDefaults)
-    worker: WorkerDefaults = Field(default_factory=WorkerDefaults)
+    queue: QueueDefaults = Field(default_factory=lambda: QueueDefaults())
+    worker: WorkerDefaults = Field(default_factory=lambda: WorkerDefaults())
 
     @field_validator("levels", mode="before")
     @classmethod

@@ -82,7 +82,8 @@ class Worker:
         if self.concurrency < 1:
             raise ConfigurationError("concurrency must be >= 1")
         self.group = group or ws.group
-        self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+        self.consumer = consumer or ws.consumer or (
+            f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}")
         if ws.block_ms >= self.settings.redis.socket_timeout * 1000:
             raise ConfigurationError("worker.block_ms must stay below redis.socket_timeout")
         self.processed = 0

@@ -20,7 +20,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
+import hypothesis  # noqa: F401  (imported early: a late import under assertion rewriting
+import pytest       # hits CPython 3.11.7's "AST constructor recursion depth mismatch")
 
 from tests.servers import (
     ClusterTopology,
@@ -117,7 +118,9 @@ def _container_redis() -> Iterator[RedisServer]:
         ["redis-server", "--save", "", "--appendonly", "no", "--maxmemory-policy", "noeviction"]
     )
     with container:
-        yield ContainerRedis(container.get_container_host_ip(), int(container.get_exposed_port(6379)))
+        yield ContainerRedis(
+            container.get_container_host_ip(), int(container.get_exposed_port(6379))
+        )
 
 
 @pytest.fixture(scope="session")
@@ -180,6 +183,5 @@ def sentinel_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sent
 def cluster_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
     """A 3-master Redis Cluster shared by the tests of one module."""
     _require("redis-server")
-    _require("redis-cli")
     with ClusterTopology(tmp_path_factory.mktemp("cluster")) as topology:
         yield topology

@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, RedisCluster
+from redis.retry import Retry
+from redis.sentinel import Sentinel
 
-from tests.servers import HOST, ClusterTopology, RedisProcess, RedisServer, SentinelTopology, TlsFiles
+from tests import servers
+from tests.servers import (
+    HOST,
+    SENTINEL_SERVICE,
+    ClusterTopology,
+    RedisProcess,
+    RedisServer,
+    SentinelTopology,
+    ServerStartError,
+    TlsFiles,
+    free_port,
+)
+
+NO_RETRY = Retry(NoBackoff(), 0)
 
 
 def test_standalone_answers_and_never_evicts(redis_server: RedisServer, redis_url: str) -> None:
@@ -43,9 +60,24 @@ def test_aof_restart_keeps_stream_entry(tmp_path: Path, queue_name: str, hard: b
 
 def test_failed_start_reports_log_tail(tmp_path: Path) -> None:
     server = RedisProcess(tmp_path, config=["no-such-directive yes"])
-    with pytest.raises(RuntimeError, match="no-such-directive"):
+    with pytest.raises(ServerStartError, match="no-such-directive"):
         server.start()
     assert not server.running
+
+
+def test_port_taken_before_start_is_picked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as squatter:
+        squatter.bind((HOST, 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        picks = iter([taken])
+        monkeypatch.setattr(servers, "free_port", lambda: next(picks, None) or free_port())
+        with RedisProcess(tmp_path) as server:
+            assert server.port != taken
+            with server.client() as client:
+                assert client.ping()
 
 
 def test_sentinel_failover_promotes_replica(sentinel_topology: SentinelTopology) -> None:
@@ -60,8 +92,8 @@ def test_sentinel_failover_promotes_replica(sentinel_topology: SentinelTopology)
     new_master = topology.wait_for_failover(timeout=30)
 
     assert new_master == old_replica
-    sentinel = redis.sentinel.Sentinel(topology.sentinel_addresses, socket_timeout=1)
-    master = sentinel.master_for("streamflow", socket_timeout=1)
+    sentinel = Sentinel(topology.sentinel_addresses, socket_timeout=1)
+    master = sentinel.master_for(SENTINEL_SERVICE, socket_timeout=1)
     try:
         assert master.get("before-failover") == b"1"
         assert master.set("after-failover", "1")
@@ -109,14 +141,12 @@ def test_tls_with_a_wrong_ca_fails(tls_redis_server: RedisProcess, tls_files: Tl
             tls_redis_server.url,
             ssl_ca_certs=str(tls_files.wrong_ca),
             socket_timeout=2,
-            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            retry=NO_RETRY,
         ) as client,
         pytest.raises(redis.ConnectionError) as caught,
     ):
         client.ping()
-    assert isinstance(caught.value.__cause__ or caught.value.__context__, ssl.SSLError) or (
-        "certificate verify failed" in str(caught.value)
-    )
+    assert isinstance(caught.value.__context__, ssl.SSLCertVerificationError)
 
 
 def test_tls_server_refuses_plaintext(tls_redis_server: RedisProcess) -> None:
@@ -125,7 +155,7 @@ def test_tls_server_refuses_plaintext(tls_redis_server: RedisProcess) -> None:
             host=HOST,
             port=tls_redis_server.port,
             socket_timeout=1,
-            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0),
+            retry=NO_RETRY,
         ) as client,
         pytest.raises(redis.ConnectionError),
     ):

@@ -1,0 +1,1 @@
+"""Real consumers built on streamflow; each subpackage is an application users can copy."""

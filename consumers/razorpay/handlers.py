@@ -1,0 +1,172 @@
+"""Webhook handlers: turn a Razorpay event into ledger updates and apply them once.
+
+Each job is one webhook: ``job.id`` is Razorpay's event id, ``job.name`` the event type,
+``job.data`` the verified body. A body that cannot be understood is dead-lettered
+(``Discard``); a ledger that is briefly unavailable makes the job run again later (``Retry``);
+any other error is retried with the queue's backoff by the worker.
+
+Usage::
+
+    async with open_ledger(settings) as ledger:
+        worker = Worker(settings.queue, build_router(ledger, settings), settings=sf)
+        await worker.run()
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from streamflow import Discard, Job, Retry, Router
+
+from .settings import RazorpaySettings
+from .states import EVENT_STATUS, PAYMENT_STATUS_OF_ENTITY, Versioned
+from .store import (
+    DISPUTES,
+    INTEGER_COLUMNS,
+    ORDERS,
+    PAYMENTS,
+    REFUNDS,
+    SETTLEMENTS,
+    SUBSCRIPTIONS,
+    TABLES,
+    AppliedEvent,
+    EntityUpdate,
+    Ledger,
+    LedgerUnavailable,
+    Table,
+)
+
+log = logging.getLogger("consumers.razorpay")
+
+FAMILIES: dict[str, Table] = {
+    "payment.dispute.": DISPUTES,
+    "subscription.": SUBSCRIPTIONS,
+    "settlement.": SETTLEMENTS,
+    "refund.": REFUNDS,
+    "order.": ORDERS,
+}
+"""Event families handled beyond ``EVENT_STATUS``: their status comes from the entity."""
+
+HANDLED_EVENTS: tuple[str, ...] = tuple(EVENT_STATUS)
+
+
+class MalformedEvent(ValueError):
+    """Raised when a webhook body lacks what its event type needs."""
+
+
+def _optional_entity(body: Mapping[str, Any], name: str) -> dict[str, Any] | None:
+    payload = body.get("payload")
+    wrapper = payload.get(name) if isinstance(payload, Mapping) else None
+    entity = wrapper.get("entity") if isinstance(wrapper, Mapping) else None
+    if isinstance(entity, dict) and isinstance(entity.get("id"), str) and entity["id"]:
+        return entity
+    return None
+
+
+def _entity(body: Mapping[str, Any], name: str) -> dict[str, Any]:
+    entity = _optional_entity(body, name)
+    if entity is None:
+        raise MalformedEvent(f"payload.{name}.entity with an id is missing")
+    return entity
+
+
+def _value(column: str, value: Any) -> Any:
+    """An entity field as its column holds it: integers or text, anything else dropped."""
+    if value is None:
+        return None
+    if column in INTEGER_COLUMNS:
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+    return value if isinstance(value, str) else None
+
+
+def entity_update(table: Table, entity: Mapping[str, Any], at: int,
+                  status: str | None) -> EntityUpdate:
+    """The ledger update an entity makes at ``at`` (``status`` None: its facts only)."""
+    return EntityUpdate(
+        table, entity["id"], Versioned(status, at) if status else None,
+        facts={c: _value(c, entity.get(c)) for c in table.facts},
+        status_facts={c: _value(c, entity.get(c)) for c in table.status_facts},
+    )
+
+
+def _status(table: Table, event: str, entity: Mapping[str, Any]) -> str | None:
+    known = EVENT_STATUS.get(event)
+    if known is not None and known[0] is table.machine:
+        return known[1]
+    status = entity.get("status")
+    if table is PAYMENTS:
+        return PAYMENT_STATUS_OF_ENTITY.get(status) if isinstance(status, str) else None
+    return status if isinstance(status, str) and status in table.machine else None
+
+
+def updates_for(event: str, body: Mapping[str, Any]) -> tuple[str | None, list[EntityUpdate]]:
+    """The main entity id and the ledger updates of one event, parents first.
+
+    The event's main entity takes its status from the event type (``EVENT_STATUS``) or, for
+    other types of its family, from the entity; an embedded payment is applied as its own
+    status says. Types this ledger does not track give no updates (the event is recorded).
+    """
+    at = body.get("created_at")
+    if not isinstance(at, int) or isinstance(at, bool):
+        raise MalformedEvent("created_at (unix seconds) is missing")
+    table = _main_table(event)
+    if table is None:
+        return None, []
+    main = _entity(body, table.entity)
+    update = entity_update(table, main, at, _status(table, event, main))
+    if table is PAYMENTS:
+        return main["id"], [update]
+    updates = [update]
+    payment = _optional_entity(body, "payment")
+    if payment is not None:
+        updates.insert(0 if table is not ORDERS else 1,
+                       entity_update(PAYMENTS, payment, at, _status(PAYMENTS, "", payment)))
+    elif table is REFUNDS:
+        payment_id = main.get("payment_id")
+        if not isinstance(payment_id, str) or not payment_id:
+            raise MalformedEvent("payload.refund.entity.payment_id is missing")
+        updates.insert(0, EntityUpdate(PAYMENTS, payment_id))
+    return main["id"], updates
+
+
+def _main_table(event: str) -> Table | None:
+    known = EVENT_STATUS.get(event)
+    if known is not None:
+        return next(table for table in TABLES if table.machine is known[0])
+    for prefix, table in FAMILIES.items():
+        if event.startswith(prefix):
+            return table
+    return None
+
+
+def build_router(ledger: Ledger, settings: RazorpaySettings) -> Router:
+    """A router whose handlers apply every event to ``ledger``; unknown types are recorded."""
+    retry_delay = settings.db_retry_delay
+
+    async def apply_event(job: Job) -> str:
+        if not isinstance(job.data, Mapping):
+            raise Discard("malformed: the webhook body is not a JSON object")
+        try:
+            entity_id, updates = updates_for(job.name, job.data)
+        except MalformedEvent as exc:
+            raise Discard(f"malformed {job.name}: {exc}") from exc
+        event = AppliedEvent(job.id, job.name, int(job.data["created_at"]), entity_id,
+                             job.attempt)
+        try:
+            applied = await ledger.apply(event, updates)
+        except LedgerUnavailable as exc:
+            log.warning("ledger unavailable for event %s (%s), attempt %d: %s", job.id,
+                        job.name, job.attempt, exc)
+            raise Retry(delay=retry_delay, reason="ledger unavailable") from exc
+        if not applied:
+            log.info("event %s (%s) was already applied", job.id, job.name)
+            return "duplicate"
+        return "applied" if updates else "recorded"
+
+    router = Router()
+    for name in HANDLED_EVENTS:
+        router.add(name, apply_event)
+    router.fallback(apply_event)
+    return router

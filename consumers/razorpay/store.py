@@ -1,0 +1,438 @@
+"""The payment ledger: SQLite (aiosqlite) by default, PostgreSQL (asyncpg) with ``DATABASE_URL``.
+
+Every webhook is applied in one database transaction that first records its event id in
+``applied_events``: a second delivery of the same event finds the id and changes nothing.
+Entity rows keep their status as the maximum ``(status_tier, status_at, status_rank)`` key of
+the events seen so far (see ``states``); the comparison runs inside the upsert, so concurrent
+workers cannot move a row backwards. Facts such as amount or currency keep the first value
+known. A payment's ``amount_refunded`` is recomputed from its processed refunds, never
+incremented, so it cannot double count.
+
+Usage::
+
+    async with open_ledger(settings) as ledger:          # creates the schema
+        applied = await ledger.apply(event, [EntityUpdate(PAYMENTS, "pay_1", ...)])
+        row = await ledger.get(PAYMENTS, "pay_1")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+import anyio
+import asyncpg  # type: ignore[import-untyped]
+
+from .settings import RazorpaySettings
+from .states import (
+    DISPUTE,
+    ORDER,
+    PAYMENT,
+    REFUND,
+    SETTLEMENT,
+    SUBSCRIPTION,
+    StateMachine,
+    Versioned,
+    refund_status,
+)
+
+Row = dict[str, Any]
+
+
+class LedgerError(Exception):
+    """Raised when the ledger cannot be opened or used as configured."""
+
+
+class LedgerUnavailable(LedgerError):
+    """Raised when a write failed for a reason that passes (lock, connection, deadlock)."""
+
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    sqlite3.OperationalError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TransactionRollbackError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.LockNotAvailableError,
+    OSError,
+    TimeoutError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """One entity table: its state machine and its columns besides id and status."""
+
+    name: str
+    entity: str
+    """The Razorpay entity name (``payload.<entity>.entity``)."""
+    machine: StateMachine
+    facts: tuple[str, ...]
+    """Columns whose first known value is kept."""
+    status_facts: tuple[str, ...] = ()
+    """Columns that describe the current status: written when the status is."""
+
+
+PAYMENTS = Table("payments", "payment", PAYMENT,
+                 ("order_id", "amount", "currency", "method", "created_at"),
+                 ("error_code", "error_description"))
+REFUNDS = Table("refunds", "refund", REFUND,
+                ("payment_id", "amount", "currency", "created_at"), ("speed",))
+ORDERS = Table("orders", "order", ORDER,
+               ("amount", "currency", "receipt", "created_at"), ("amount_paid",))
+SUBSCRIPTIONS = Table("subscriptions", "subscription", SUBSCRIPTION,
+                      ("plan_id", "customer_id", "total_count", "created_at"),
+                      ("paid_count", "current_end"))
+SETTLEMENTS = Table("settlements", "settlement", SETTLEMENT,
+                    ("amount", "fees", "tax", "utr", "created_at"))
+DISPUTES = Table("disputes", "dispute", DISPUTE,
+                 ("payment_id", "amount", "currency", "reason_code", "created_at"),
+                 ("phase", "respond_by"))
+TABLES = (PAYMENTS, REFUNDS, ORDERS, SUBSCRIPTIONS, SETTLEMENTS, DISPUTES)
+
+INTEGER_COLUMNS = frozenset({
+    "amount", "amount_paid", "fees", "tax", "created_at", "current_end", "respond_by",
+    "paid_count", "total_count",
+})
+"""Entity columns holding integers (amounts in the smallest unit, unix seconds, counts)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntityUpdate:
+    """What one event says about one entity. ``state`` None: facts only (a stub row)."""
+
+    table: Table
+    id: str
+    state: Versioned | None = None
+    facts: Mapping[str, Any] = field(default_factory=dict)
+    status_facts: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedEvent:
+    """The webhook being applied: its id makes the apply idempotent."""
+
+    id: str
+    name: str
+    at: int
+    """The event's ``created_at`` (unix seconds)."""
+    entity_id: str | None = None
+    attempt: int = 1
+
+
+# ------------------------------------------------------------------------------ databases
+
+
+class Transaction(Protocol):
+    """The statements a ledger transaction runs; SQL uses ``$1``-style parameters."""
+
+    async def execute(self, sql: str, *args: Any) -> int: ...
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None: ...
+
+
+class Database(Protocol):
+    """A connection (SQLite) or pool (PostgreSQL) that runs transactions."""
+
+    dialect: str
+
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
+
+    async def close(self) -> None: ...
+
+
+_PARAM = re.compile(r"\$(\d+)")
+
+
+@lru_cache(maxsize=256)
+def _qmark(sql: str) -> tuple[str, tuple[int, ...]]:
+    """``$n`` SQL as ``?`` SQL plus the argument index of each ``?``, for sqlite3."""
+    order = tuple(int(match) - 1 for match in _PARAM.findall(sql))
+    return _PARAM.sub("?", sql), order
+
+
+class _SqliteTransaction:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        text, order = _qmark(sql)
+        cursor = await self._conn.execute(text, [args[i] for i in order])
+        count = cursor.rowcount
+        await cursor.close()
+        return count
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        text, order = _qmark(sql)
+        async with self._conn.execute(text, [args[i] for i in order]) as cursor:
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            names = [column[0] for column in cursor.description]
+            return dict(zip(names, row, strict=True))
+
+
+class SqliteDatabase:
+    """One SQLite file in WAL mode; transactions are serialized (SQLite has one writer)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str, *, lock_timeout: float) -> SqliteDatabase:
+        conn = await aiosqlite.connect(str(path), timeout=lock_timeout, isolation_level=None)
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=FULL")
+        return cls(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteTransaction(self._conn)
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                with anyio.CancelScope(shield=True), contextlib.suppress(sqlite3.Error, ValueError):
+                    await self._conn.execute("ROLLBACK")
+                raise
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+
+class _PostgresTransaction:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status: str = await self._conn.execute(sql, *args)
+        tail = status.rpartition(" ")[2]
+        return int(tail) if tail.isdigit() else 0
+
+    async def fetchone(self, sql: str, *args: Any) -> Row | None:
+        record = await self._conn.fetchrow(sql, *args)
+        return dict(record) if record is not None else None
+
+
+class PostgresDatabase:
+    """An asyncpg pool; each transaction holds one connection (READ COMMITTED)."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, dsn: str, *, pool_size: int, lock_timeout: float) -> PostgresDatabase:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=1, max_size=pool_size,
+            server_settings={"lock_timeout": f"{int(lock_timeout * 1000)}ms",
+                             "application_name": "streamflow-razorpay"})
+        return cls(pool)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield _PostgresTransaction(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+
+async def open_database(settings: RazorpaySettings) -> Database:
+    """SQLite at ``sqlite_path`` (or a ``sqlite:///`` URL), PostgreSQL for ``postgresql://``."""
+    url = settings.database_url.get_secret_value() if settings.database_url else ""
+    if url.startswith(("postgres://", "postgresql://")):
+        return await PostgresDatabase.open(url, pool_size=settings.db_pool_size,
+                                           lock_timeout=settings.db_lock_timeout)
+    if url and not url.startswith("sqlite:///"):
+        scheme = url.partition(":")[0]
+        raise LedgerError(f"DATABASE_URL scheme {scheme!r} is not supported: "
+                          "use postgresql:// or sqlite:///")
+    path = url.removeprefix("sqlite:///") if url else settings.sqlite_path
+    return await SqliteDatabase.open(path, lock_timeout=settings.db_lock_timeout)
+
+
+# --------------------------------------------------------------------------------- ledger
+
+
+def _state_columns() -> str:
+    return ("status TEXT NOT NULL, status_tier INTEGER NOT NULL, status_at BIGINT NOT NULL, "
+            "status_rank INTEGER NOT NULL")
+
+
+def _upsert_sql(name: str, table: Table) -> str:
+    columns = ["id", *table.facts, *table.status_facts, "status", "status_tier", "status_at",
+               "status_rank", "updated_ms"]
+    params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    newer = ("(excluded.status_tier, excluded.status_at, excluded.status_rank) > "
+             "(cur.status_tier, cur.status_at, cur.status_rank)")
+    sets = [f"{c} = COALESCE(cur.{c}, excluded.{c})" for c in table.facts]
+    sets += [f"{c} = CASE WHEN {newer} THEN excluded.{c} ELSE cur.{c} END"
+             for c in (*table.status_facts, "status", "status_tier", "status_at",
+                       "status_rank")]
+    sets.append("updated_ms = excluded.updated_ms")
+    return (f"INSERT INTO {name} AS cur ({', '.join(columns)}) VALUES ({params}) "
+            f"ON CONFLICT (id) DO UPDATE SET {', '.join(sets)}")
+
+
+class Ledger:
+    """The payment ledger over one database, under a table-name prefix."""
+
+    def __init__(self, db: Database, prefix: str = "rzp_") -> None:
+        self.db = db
+        self.prefix = prefix
+        self._names = {table.name: f"{prefix}{table.name}" for table in TABLES}
+        self._upserts = {table.name: _upsert_sql(self._names[table.name], table)
+                         for table in TABLES}
+        self._events = f"{prefix}applied_events"
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.db.dialect
+
+    def table_name(self, table: Table) -> str:
+        """The name of ``table`` in the database (with the prefix)."""
+        return self._names[table.name]
+
+    def schema(self) -> list[str]:
+        """The DDL of the ledger; every statement is safe to run again."""
+        statements = [
+            f"CREATE TABLE IF NOT EXISTS {self._events} (event_id TEXT PRIMARY KEY, "
+            "event TEXT NOT NULL, entity_id TEXT, event_at BIGINT NOT NULL, "
+            "attempt INTEGER NOT NULL, applied_ms BIGINT NOT NULL)",
+        ]
+        for table in TABLES:
+            columns = [f"{c} {'BIGINT' if c in INTEGER_COLUMNS else 'TEXT'}"
+                       for c in (*table.facts, *table.status_facts)]
+            if table is PAYMENTS:
+                columns += ["amount_refunded BIGINT NOT NULL DEFAULT 0", "refund_status TEXT"]
+            statements.append(
+                f"CREATE TABLE IF NOT EXISTS {self._names[table.name]} (id TEXT PRIMARY KEY, "
+                f"{', '.join(columns)}, {_state_columns()}, updated_ms BIGINT NOT NULL)")
+        statements.append(f"CREATE INDEX IF NOT EXISTS {self.prefix}refunds_payment "
+                          f"ON {self._names['refunds']} (payment_id)")
+        return statements
+
+    async def create_schema(self) -> None:
+        """Create the tables that do not exist yet (several workers may race: serialized)."""
+        async with self.db.transaction() as tx:
+            if self.dialect == "postgresql":
+                await tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", self._events)
+            for statement in self.schema():
+                await tx.execute(statement)
+
+    async def drop_schema(self) -> None:
+        """Drop every ledger table (tests, teardown of a throwaway prefix)."""
+        async with self.db.transaction() as tx:
+            for name in (self._events, *self._names.values()):
+                await tx.execute(f"DROP TABLE IF EXISTS {name}")
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def apply(self, event: AppliedEvent, updates: Sequence[EntityUpdate]) -> bool:
+        """Apply ``updates`` in one transaction, once per event id.
+
+        Returns False (and changes nothing) when the event was already applied. Raises
+        ``LedgerUnavailable`` when the write failed for a transient reason.
+
+        Rows are locked in the order of ``updates``: list parents (order, payment) before
+        children (refund, dispute), as the handlers do, so two events never deadlock.
+        """
+        now_ms = int(time.time() * 1000)
+        try:
+            async with self.db.transaction() as tx:
+                inserted = await tx.execute(
+                    f"INSERT INTO {self._events} (event_id, event, entity_id, event_at, "
+                    "attempt, applied_ms) VALUES ($1, $2, $3, $4, $5, $6) "
+                    "ON CONFLICT (event_id) DO NOTHING",
+                    event.id, event.name, event.entity_id, event.at, event.attempt, now_ms)
+                if not inserted:
+                    return False
+                touched: dict[str, None] = {}
+                for update in updates:
+                    await self._upsert(tx, update, now_ms)
+                    if update.table is PAYMENTS:
+                        touched[update.id] = None
+                    elif update.table is REFUNDS and update.facts.get("payment_id"):
+                        touched[str(update.facts["payment_id"])] = None
+                for payment_id in touched:
+                    await self._recompute_refunds(tx, payment_id)
+            return True
+        except TRANSIENT_ERRORS as exc:
+            raise LedgerUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def _upsert(self, tx: Transaction, update: EntityUpdate, now_ms: int) -> None:
+        table = update.table
+        state = update.state or Versioned(table.machine.initial, 0)
+        tier, at, rank = table.machine.key(state)
+        unknown = set(update.facts) - set(table.facts) | (
+            set(update.status_facts) - set(table.status_facts))
+        if unknown:
+            raise ValueError(f"{table.name} has no column(s) {sorted(unknown)}")
+        args = [update.id, *(update.facts.get(c) for c in table.facts),
+                *(update.status_facts.get(c) for c in table.status_facts),
+                state.status, tier, at, rank, now_ms]
+        await tx.execute(self._upserts[table.name], *args)
+
+    async def _recompute_refunds(self, tx: Transaction, payment_id: str) -> None:
+        payments, refunds = self._names["payments"], self._names["refunds"]
+        row = await tx.fetchone(
+            f"SELECT p.amount AS amount, (SELECT COALESCE(SUM(r.amount), 0) FROM {refunds} r "
+            "WHERE r.payment_id = p.id AND r.status = 'processed') AS refunded "
+            f"FROM {payments} p WHERE p.id = $1", payment_id)
+        if row is None:
+            return
+        refunded = int(row["refunded"])
+        await tx.execute(
+            f"UPDATE {payments} SET amount_refunded = $2, refund_status = $3 WHERE id = $1",
+            payment_id, refunded, refund_status(row["amount"], refunded))
+
+    async def get(self, table: Table, entity_id: str) -> Row | None:
+        """The row of one entity, or None."""
+        async with self.db.transaction() as tx:
+            return await tx.fetchone(
+                f"SELECT * FROM {self._names[table.name]} WHERE id = $1", entity_id)
+
+    async def applied(self, event_id: str) -> Row | None:
+        """The ``applied_events`` row of an event id, or None when it was never applied."""
+        async with self.db.transaction() as tx:
+            return await tx.fetchone(
+                f"SELECT * FROM {self._events} WHERE event_id = $1", event_id)
+
+    async def count_applied(self) -> int:
+        """How many distinct events were applied."""
+        async with self.db.transaction() as tx:
+            row = await tx.fetchone(f"SELECT COUNT(*) AS n FROM {self._events}")
+            return int(row["n"]) if row else 0
+
+
+@asynccontextmanager
+async def open_ledger(settings: RazorpaySettings, *, prefix: str | None = None,
+                      create: bool = True) -> AsyncIterator[Ledger]:
+    """The ledger ``settings`` point at, its schema created unless ``create`` is False."""
+    db = await open_database(settings)
+    ledger = Ledger(db, settings.table_prefix if prefix is None else prefix)
+    try:
+        if create:
+            await ledger.create_schema()
+        yield ledger
+    finally:
+        with anyio.CancelScope(shield=True):
+            await ledger.close()

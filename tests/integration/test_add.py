@@ -1,0 +1,102 @@
+"""Queue.add / add_bulk: ids, dedup, refusals before any write, delayed adds, durability."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from redis.asyncio import Redis
+
+from streamflow import Queue, StreamflowSettings
+from streamflow.errors import (
+    DurabilityError,
+    PayloadNotSerializable,
+    PayloadTooLarge,
+    UnknownPriority,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_add_returns_a_level_qualified_id_and_writes_one_entry(
+        redis_url: str, queue_name: str) -> None:
+    async with Queue(queue_name, url=redis_url) as q:
+        job_id = await q.add("payment.captured", {"id": "pay_1"}, priority="high")
+        assert job_id is not None and job_id.startswith("high:")
+        entries = await q.client.xrange(q.keys.level("high"))
+        assert [e[0].decode() for e in entries] == [job_id.split(":", 1)[1]]
+        assert entries[0][1][b"n"] == b"payment.captured"
+        counts = await q.counts()
+        assert counts["levels"]["high"]["waiting"] == 1 and counts["waiting"] == 1
+
+
+async def test_duplicate_job_id_is_refused_within_the_ttl(redis_url: str, queue_name: str) -> None:
+    async with Queue(queue_name, url=redis_url) as q:
+        assert await q.add("payment.captured", {"n": 1}, job_id="evt_1") == "evt_1"
+        for _ in range(4):  # the provider retries the webhook
+            assert await q.add("payment.captured", {"n": 1}, job_id="evt_1") is None
+        assert await q.client.xlen(q.keys.level("normal")) == 1
+        ttl = await q.client.pttl(q.keys.dedup("evt_1"))
+        assert 0 < ttl <= 86_400_000
+
+
+async def test_refusals_write_nothing(redis_url: str, queue_name: str) -> None:
+    settings = StreamflowSettings.from_url(redis_url)
+    settings.queue.max_payload_bytes = 1000
+    async with Queue(queue_name, settings=settings) as q:
+        with pytest.raises(PayloadTooLarge):
+            await q.add("big", {"blob": "x" * 2000}, job_id="big_1")
+        with pytest.raises(PayloadNotSerializable):
+            await q.add("odd", {"when": object()}, job_id="odd_1")
+        with pytest.raises(UnknownPriority):
+            await q.add("x", {}, priority="urgent")
+        with pytest.raises(PayloadTooLarge):  # one bad job refuses the whole bulk
+            await q.add_bulk([("ok", {}), ("big", {"blob": "x" * 2000})])
+        assert await q.client.exists(q.keys.dedup("big_1"), q.keys.dedup("odd_1")) == 0
+        assert (await q.counts())["waiting"] == 0
+
+
+async def test_bulk_add_keeps_order_and_refuses_duplicates(redis_url: str, queue_name: str) -> None:
+    from streamflow import JobSpec
+
+    async with Queue(queue_name, url=redis_url) as q:
+        specs = [JobSpec("n", {"i": i}, job_id=f"bulk-{i % 2500}") for i in range(2600)]
+        ids = await q.add_bulk(specs)
+        assert ids[:2500] == [f"bulk-{i}" for i in range(2500)]
+        assert ids[2500:] == [None] * 100
+        assert await q.client.xlen(q.keys.level("normal")) == 2500
+        plain = await q.add_bulk([("n", {"i": i}) for i in range(10)])
+        assert len(set(plain)) == 10 and all(i and i.startswith("normal:") for i in plain)
+
+
+async def test_delayed_add_waits_in_the_delayed_set(redis_url: str, queue_name: str) -> None:
+    async with Queue(queue_name, url=redis_url) as q:
+        job_id = await q.add("reminder", {"order": 1}, delay=timedelta(hours=24))
+        assert job_id is not None
+        assert await q.client.zscore(q.keys.delayed, job_id) is not None
+        assert await q.client.hexists(q.keys.jobs, job_id)
+        counts = await q.counts()
+        assert counts["delayed"] == 1 and counts["waiting"] == 0
+
+
+async def test_replicated_durability_fails_loudly_without_a_replica(
+        redis_url: str, queue_name: str) -> None:
+    settings = StreamflowSettings.from_url(redis_url)
+    settings.queue.replicated_timeout = 0.1
+    async with Queue(queue_name, settings=settings) as q:
+        with pytest.raises(DurabilityError, match="no replica confirmed"):
+            await q.add("payment.captured", {}, job_id="evt_w", durability="replicated")
+        # the retry with the same id stays single
+        assert await q.add("payment.captured", {}, job_id="evt_w") is None
+
+
+async def test_consumer_group_exists_at_zero_before_any_worker(
+        redis_url: str, queue_name: str) -> None:
+    async with Queue(queue_name, url=redis_url) as q:
+        await q.add("early", {})
+    client = Redis.from_url(redis_url)
+    try:
+        groups = await client.xinfo_groups(f"sf:{{{queue_name}}}:p:normal")
+        assert groups[0]["name"] == b"workers" and groups[0]["lag"] == 1
+    finally:
+        await client.aclose()
