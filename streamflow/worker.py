@@ -97,7 +97,7 @@ class Worker:
         self._emit_failures = "0" if defaults.events == "none" else "1"
         self._stopping = anyio.Event()
         self._stopped = anyio.Event()
-        self._held: dict[str, int] = {}
+        self._held: set[tuple[int, str]] = set()  # (level, entry id) fetched, not finished
         self._capacity = anyio.Event()
         self._flush_wanted = anyio.Event()
         self._promote_wanted = anyio.Event()
@@ -248,7 +248,7 @@ class Worker:
                 self._to_dead_raw(level, entry, f"{level_name}:{entry}", "malformed", str(exc),
                                   "", fields)
                 continue
-            held[job.entry_id] = level
+            held.add((level, job.entry_id))
             ready.append(job)
         self._wake()
 
@@ -319,7 +319,7 @@ class Worker:
                                                   limiter=self._thread_limiter)
 
     def _release(self, job: Job) -> None:
-        del self._held[job.entry_id]
+        self._held.discard((self._level_of[job.level], job.entry_id))
         self._capacity.set()
         self._flush_wanted.set()
 
@@ -513,7 +513,7 @@ class Worker:
                 log.warning("reclaimer: %s", exc)
 
     def _held_items(self) -> list[tuple[int, str]]:
-        return [(level, entry_id) for entry_id, level in list(self._held.items())]
+        return list(self._held)
 
     async def _reclaim(self, stalled_ms: int) -> int:
         claimed_total = 0
