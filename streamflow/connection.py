@@ -23,14 +23,14 @@ from redis.asyncio.sentinel import (
     SentinelManagedSSLConnection,
 )
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError, ReadOnlyError, TimeoutError
+from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, TimeoutError
 
 from .errors import ConfigurationError
 from .settings import RedisSettings
 
 log = logging.getLogger("streamflow")
 
-RETRYABLE_ERRORS: tuple[type[Exception], ...] = (ConnectionError, TimeoutError, ReadOnlyError)
+RETRYABLE_ERRORS: tuple[type[RedisError], ...] = (ConnectionError, TimeoutError, ReadOnlyError)
 SAFE_POLICIES = frozenset({"noeviction"})
 
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
@@ -72,7 +72,7 @@ class FastSentinelSSLConnection(_HiredisPacking, SentinelManagedSSLConnection):
     """Sentinel-managed TLS connection with C command packing."""
 
 
-_CONNECTION_CLASSES: dict[str, type[Connection]] = {
+_CONNECTION_CLASSES: dict[str, type[Any]] = {
     "redis": FastConnection, "rediss": FastSSLConnection, "unix": FastUnixConnection,
 }
 
@@ -166,7 +166,7 @@ def _sentinel_client(settings: RedisSettings, common: dict[str, Any],
     if tls:
         sentinel_kwargs.update({"ssl": True, **_tls_options(settings)})
         common.update({"ssl": True, **_tls_options(settings)})
-    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **common)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **common)  # type: ignore[no-untyped-call]
     client: Redis = sentinel.master_for(
         master_name, db=db, max_connections=max_connections,
         connection_class=FastSentinelSSLConnection if tls else FastSentinelConnection)
@@ -184,7 +184,7 @@ async def eviction_policy(client: Any) -> str | None:
     """The server's ``maxmemory-policy``, or None when it cannot be read (ACL, managed Redis)."""
     try:
         info = await client.info("memory")
-    except Exception:  # noqa: BLE001 - a restricted user may not run INFO; the check is advisory
+    except Exception:
         return None
     policy = info.get("maxmemory_policy")
     return str(policy) if policy is not None else None

@@ -147,7 +147,7 @@ async def _demo(settings: StreamflowSettings, workers: int) -> int:
               f"starting {workers} worker processes")
         env = {**os.environ, "STREAMFLOW_REDIS_URL": settings.redis.url,
                "STREAMFLOW_PREFIX": settings.prefix, "STREAMFLOW_QUEUE__BACKOFF_DELAY": "0.2"}
-        procs = [subprocess.Popen(
+        procs = [subprocess.Popen(  # noqa: ASYNC220 - started once, never awaited
             [sys.executable, "-m", "streamflow", "worker", queue_name, "--app",
              "streamflow.demo:router", "--concurrency", "4", "--consumer", f"worker-{i + 1}",
              "--log-level", "WARNING"], env=env) for i in range(workers)]

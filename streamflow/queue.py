@@ -245,7 +245,8 @@ class Queue:
         levels = self.settings.levels
         keys = [self.keys.dead, self.keys.events, *self.keys.streams]
         for start in range(0, len(entry_ids), CHUNK):
-            args = [self._emit_failures, self.settings.queue.events_maxlen, len(levels), *levels, *entry_ids[start:start + CHUNK]]
+            args = [self._emit_failures, self.settings.queue.events_maxlen, len(levels),
+                    *levels, *entry_ids[start:start + CHUNK]]
             moved += int(await scripts.call(self.client, scripts.RETRY_DEAD, keys, args))
         return moved
 

@@ -91,7 +91,7 @@ class WorkerDefaults(BaseModel):
 
 
 class StreamflowSettings(BaseSettings):
-    """All settings. Env: ``STREAMFLOW_PREFIX``, ``STREAMFLOW_REDIS__URL`` (or ``REDIS_URL``), ..."""
+    """All settings; env ``STREAMFLOW_PREFIX``, ``STREAMFLOW_REDIS__URL`` (or ``REDIS_URL``)..."""
 
     model_config = SettingsConfigDict(
         env_prefix="STREAMFLOW_",
@@ -100,7 +100,7 @@ class StreamflowSettings(BaseSettings):
         extra="ignore",
     )
 
-    redis: RedisSettings = Field(default_factory=lambda: RedisSettings())
+    redis: RedisSettings = Field(default_factory=RedisSettings)
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("STREAMFLOW_REDIS_URL", "REDIS_URL")
     )
@@ -109,8 +109,8 @@ class StreamflowSettings(BaseSettings):
     levels: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["high", "normal", "low"])
     default_level: str = "normal"
-    queue: QueueDefaults = Field(default_factory=lambda: QueueDefaults())
-    worker: WorkerDefaults = Field(default_factory=lambda: WorkerDefaults())
+    queue: QueueDefaults = Field(default_factory=QueueDefaults)
+    worker: WorkerDefaults = Field(default_factory=WorkerDefaults)
 
     @field_validator("levels", mode="before")
     @classmethod
@@ -145,4 +145,4 @@ def to_seconds(value: timedelta | float | int) -> float:
 
 def to_ms(value: timedelta | float | int) -> int:
     """Whole milliseconds from a ``timedelta`` or a number of seconds."""
-    return int(round(to_seconds(value) * 1000))
+    return round(to_seconds(value) * 1000)

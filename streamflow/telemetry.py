@@ -14,8 +14,6 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-
-
 SYSTEM = "redis_streams"
 ATTR_SYSTEM = "messaging.system"
 ATTR_OPERATION = "messaging.operation.type"
@@ -35,7 +33,8 @@ _tracer = trace.get_tracer("streamflow")
 
 def tracing_active() -> bool:
     """True when an SDK tracer provider is installed (spans are recorded)."""
-    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    provider = trace.get_tracer_provider()
+    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
 
 
 @contextmanager

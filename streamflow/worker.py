@@ -9,6 +9,7 @@ pipeline per round.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -443,10 +444,8 @@ class Worker:
             except REDIS_ERRORS as exc:
                 log.warning("final ack flush failed (%s), attempt %d", exc, attempt + 1)
                 await anyio.sleep(0.2 * 2**attempt)
-        try:
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.client.hdel(self.keys.workers, self.consumer)
-        except REDIS_ERRORS:
-            pass
         log.info("worker %s stopped: %d processed, %d failed", self.consumer, self.processed,
                  self.failed)
 

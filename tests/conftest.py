@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import hypothesis  # noqa: F401  (imported early: a late import under assertion rewriting
-import pytest       # hits CPython 3.11.7's "AST constructor recursion depth mismatch")
+import pytest  # hits CPython 3.11.7's "AST constructor recursion depth mismatch")
 
 from tests.servers import (
     ClusterTopology,

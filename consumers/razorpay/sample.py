@@ -136,34 +136,46 @@ def refund_entity(refund_id: str, payment_id: str, status: str, *, amount: int =
 
 
 def payment_event(event: str, payment_id: str, *, amount: int = 50_000,
-                  order_id: str | None = None, created_at: int | None = None) -> Event:
-    """``payment.authorized`` / ``payment.captured`` / ``payment.failed``."""
+                  order_id: str | None = None, created_at: int | None = None,
+                  entity_created_at: int | None = None) -> Event:
+    """``payment.authorized`` / ``payment.captured`` / ``payment.failed``.
+
+    ``created_at`` is the event's time, ``entity_created_at`` the payment's (default: the same).
+    """
     status = event.rpartition(".")[2]
     at = now() if created_at is None else created_at
-    entity = payment_entity(payment_id, status, amount=amount, order_id=order_id, created_at=at)
+    entity = payment_entity(payment_id, status, amount=amount, order_id=order_id,
+                            created_at=at if entity_created_at is None else entity_created_at)
     return envelope(event, {"payment": entity}, at)
 
 
 def order_paid_event(order_id: str, payment_id: str, *, amount: int = 50_000,
-                     created_at: int | None = None) -> Event:
+                     created_at: int | None = None,
+                     entity_created_at: int | None = None) -> Event:
     """``order.paid``: the order and its captured payment."""
     at = now() if created_at is None else created_at
+    since = at if entity_created_at is None else entity_created_at
     return envelope("order.paid", {
         "payment": payment_entity(payment_id, "captured", amount=amount, order_id=order_id,
-                                  created_at=at),
-        "order": order_entity(order_id, "paid", amount=amount, created_at=at),
+                                  created_at=since),
+        "order": order_entity(order_id, "paid", amount=amount, created_at=since),
     }, at)
 
 
 def refund_event(event: str, refund_id: str, payment_id: str, *, amount: int = 10_000,
-                 payment_amount: int = 50_000, created_at: int | None = None) -> Event:
+                 payment_amount: int = 50_000, created_at: int | None = None,
+                 entity_created_at: int | None = None,
+                 payment_created_at: int | None = None) -> Event:
     """``refund.created`` / ``refund.processed`` / ``refund.failed`` with the payment."""
     status = {"refund.created": "pending", "refund.processed": "processed",
               "refund.failed": "failed"}[event]
     at = now() if created_at is None else created_at
+    since = at if entity_created_at is None else entity_created_at
     return envelope(event, {
-        "refund": refund_entity(refund_id, payment_id, status, amount=amount, created_at=at),
-        "payment": payment_entity(payment_id, "captured", amount=payment_amount, created_at=at),
+        "refund": refund_entity(refund_id, payment_id, status, amount=amount, created_at=since),
+        "payment": payment_entity(payment_id, "captured", amount=payment_amount,
+                                  created_at=since if payment_created_at is None
+                                  else payment_created_at),
     }, at)
 
 
@@ -250,17 +262,20 @@ def payment_lifecycle(rng: random.Random, start: int) -> list[Event]:
                             created_at=start)]
     if rng.random() < 0.1:
         return [*events, payment_event("payment.failed", payment_id, amount=amount,
-                                       order_id=order_id, created_at=start + 1)]
+                                       order_id=order_id, created_at=start + 1,
+                                       entity_created_at=start)]
     events.append(payment_event("payment.captured", payment_id, amount=amount,
-                                order_id=order_id, created_at=start + 1))
-    events.append(order_paid_event(order_id, payment_id, amount=amount, created_at=start + 1))
+                                order_id=order_id, created_at=start + 1,
+                                entity_created_at=start))
+    events.append(order_paid_event(order_id, payment_id, amount=amount, created_at=start + 1,
+                                   entity_created_at=start))
     if rng.random() < 0.15:
         refund_id = new_id("rfnd", rng)
-        events.append(refund_event("refund.created", refund_id, payment_id, amount=amount // 2,
-                                   payment_amount=amount, created_at=start + 60))
-        events.append(refund_event("refund.processed", refund_id, payment_id,
-                                   amount=amount // 2, payment_amount=amount,
-                                   created_at=start + 120))
+        for event, at in (("refund.created", start + 60), ("refund.processed", start + 120)):
+            events.append(refund_event(event, refund_id, payment_id, amount=amount // 2,
+                                       payment_amount=amount, created_at=at,
+                                       entity_created_at=start + 60,
+                                       payment_created_at=start))
     return events
 
 

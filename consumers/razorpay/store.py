@@ -87,7 +87,7 @@ PAYMENTS = Table("payments", "payment", PAYMENT,
                  ("order_id", "amount", "currency", "method", "created_at"),
                  ("error_code", "error_description"))
 REFUNDS = Table("refunds", "refund", REFUND,
-                ("payment_id", "amount", "currency", "created_at"), ("speed",))
+                ("payment_id", "amount", "currency", "created_at"), ("speed_processed",))
 ORDERS = Table("orders", "order", ORDER,
                ("amount", "currency", "receipt", "created_at"), ("amount_paid",))
 SUBSCRIPTIONS = Table("subscriptions", "subscription", SUBSCRIPTION,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from streamflow import Job, JobSpec, Queue, Worker
@@ -39,7 +40,7 @@ async def test_a_killed_workers_jobs_are_completed_by_another(
             await wait_until(lambda: _none_pending(q))
         assert sorted(completed) == sorted(i for i in ids if i)
         assert (await q.counts())["dead"] == 0
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
 
 async def _started(q: Queue, n: int) -> bool:

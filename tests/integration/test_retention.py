@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import orjson
 import pytest
 
@@ -65,7 +66,7 @@ async def test_gone_consumers_are_removed_only_when_they_hold_nothing(
         await q.client.xack(stream, "workers", entry["message_id"])
         stale = orjson.dumps({"last_seen_ms": int(time.time() * 1000) - 3_600_000})
         await q.client.hset(q.keys.workers, mapping={"holder": stale, "empty": stale})
-        time.sleep(0.05)
+        await anyio.sleep(0.05)
         removed = await remove_gone_consumers(q.client, q.keys, "workers", stale_after_ms=10)
         assert removed == ["empty"]
         names = {c["name"] for c in await q.client.xinfo_consumers(stream, "workers")}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 
-import anyio
 import pytest
 
 from streamflow import JobSpec, Queue
@@ -22,9 +21,7 @@ async def test_sigterm_finishes_in_flight_jobs(redis_url: str, queue_name: str) 
         try:
             await wait_until(lambda: _started(q, 4), timeout=20)
             proc.send_signal(signal.SIGTERM)
-            with anyio.fail_after(20):
-                while proc.poll() is None:
-                    await anyio.sleep(0.05)
+            await wait_until(lambda: proc.poll() is not None, timeout=20)
         finally:
             if proc.poll() is None:
                 proc.kill()
