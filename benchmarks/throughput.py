@@ -1,0 +1,78 @@
+"""Bulk enqueue rate, then end-to-end processing rate of ONE worker process (no-op handler).
+
+    python -m benchmarks.throughput URL --jobs 100000 [--concurrency 100] [--tracing off|api|sdk]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import anyio
+import psutil
+
+from benchmarks.common import PAYLOAD, emit
+from streamflow import Job, Queue, StreamflowSettings, Worker
+
+
+def setup_tracing(mode: str) -> None:
+    if mode != "sdk":
+        return  # "off" and "api": only the OpenTelemetry API, no SDK installed: no-op
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class DiscardExporter(SpanExporter):
+        def export(self, spans: object) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(DiscardExporter()))
+    trace.set_tracer_provider(provider)
+
+
+async def main(url: str, jobs: int, concurrency: int, tracing: str) -> None:
+    setup_tracing(tracing)
+    settings = StreamflowSettings.from_url(url, prefix=f"bench{os.getpid()}")
+    queue_name = "throughput"
+    async with Queue(queue_name, settings=settings) as q:
+        start = time.perf_counter()
+        for offset in range(0, jobs, 10_000):
+            await q.add_bulk([("noop", PAYLOAD)] * min(10_000, jobs - offset))
+        enqueue_s = time.perf_counter() - start
+
+        finished = anyio.Event()
+        count = 0
+
+        async def noop(job: Job) -> None:
+            nonlocal count
+            count += 1
+            if count == jobs:
+                finished.set()
+
+        worker = Worker(queue_name, noop, settings=settings, concurrency=concurrency)
+        process = psutil.Process()
+        cpu_before = process.cpu_times()
+        async with anyio.create_task_group() as tg:
+            start = time.perf_counter()
+            tg.start_soon(lambda: worker.run(handle_signals=False))
+            await finished.wait()
+            process_s = time.perf_counter() - start
+            await worker.close()
+        cpu_after = process.cpu_times()
+        cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+        await q.client.delete(*q.keys.streams, q.keys.events, q.keys.done, q.keys.workers)
+    emit({"enqueue_per_s": jobs / enqueue_s, "process_per_s": jobs / process_s,
+          "worker_cpu_us_per_job": cpu_s / jobs * 1e6,
+          "rss_mb": process.memory_info().rss / 2**20})
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("url")
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--tracing", choices=["off", "api", "sdk"], default="off")
+    args = parser.parse_args()
+    anyio.run(main, args.url, args.jobs, args.concurrency, args.tracing)
