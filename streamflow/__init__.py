@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .backoff import Backoff as Backoff
 from .errors import Discard as Discard
+from .errors import RateLimited as RateLimited
 from .errors import Retry as Retry
 from .errors import StreamflowError as StreamflowError
 from .job import Job as Job
@@ -27,6 +28,7 @@ __all__ = [
     "JobState",
     "Priority",
     "Queue",
+    "RateLimited",
     "Retry",
     "Router",
     "StreamflowError",

@@ -118,13 +118,14 @@ def decode_job(
     return job
 
 
-def next_attempt_fields(job: Job) -> list[bytes | str]:
-    """The envelope of ``job``'s next attempt: same id, data, options and trace."""
+def next_attempt_fields(job: Job, *, spend_attempt: bool = True) -> list[bytes | str]:
+    """The envelope of ``job``'s next run: same id, data, options and trace; the attempt number
+    grows unless the run was refused for a reason that is not the job's (a rate limit)."""
     return envelope_fields(
         job.name,
         job.fields[F_DATA],
         job_id=job.id,
-        attempt=job.attempt + 1,
+        attempt=job.attempt + 1 if spend_attempt else job.attempt,
         enqueued_ms=job.enqueued_ms,
         options=job.options,
         traceparent=job.traceparent,

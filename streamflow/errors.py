@@ -10,6 +10,7 @@
     ├── DurabilityError
     └── JobSignal            (raised by handlers)
         ├── Retry
+        ├── RateLimited
         └── Discard
 """
 
@@ -74,6 +75,17 @@ class Retry(JobSignal):
         super().__init__(reason)
         self.delay = delay
         self.reason = reason
+
+
+class RateLimited(JobSignal):
+    """Raised by a handler when a provider said "slow down" (HTTP 429): the job runs again after
+    ``delay`` without spending an attempt, and with ``queue=True`` the whole queue stops
+    fetching for ``delay`` (every worker of the group)."""
+
+    def __init__(self, delay: timedelta | float, *, queue: bool = True) -> None:
+        super().__init__(f"rate limited for {delay}")
+        self.delay = delay
+        self.queue = queue
 
 
 class Discard(JobSignal):

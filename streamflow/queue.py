@@ -221,6 +221,27 @@ class Queue:
                       approximate=True)
         await pipe.execute()
 
+    async def set_rate_limit(self, max_jobs: int, per: timedelta | float, *,
+                             margin: timedelta | float = 0.025) -> None:
+        """Let all workers of the queue together start at most ``max_jobs`` per ``per`` seconds.
+
+        ``margin`` widens the window a little, so that handler start times (a few ms after the
+        grant) also stay within the limit.
+        """
+        if max_jobs < 1 or to_seconds(per) <= 0:
+            raise ValueError("a rate limit needs max_jobs >= 1 and a positive duration")
+        await self.client.hset(self.keys.meta, mapping={
+            "rl_max": max_jobs, "rl_ms": to_ms(per), "rl_margin_ms": to_ms(margin)})
+
+    async def clear_rate_limit(self) -> None:
+        """Remove the queue's rate limit."""
+        await self.client.hdel(self.keys.meta, "rl_max", "rl_ms", "rl_margin_ms")
+
+    async def rate_limit(self, delay: timedelta | float) -> None:
+        """Stop every worker fetching for ``delay`` (a provider asked us to back off)."""
+        until = int(time.time() * 1000) + to_ms(delay)
+        await self.client.hset(self.keys.meta, "limited_until", until)
+
     async def is_paused(self) -> bool:
         """Whether the queue is paused."""
         return bool(await self.client.hget(self.keys.meta, "paused") == b"1")

@@ -29,6 +29,8 @@ class Script:
     sha: str
     nkeys: int
     variadic: bool
+    coded: bool
+    """Whether negative results are error codes (``-2 (NOT_PENDING)`` in the header)."""
 
     def command(self, keys: list[str] | tuple[str, ...], args: list[Any]) -> Command:
         """The EVALSHA command calling this script."""
@@ -39,12 +41,13 @@ class Script:
 
     def check(self, result: Any) -> Any:
         """``result``, or ``ScriptError`` for a negative code."""
-        if isinstance(result, int) and result < 0:
+        if self.coded and isinstance(result, int) and result < 0:
             raise ScriptError(self.name, ScriptCode(result))
         return result
 
 
 _FILE = re.compile(r"^(?P<name>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
+_CODE = re.compile(r"-\d+ \([A-Z_]+\)")
 
 
 def _load_all() -> dict[str, Script]:
@@ -61,6 +64,7 @@ def _load_all() -> dict[str, Script]:
             sha=hashlib.sha1(body.encode()).hexdigest(),
             nkeys=int(match["nkeys"]),
             variadic="(declared tail)" in header,
+            coded=_CODE.search(header) is not None,
         )
     return scripts
 

@@ -32,7 +32,7 @@ from . import scripts
 from .backoff import Backoff
 from .codec import MalformedEntry, decode_job, delayed_record, next_attempt_fields, pairs
 from .connection import create_client, redact, warn_if_evicting
-from .errors import ConfigurationError, Discard, Retry
+from .errors import ConfigurationError, Discard, RateLimited, Retry
 from .job import Job
 from .keys import QueueKeys
 from .queue import ensure_groups
@@ -113,6 +113,7 @@ class Worker:
         self._started_ms = 0
         self._fetching = False
         self._grace_over = anyio.Event()
+        self._limited_until = 0.0
         self._unflushed: list[scripts.Command] = []
         self._level_of = {level: i for i, level in enumerate(self.keys.levels)}
 
@@ -187,7 +188,7 @@ class Worker:
     async def _fetch_loop(self) -> None:
         ws = self.settings.worker
         streams = {stream: ">" for stream in self.keys.streams}
-        fetch_keys = [self.keys.meta, *self.keys.streams]
+        fetch_keys = [self.keys.meta, self.keys.limiter, *self.keys.streams]
         level_of = {stream.encode(): i for i, stream in enumerate(self.keys.streams)}
         failures = 0
         try:
@@ -199,12 +200,19 @@ class Worker:
                         await self._capacity.wait()
                     continue
                 count = min(free, ws.batch_size)
+                limited = self._limited_until - time.time()
+                if limited > 0:
+                    with anyio.move_on_after(limited):
+                        await self._stopping.wait()
+                    continue
                 try:
-                    reply = await scripts.call(self.client, scripts.FETCH_JOBS, fetch_keys,
-                                               [self.group, self.consumer, count])
+                    reply = await scripts.call(
+                        self.client, scripts.FETCH_JOBS, fetch_keys,
+                        [self.group, self.consumer, count, int(time.time() * 1000)])
                     self._fetching = True
-                    if reply == 0:  # paused
-                        with anyio.move_on_after(min(ws.block_ms / 1000, 1.0)):
+                    if isinstance(reply, int):  # 0: paused; -W: rate limited for W ms
+                        wait = -reply / 1000 if reply < 0 else ws.block_ms / 1000
+                        with anyio.move_on_after(min(wait, 1.0)):
                             await self._stopping.wait()
                         continue
                     if reply:
@@ -331,6 +339,16 @@ class Worker:
             limit = job.options.timeout or self.settings.queue.timeout or 0
             error = f"timeout: the handler ran longer than {limit:g}s"
         tb = "".join(traceback.format_exception(exc))[-TRACEBACK_CHARS:]
+        if isinstance(exc, RateLimited):
+            delay = to_seconds(exc.delay)
+            self._outcome(span, exc, "rate_limited")
+            self._retry(job, delay, error, "rate_limited", spend_attempt=False)
+            if exc.queue:
+                until = time.time() + delay
+                self._limited_until = until  # this worker stops at once, before the flush
+                self._commands.append(("HSET", self.keys.meta, "limited_until",
+                                       int(until * 1000)))
+            return
         if isinstance(exc, Discard):
             self._outcome(span, exc, "dead")
             self._to_dead(job, "discarded", exc.reason, tb)
@@ -354,10 +372,11 @@ class Worker:
         if span is not None:
             record_failure(span, exc, outcome)
 
-    def _retry(self, job: Job, delay: float, error: str, event: str) -> None:
+    def _retry(self, job: Job, delay: float, error: str, event: str, *,
+               spend_attempt: bool = True) -> None:
         level = self._level_of[job.level]
         due = int((time.time() + delay) * 1000)
-        record = delayed_record(level, next_attempt_fields(job))
+        record = delayed_record(level, next_attempt_fields(job, spend_attempt=spend_attempt))
         self._commands.append(scripts.RETRY_LATER.command(
             [self.keys.streams[level], self.keys.delayed, self.keys.jobs, self.keys.events],
             [self.group, job.entry_id, job.id, due, record, self._emit_failures,
