@@ -7,6 +7,7 @@ from .errors import Discard as Discard
 from .errors import RateLimited as RateLimited
 from .errors import Retry as Retry
 from .errors import StreamflowError as StreamflowError
+from .events import QueueEvents as QueueEvents
 from .job import Job as Job
 from .job import JobOptions as JobOptions
 from .job import JobState as JobState
@@ -28,6 +29,7 @@ __all__ = [
     "JobState",
     "Priority",
     "Queue",
+    "QueueEvents",
     "RateLimited",
     "Retry",
     "Router",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Literal
@@ -24,8 +25,9 @@ class Backoff:
     def __post_init__(self) -> None:
         if self.kind not in ("fixed", "exponential", "jitter"):
             raise ValueError(f"unknown backoff kind {self.kind!r}")
-        if self.delay < 0 or self.max_delay < 0:
-            raise ValueError("backoff delays must be >= 0")
+        if not (math.isfinite(self.delay) and math.isfinite(self.max_delay)) or min(
+                self.delay, self.max_delay) < 0:
+            raise ValueError("backoff delays must be finite and >= 0")
 
     @classmethod
     def fixed(cls, delay: float) -> Backoff:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -22,8 +24,16 @@ from redis.asyncio.sentinel import (
     SentinelManagedConnection,
     SentinelManagedSSLConnection,
 )
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ConnectionError, ReadOnlyError, RedisError, TimeoutError
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    ConnectionError,
+    MasterDownError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
 
 from .errors import ConfigurationError
 from .settings import RedisSettings
@@ -33,12 +43,64 @@ log = logging.getLogger("streamflow")
 RETRYABLE_ERRORS: tuple[type[RedisError], ...] = (ConnectionError, TimeoutError, ReadOnlyError)
 SAFE_POLICIES = frozenset({"noeviction"})
 
+# Replies of a node that is no longer (or not yet) a writable master: a demoted master answers
+# READONLY, unblocks a blocked XREADGROUP with UNBLOCKED ("instance state changed (master ->
+# replica?)"), a replica cut off from its master answers MASTERDOWN, a master that lost its
+# replicas under `min-replicas-to-write` answers NOREPLICAS. All pass once clients reach the
+# (new) master, so they are connection errors: retried with backoff, caught by worker loops.
+ROLE_CHANGE_REPLIES = ("READONLY", "UNBLOCKED", "MASTERDOWN", "NOREPLICAS")
+
+T = TypeVar("T")
+
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
 
 
 def redact(url: str) -> str:
     """``url`` with its password replaced by ``***``, fit for logs."""
     return _SECRET_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+class MasterMovedError(ConnectionError):
+    """The server answered as a node that is not a writable master (failover under way)."""
+
+
+def role_changed(error: BaseException) -> bool:
+    """Whether ``error`` is a reply of a node that stopped (or has not yet started) being the
+    writable master."""
+    if isinstance(error, ReadOnlyError | MasterDownError):  # redis-py strips their codes
+        return True
+    return isinstance(error, ResponseError) and str(error).startswith(ROLE_CHANGE_REPLIES)
+
+
+def permanent(error: BaseException) -> bool:
+    """Connection errors no retry can cure: refused credentials, a certificate that does not
+    verify (or any other TLS handshake failure)."""
+    if isinstance(error, AuthenticationError):
+        return True
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    text = str(error)
+    return "CERTIFICATE_VERIFY_FAILED" in text or "WRONG_VERSION_NUMBER" in text
+
+
+class _MasterOnly:
+    """Turns the replies of a demoted master into a connection error after dropping the
+    connection, so that the next attempt reconnects (through Sentinel: to the new master)."""
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)  # type: ignore[misc]
+        except ResponseError as exc:
+            if not role_changed(exc):
+                raise
+            await self.disconnect()  # type: ignore[attr-defined]
+            raise MasterMovedError(f"not the writable master any more, reconnecting: {exc}"
+                                   ) from exc
 
 
 class _HiredisPacking:
@@ -52,23 +114,23 @@ class _HiredisPacking:
         return [hiredis.pack_command(args)]
 
 
-class FastConnection(_HiredisPacking, Connection):
+class FastConnection(_HiredisPacking, _MasterOnly, Connection):
     """TCP connection with C command packing."""
 
 
-class FastSSLConnection(_HiredisPacking, SSLConnection):
+class FastSSLConnection(_HiredisPacking, _MasterOnly, SSLConnection):
     """TLS connection with C command packing."""
 
 
-class FastUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+class FastUnixConnection(_HiredisPacking, _MasterOnly, UnixDomainSocketConnection):
     """Unix socket connection with C command packing."""
 
 
-class FastSentinelConnection(_HiredisPacking, SentinelManagedConnection):
+class FastSentinelConnection(_HiredisPacking, _MasterOnly, SentinelManagedConnection):
     """Sentinel-managed connection with C command packing."""
 
 
-class FastSentinelSSLConnection(_HiredisPacking, SentinelManagedSSLConnection):
+class FastSentinelSSLConnection(_HiredisPacking, _MasterOnly, SentinelManagedSSLConnection):
     """Sentinel-managed TLS connection with C command packing."""
 
 
@@ -77,9 +139,25 @@ _CONNECTION_CLASSES: dict[str, type[Any]] = {
 }
 
 
+class FailoverRetry(Retry):
+    """redis-py's ``Retry`` that gives up at once on errors no retry can cure (refused
+    credentials, TLS verification): those fail in milliseconds instead of after the backoff."""
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[T]],
+                              fail: Callable[..., Any],
+                              is_retryable: Callable[[Exception], bool] | None = None,
+                              with_failure_count: bool = False) -> T:
+        def retryable(error: Exception) -> bool:
+            if permanent(error):
+                return False
+            return is_retryable(error) if is_retryable is not None else True
+
+        return await super().call_with_retry(do, fail, retryable, with_failure_count)
+
+
 def retry_policy(settings: RedisSettings) -> Retry:
     """Capped exponential backoff with jitter for connection errors and failovers."""
-    return Retry(
+    return FailoverRetry(
         ExponentialWithJitterBackoff(cap=settings.retry_backoff_cap,
                                      base=settings.retry_backoff_base),
         settings.retry_attempts,
@@ -156,8 +234,12 @@ def _sentinel_client(settings: RedisSettings, common: dict[str, Any],
     if not addresses:
         raise ConfigurationError("Sentinel needs at least one sentinel address")
     sentinels = [_host_port(address) for address in addresses]
+    # One quick try per sentinel: discover_master moves on to the next sentinel by itself, and
+    # the master connection's own retry policy repeats the whole discovery with backoff.
+    # (redis-py's default would retry a dead sentinel 3 times with a backoff of up to 10 s.)
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": settings.connect_timeout,
-                                       "socket_connect_timeout": settings.connect_timeout}
+                                       "socket_connect_timeout": settings.connect_timeout,
+                                       "retry": Retry(NoBackoff(), 0)}
     if settings.sentinel_username:
         sentinel_kwargs["username"] = settings.sentinel_username
     if settings.sentinel_password is not None:

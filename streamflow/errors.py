@@ -5,8 +5,10 @@
     ├── PayloadError
     │   ├── PayloadTooLarge
     │   └── PayloadNotSerializable
+    ├── InvalidJob
     ├── UnknownPriority
     ├── ScriptError
+    ├── QueueBusy
     ├── DurabilityError
     └── JobSignal            (raised by handlers)
         ├── Retry
@@ -40,8 +42,16 @@ class PayloadNotSerializable(PayloadError):
     """Raised when a payload cannot be encoded as JSON."""
 
 
+class InvalidJob(StreamflowError, ValueError):
+    """Raised when a job's name, id or options are not usable (refused before writing)."""
+
+
 class UnknownPriority(StreamflowError, ValueError):
     """Raised when a priority level is not one of the queue's levels."""
+
+
+class QueueBusy(StreamflowError):
+    """Raised when an operation that destroys a queue meets active workers."""
 
 
 class DurabilityError(StreamflowError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -14,6 +15,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .connection import create_client
 from .keys import QueueKeys
 from .settings import StreamflowSettings
+
+log = logging.getLogger("streamflow.events")
 
 
 class EventName(StrEnum):
@@ -89,10 +92,15 @@ class QueueEvents:
         return self._client
 
     async def __aenter__(self) -> QueueEvents:
+        await self._resolve_start()
+        return self
+
+    async def _resolve_start(self) -> None:
+        # "$" is resolved to the latest id once: reading with "$" again after each batch
+        # would skip whatever was written between two reads.
         if self.last_id == "$":
             latest = await self.client.xrevrange(self.keys.events, count=1)
             self.last_id = latest[0][0].decode() if latest else "0-0"
-        return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
@@ -109,32 +117,72 @@ class QueueEvents:
         self._callbacks.setdefault(name, []).append(callback)
 
     async def read(self, count: int = 100, block_ms: int | None = None) -> list[QueueEvent]:
-        """The next events after the last one seen (waits up to ``block_ms`` for one)."""
-        reply = await self.client.xread({self.keys.events: self.last_id}, count=count,
-                                        block=block_ms)
-        events = [parse_event(entry_id, fields) for _, entries in reply or ()
-                  for entry_id, fields in entries]
+        """The next events after the last one seen (waits up to ``block_ms`` for one); the
+        position moves past all of them."""
+        events = await self._fetch(count, block_ms)
         if events:
             self.last_id = events[-1].id
         return events
 
+    async def _fetch(self, count: int, block_ms: int | None) -> list[QueueEvent]:
+        await self._resolve_start()
+        reply = await self.client.xread({self.keys.events: self.last_id}, count=count,
+                                        block=block_ms)
+        return [parse_event(entry_id, fields) for _, entries in reply or ()
+                for entry_id, fields in entries]
+
     async def __aiter__(self) -> AsyncIterator[QueueEvent]:
+        """Events as they come, until ``close()``. The position moves one event at a time, as
+        each is handed out: breaking out of the loop and iterating again loses nothing, and a
+        lost connection is retried (with backoff) from the last event handed out."""
         failures = 0
         while not self._closed:
             try:
-                events = await self.read(block_ms=self.block_ms)
-                failures = 0
-            except (RedisConnectionError, RedisTimeoutError):
+                events = await self._fetch(100, self.block_ms)
+            except (RedisConnectionError, RedisTimeoutError, ConnectionError) as exc:
+                if self._closed:
+                    return
                 failures += 1
-                await anyio.sleep(min(0.1 * 2**failures, 5.0))
+                delay = min(0.05 * 2**failures, 5.0)
+                log.warning("events of %s: %s; reading again from %s in %.2fs",
+                            self.keys.queue, exc, self.last_id, delay)
+                await anyio.sleep(delay)
+                await self._check_trimmed()
                 continue
+            if failures:
+                failures = 0
             for event in events:
+                self.last_id = event.id
                 yield event
 
+    async def _check_trimmed(self) -> None:
+        """Warn when the capped stream was trimmed past the position (those events are gone)."""
+        try:
+            first = await self.client.xrange(self.keys.events, count=1)
+        except (RedisConnectionError, RedisTimeoutError, ConnectionError):
+            return
+        if first and _id_tuple(self.last_id) != (0, 0) and \
+                _id_tuple(first[0][0].decode()) > _id_tuple(self.last_id):
+            log.warning("events of %s were trimmed past %s while disconnected: some were lost "
+                        "(raise queue.events_maxlen)", self.keys.queue, self.last_id)
+
     async def run(self) -> None:
-        """Dispatch events to the callbacks registered with ``on`` until ``close()``."""
+        """Dispatch events to the callbacks registered with ``on`` until ``close()``; a callback
+        that raises is logged and the others still run."""
         async for event in self:
             for callback in (*self._callbacks.get(event.name, ()), *self._callbacks.get("*", ())):
-                result = callback(event)
-                if result is not None:
-                    await result
+                try:
+                    result = callback(event)
+                    if result is not None:
+                        await result
+                except Exception:
+                    log.exception("events of %s: callback %r failed on %s", self.keys.queue,
+                                  callback, event.name)
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    try:
+        return int(ms), int(seq or 0)
+    except ValueError:
+        return 0, 0

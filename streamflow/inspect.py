@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+import orjson
 from redis.exceptions import ResponseError
 
 from .codec import DEAD_PREFIX
@@ -43,6 +44,36 @@ class DeadEntry(TypedDict):
     failed_at_ms: int
     level: str
     data: str | None
+
+
+class JobInfo(TypedDict):
+    """The status of a tracked job (a caller-given id, or ``track=True``)."""
+
+    id: str
+    name: str
+    state: str
+    attempt: int
+    progress: Any
+    result: Any
+    error: str | None
+    reason: str | None
+    added_ms: int | None
+    started_ms: int | None
+    finished_ms: int | None
+
+
+class RepeatInfo(TypedDict):
+    """A repeatable job and its last scheduled tick."""
+
+    key: str
+    name: str
+    cron: str | None
+    tz: str
+    every_ms: int | None
+    limit: int | None
+    end_ms: int | None
+    last_tick_ms: int | None
+    ticks: int
 
 
 class PendingEntry(TypedDict):
@@ -118,6 +149,33 @@ def dead_entry(entry_id: bytes, fields: dict[bytes, bytes]) -> DeadEntry:
         level=get(DEAD_PREFIX + b"level") or "",
         data=get(b"d"),
     )
+
+
+async def read_job(client: Any, keys: QueueKeys, job_id: str) -> JobInfo | None:
+    """The status record of ``job_id``, or None (untracked, unknown, or expired)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hgetall(keys.status(job_id))
+    pipe.zscore(keys.delayed, job_id)
+    raw, due = await pipe.execute()
+    if not raw:
+        return None
+    fields = {k.decode(): v.decode(errors="replace") for k, v in raw.items()}
+    state = fields.get("state", "unknown")
+    if state in ("delayed", "retrying") and due is None:
+        state = "waiting"  # promoted since; the worker marks it active when it starts
+
+    def number(name: str) -> int | None:
+        return int(fields[name]) if fields.get(name) else None
+
+    def decoded(name: str) -> Any:
+        value = fields.get(name)
+        return orjson.loads(value) if value else None
+
+    return JobInfo(
+        id=job_id, name=fields.get("name", ""), state=state,
+        attempt=number("attempt") or 1, progress=decoded("progress"), result=decoded("result"),
+        error=fields.get("error"), reason=fields.get("reason"), added_ms=number("added_ms"),
+        started_ms=number("started_ms"), finished_ms=number("finished_ms"))
 
 
 async def read_dead(client: Any, keys: QueueKeys, count: int, start: str = "-") -> list[DeadEntry]:

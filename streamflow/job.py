@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,9 @@ class JobOptions:
     backoff: Backoff | None = None
     timeout: float | None = None
     track: bool = False
+    """Keep a status record (``Queue.get_job``); always on for jobs with a caller-given id."""
+    keep_result: bool | None = None
+    """False: do not keep this job's result in the ``done`` stream (None: the queue default)."""
 
     def to_wire(self) -> dict[str, object] | None:
         wire: dict[str, object] = {}
@@ -50,6 +54,8 @@ class JobOptions:
             wire["to"] = self.timeout
         if self.track:
             wire["tr"] = 1
+        if self.keep_result is not None:
+            wire["kr"] = int(self.keep_result)
         return wire or None
 
     @classmethod
@@ -58,11 +64,14 @@ class JobOptions:
             raise ValueError("options must be an object")
         attempts = wire.get("a")
         timeout = wire.get("to")
+        if timeout is not None and not (math.isfinite(float(timeout)) and float(timeout) > 0):
+            raise ValueError(f"bad timeout {timeout!r}")
         return cls(
             attempts=int(attempts) if attempts is not None else None,
             backoff=Backoff.from_list(wire["b"]) if "b" in wire else None,
             timeout=float(timeout) if timeout is not None else None,
             track=bool(wire.get("tr")),
+            keep_result=bool(wire["kr"]) if "kr" in wire else None,
         )
 
 

@@ -25,6 +25,7 @@ class QueueKeys:
     done: str = field(init=False)
     workers: str = field(init=False)
     repeat: str = field(init=False)
+    repeat_last: str = field(init=False)
     meta: str = field(init=False)
     limiter: str = field(init=False)
 
@@ -38,6 +39,7 @@ class QueueKeys:
         for name in ("delayed", "jobs", "dead", "events", "done", "workers", "repeat", "meta",
                      "limiter"):
             put(self, name, f"{base}:{name}")
+        put(self, "repeat_last", f"{base}:repeat:last")
 
     def level(self, name: str) -> str:
         """The stream of priority level ``name``."""

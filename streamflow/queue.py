@@ -6,20 +6,30 @@ import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+import orjson
 from redis.exceptions import ResponseError
 
 from . import scripts
 from .backoff import Backoff
 from .codec import delayed_record, encode_data, envelope_fields
 from .connection import create_client
-from .errors import DurabilityError, UnknownPriority
-from .inspect import DeadEntry, QueueCounts, read_counts, read_dead
+from .errors import DurabilityError, InvalidJob, QueueBusy, UnknownPriority
+from .inspect import (
+    DeadEntry,
+    JobInfo,
+    QueueCounts,
+    RepeatInfo,
+    read_counts,
+    read_dead,
+    read_job,
+)
 from .job import JobOptions
 from .keys import QueueKeys
+from .repeat import RepeatSpec, cancel_next_tick
 from .settings import Durability, StreamflowSettings, to_ms, to_seconds
 from .telemetry import publish_span
 
@@ -39,6 +49,7 @@ class JobSpec:
     backoff: Backoff | None = None
     timeout: float | None = None
     track: bool = False
+    keep_result: bool | None = None
 
 
 class Queue:
@@ -116,6 +127,7 @@ class Queue:
                   delay: timedelta | float | None = None, job_id: str | None = None,
                   attempts: int | None = None, backoff: Backoff | None = None,
                   timeout: float | None = None, track: bool = False,
+                  keep_result: bool | None = None,
                   durability: Durability | None = None) -> str | None:
         """Add one job in one round trip; returns its id, or None when ``job_id`` was already
         added within the dedup TTL (the duplicate is refused, nothing is written).
@@ -125,7 +137,8 @@ class Queue:
         replica confirmed in time (the job may still be on the master: add it again with the
         same ``job_id`` to be sure, the dedup mark keeps it single).
         """
-        spec = JobSpec(name, data, priority, delay, job_id, attempts, backoff, timeout, track)
+        spec = JobSpec(name, data, priority, delay, job_id, attempts, backoff, timeout, track,
+                       keep_result)
         level = priority or self.settings.default_level
         with publish_span(self.name, name, level) as (_, carrier):
             keys, args = self._add_command([spec], carrier)
@@ -157,33 +170,41 @@ class Queue:
         max_bytes = self.settings.queue.max_payload_bytes
         traceparent = carrier.get("traceparent")
         tracestate = carrier.get("tracestate")
-        dedup_keys: list[str] = []
+        extra_keys: list[str] = []
         args: list[Any] = [now, len(keys.streams), self._emit_added,
                            self.settings.queue.events_maxlen, self._dedup_ttl_ms, *keys.levels]
         for spec in specs:
             level = self.level_index(spec.priority)
             data = encode_data(spec.data, max_bytes)
-            options = JobOptions(spec.attempts, spec.backoff, spec.timeout, spec.track)
+            options = JobOptions(spec.attempts, spec.backoff, spec.timeout,
+                                 spec.track or spec.job_id is not None, spec.keep_result)
             due = now + to_ms(spec.delay) if spec.delay is not None and to_seconds(
                 spec.delay) > 0 else 0
             job_id = spec.job_id
             if job_id is not None and not job_id:
-                raise ValueError("job_id must be a non-empty string")
-            if due and job_id is None:
+                raise InvalidJob("job_id must be a non-empty string")
+            if not spec.name:
+                raise InvalidJob("a job needs a non-empty name")
+            tracked = spec.track or job_id is not None
+            if (due or tracked) and job_id is None:
                 job_id = os.urandom(10).hex()
             fields = envelope_fields(
                 spec.name, data, job_id=job_id, enqueued_ms=now if due else None,
                 options=options, traceparent=traceparent, tracestate=tracestate)
-            dedup_index = 0
+            dedup_index = status_index = 0
             if spec.job_id is not None:
-                dedup_keys.append(keys.dedup(spec.job_id))
-                dedup_index = len(dedup_keys)
+                extra_keys.append(keys.dedup(spec.job_id))
+                dedup_index = len(extra_keys)
+            if job_id is not None and options.track:
+                extra_keys.append(keys.status(job_id))
+                status_index = len(extra_keys)
             if due:
-                args += [level, due, dedup_index, job_id, delayed_record(level, fields), spec.name,
-                         0]
+                args += [level, due, dedup_index, status_index, job_id,
+                         delayed_record(level, fields), spec.name, 0]
             else:
-                args += [level, 0, dedup_index, job_id or "", "", spec.name, len(fields), *fields]
-        return [keys.delayed, keys.jobs, keys.events, *keys.streams, *dedup_keys], args
+                args += [level, 0, dedup_index, status_index, job_id or "", "", spec.name,
+                         len(fields), *fields]
+        return [keys.delayed, keys.jobs, keys.events, *keys.streams, *extra_keys], args
 
     async def _send_adds(self, commands: list[scripts.Command],
                          durability: Durability | None) -> list[str | None]:
@@ -250,6 +271,103 @@ class Queue:
         """Waiting per level, pending, delayed, dead and consumers of ``group``."""
         return await read_counts(self.client, self.keys, group or self.settings.worker.group)
 
+    async def repeat(self, name: str, data: Any = None, *, cron: str | None = None,
+                     every: timedelta | float | None = None, tz: str = "UTC",
+                     key: str | None = None, start: datetime | None = None,
+                     end: datetime | None = None, limit: int | None = None,
+                     priority: str | None = None, attempts: int | None = None,
+                     backoff: Backoff | None = None, timeout: float | None = None) -> str:
+        """Add or replace a repeatable job; returns its key (default: name + schedule).
+
+        ``cron`` is a cron expression evaluated in ``tz``; ``every`` a fixed interval. Ticks
+        are jobs with the id ``repeat:<key>:<fire ms>``, one per tick whatever the number of
+        workers. See ``streamflow.repeat`` for missed ticks and daylight saving time.
+        """
+        self.level_index(priority)
+        every_ms = to_ms(every) if every is not None else None
+        spec = RepeatSpec(
+            key=key or f"{name}:{cron if cron is not None else f'every-{every_ms}ms'}",
+            name=name, data=data, cron=cron, tz=tz, every_ms=every_ms,
+            start_ms=int(start.timestamp() * 1000) if start else None,
+            end_ms=int(end.timestamp() * 1000) if end else None, limit=limit,
+            priority=priority,
+            options=JobOptions(attempts, backoff, timeout).to_wire() or {})
+        encode_data(data, self.settings.queue.max_payload_bytes)
+        previous = await self.client.hget(self.keys.repeat, spec.key)
+        if previous is not None and previous != spec.to_json():
+            await cancel_next_tick(self.client, self.keys, spec.key)
+        await self.client.hset(self.keys.repeat, spec.key, spec.to_json())
+        return spec.key
+
+    async def repeats(self) -> list[RepeatInfo]:
+        """Every repeatable job with its next scheduled tick."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.repeat)
+        pipe.hgetall(self.keys.repeat_last)
+        specs, states = await pipe.execute()
+        out: list[RepeatInfo] = []
+        for raw_key, raw in sorted(specs.items()):
+            spec = RepeatSpec.from_json(raw)
+            state = states.get(raw_key, b"").decode()
+            last, _, count = state.partition(":")
+            out.append(RepeatInfo(
+                key=spec.key, name=spec.name, cron=spec.cron, tz=spec.tz,
+                every_ms=spec.every_ms, limit=spec.limit, end_ms=spec.end_ms,
+                last_tick_ms=int(last) if last else None, ticks=int(count or 0)))
+        return out
+
+    async def remove_repeat(self, key: str) -> bool:
+        """Stop a repeatable job (its tick already waiting is removed too)."""
+        await cancel_next_tick(self.client, self.keys, key)
+        return bool(await self.client.hdel(self.keys.repeat, key))
+
+    async def get_job(self, job_id: str) -> JobInfo | None:
+        """State, attempt, progress, result or error and timestamps of a job added with a
+        caller-given id or ``track=True``; None when unknown or expired (after the dedup TTL)."""
+        return await read_job(self.client, self.keys, job_id)
+
+    async def drain(self, group: str | None = None) -> int:
+        """Remove waiting and delayed jobs; jobs in flight finish. Returns how many went.
+
+        The group skips past the unread entries (the janitor then trims them).
+        """
+        return int(await scripts.call(
+            self.client, scripts.DRAIN_QUEUE,
+            [self.keys.delayed, self.keys.jobs, *self.keys.streams],
+            [group or self.settings.worker.group]))
+
+    async def obliterate(self, *, force: bool = False) -> int:
+        """Delete every key of the queue (jobs, dead letters, events, status, settings).
+
+        Refused with ``QueueBusy`` while a worker's heartbeat is fresh, unless ``force``.
+        Returns how many keys were deleted.
+        """
+        if not force:
+            now = int(time.time() * 1000)
+            stale_ms = int(self.settings.worker.heartbeat_interval * 3 * 1000)
+            for raw in (await self.client.hgetall(self.keys.workers)).values():
+                try:
+                    last_seen = int(orjson.loads(raw)["last_seen_ms"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if now - last_seen < stale_ms:
+                    raise QueueBusy(f"queue {self.name!r} has active workers; stop them or "
+                                    "pass force=True")
+        keys = self.keys
+        fixed = [*keys.streams, keys.delayed, keys.jobs, keys.dead, keys.events, keys.done,
+                 keys.workers, keys.repeat, keys.repeat_last, keys.meta, keys.limiter]
+        deleted = int(await self.client.delete(*fixed))
+        for pattern in (keys.dedup("*"), keys.status("*")):
+            batch: list[Any] = []
+            async for key in self.client.scan_iter(match=_glob_escape(pattern), count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    deleted += int(await self.client.delete(*batch))
+                    batch = []
+            if batch:
+                deleted += int(await self.client.delete(*batch))
+        return deleted
+
     async def dead(self, count: int = 100, start: str = "-") -> list[DeadEntry]:
         """Dead-lettered jobs, oldest first."""
         return await read_dead(self.client, self.keys, count, start)
@@ -278,6 +396,11 @@ class Queue:
             await self.client.delete(self.keys.dead)
             return count
         return int(await self.client.xdel(self.keys.dead, *entry_ids)) if entry_ids else 0
+
+
+def _glob_escape(pattern: str) -> str:
+    """A key pattern with the hash-tag braces and brackets taken literally; ``*`` stays a glob."""
+    return "".join(f"\\{ch}" if ch in "[]?{}" else ch for ch in pattern)
 
 
 async def ensure_groups(client: Any, keys: QueueKeys, group: str) -> None:

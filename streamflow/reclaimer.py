@@ -13,6 +13,7 @@ from .keys import QueueKeys
 async def reclaim_stalled(client: Any, keys: QueueKeys, level: int, *, group: str,
                           consumer: str, min_idle_ms: int, count: int, max_stalled: int,
                           emit: bool = True, events_maxlen: int = 10_000,
+                          dead_retention: list[Any] | None = None,
                           ) -> tuple[list[Any], int]:
     """Claim entries of ``level`` idle at least ``min_idle_ms``; dead-letter (reason
     ``stalled``) those delivered more than ``max_stalled`` + 1 times.
@@ -22,7 +23,8 @@ async def reclaim_stalled(client: Any, keys: QueueKeys, level: int, *, group: st
     claimed, dead = await scripts.call(
         client, scripts.RECLAIM_STALLED, [keys.streams[level], keys.dead, keys.events],
         [group, consumer, min_idle_ms, count, max_stalled, int(time.time() * 1000),
-         keys.levels[level], "1" if emit else "0", events_maxlen])
+         keys.levels[level], "1" if emit else "0", events_maxlen,
+         *(dead_retention or [0, "0"])])
     return list(claimed), int(dead)
 
 
@@ -49,7 +51,7 @@ async def requeue_stalled(client: Any, keys: QueueKeys, *, group: str, min_idle_
     """Put entries idle at least ``min_idle_ms`` back on their stream as new entries, for any
     worker to fetch; returns how many. For operators: workers reclaim by themselves."""
     moved = 0
-    for stream in keys.streams:
+    for stream, level in zip(keys.streams, keys.levels, strict=True):
         moved += int(await scripts.call(client, scripts.REQUEUE_STALLED, [stream],
-                                        [group, claimer, min_idle_ms, count]))
+                                        [group, claimer, min_idle_ms, count, level]))
     return moved

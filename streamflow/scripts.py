@@ -82,6 +82,8 @@ TRIM_STREAM = SCRIPTS["trim_stream"]
 DELETE_CONSUMER = SCRIPTS["delete_consumer"]
 RETRY_DEAD = SCRIPTS["retry_dead"]
 REQUEUE_STALLED = SCRIPTS["requeue_stalled"]
+DRAIN_QUEUE = SCRIPTS["drain_queue"]
+SCHEDULE_REPEAT = SCRIPTS["schedule_repeat"]
 
 
 async def load_scripts(client: Any) -> None:

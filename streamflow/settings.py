@@ -64,7 +64,14 @@ class QueueDefaults(BaseModel):
     timeout: float | None = Field(None, gt=0)
     """Per-job handler timeout in seconds; None for no limit."""
     remove_on_complete: int = Field(1000, ge=0)
-    """How many completed jobs (with results) the capped ``done`` stream keeps."""
+    """How many completed jobs (with results) the ``done`` stream keeps (0: none)."""
+    remove_on_complete_age: float | None = Field(None, gt=0)
+    """Also drop results older than this many seconds."""
+    remove_on_fail: int = Field(0, ge=0)
+    """How many dead letters to keep (0: all, forever: a lost failed payment costs more than
+    memory)."""
+    remove_on_fail_age: float | None = Field(None, gt=0)
+    """Also drop dead letters older than this many seconds."""
     dedup_ttl: float = Field(86400.0, gt=0)
     max_payload_bytes: int = Field(512 * 1024, gt=0)
     events: EventLevel = "all"

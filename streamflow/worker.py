@@ -37,6 +37,7 @@ from .job import Job
 from .keys import QueueKeys
 from .queue import ensure_groups
 from .reclaimer import keep_alive, reclaim_stalled
+from .repeat import schedule_repeats
 from .retention import remove_gone_consumers, trim_streams
 from .router import Route, Router, as_router
 from .scheduler import promote_due
@@ -114,6 +115,7 @@ class Worker:
         self._fetching = False
         self._grace_over = anyio.Event()
         self._limited_until = 0.0
+        self._status_ttl_ms = int(self.settings.queue.dedup_ttl * 1000)
         self._unflushed: list[scripts.Command] = []
         self._level_of = {level: i for i, level in enumerate(self.keys.levels)}
 
@@ -259,6 +261,10 @@ class Worker:
                 continue
             held.add((level, job.entry_id))
             ready.append(job)
+            if job.options.track:
+                self._status(self._commands, job, state="active", attempt=job.attempt,
+                             started_ms=int(time.time() * 1000), consumer=self.consumer)
+                self._flush_wanted.set()
         self._wake()
 
     def _wake(self) -> None:
@@ -377,6 +383,9 @@ class Worker:
         level = self._level_of[job.level]
         due = int((time.time() + delay) * 1000)
         record = delayed_record(level, next_attempt_fields(job, spend_attempt=spend_attempt))
+        if job.options.track:
+            self._status(self._commands, job, state="retrying", error=error[:1000],
+                         due_ms=due, attempt=job.attempt)
         self._commands.append(scripts.RETRY_LATER.command(
             [self.keys.streams[level], self.keys.delayed, self.keys.jobs, self.keys.events],
             [self.group, job.entry_id, job.id, due, record, self._emit_failures,
@@ -387,6 +396,9 @@ class Worker:
     def _to_dead(self, job: Job, reason: str, error: str, tb: str) -> None:
         log.warning("job %s (%s) dead-lettered after attempt %d: %s: %s", job.id, job.name,
                     job.attempt, reason, error)
+        if job.options.track:
+            self._status(self._commands, job, state="dead", reason=reason, error=error[:1000],
+                         finished_ms=int(time.time() * 1000))
         self._to_dead_raw(self._level_of[job.level], job.entry_id, job.id, reason,
                           error, tb, job.fields)
 
@@ -401,26 +413,43 @@ class Worker:
             [self.keys.streams[level], self.keys.dead, self.keys.events],
             [self.group, entry_id, job_id, reason, error[:1000], tb, int(time.time() * 1000),
              self.keys.levels[level], self._emit_failures, self.settings.queue.events_maxlen,
-             *flat]))
+             *dead_retention(self.settings), *flat]))
         self._flush_wanted.set()
 
     # -- acknowledging ----------------------------------------------------------------------
 
     def _take_batch(self) -> list[scripts.Command]:
         commands, self._commands = self._commands, []
-        done_maxlen = self.settings.queue.remove_on_complete
+        defaults = self.settings.queue
+        done_maxlen = defaults.remove_on_complete
+        done_minid = "0"
+        if defaults.remove_on_complete_age is not None:
+            done_minid = str(int((time.time() - defaults.remove_on_complete_age) * 1000))
         for level, completed in enumerate(self._completed):
             if not completed:
                 continue
             self._completed[level] = []
-            args: list[Any] = [self.group, self._emit_all, self.settings.queue.events_maxlen,
-                               done_maxlen]
+            args: list[Any] = [self.group, self._emit_all, defaults.events_maxlen, done_maxlen,
+                               done_minid]
             for job, duration_ms, result in completed:
-                args += [job.entry_id, job.id, job.name, duration_ms,
-                         _encode_result(result) if done_maxlen else ""]
+                keep = done_maxlen and job.options.keep_result is not False
+                encoded = _encode_result(result) if keep else b""
+                args += [job.entry_id, job.id, job.name, duration_ms, 1 if keep else 0, encoded]
+                if job.options.track:
+                    self._status(commands, job, state="completed", duration_ms=duration_ms,
+                                 finished_ms=int(time.time() * 1000), result=encoded)
             commands.append(scripts.COMPLETE_JOBS.command(
                 [self.keys.streams[level], self.keys.events, self.keys.done], args))
         return commands
+
+    def _status(self, commands: list[scripts.Command], job: Job, **fields: Any) -> None:
+        """Update a tracked job's status record (in the next flush, with its ack)."""
+        key = self.keys.status(job.id)
+        flat: list[Any] = []
+        for name, value in fields.items():
+            flat += [name, value]
+        commands.append(("HSET", key, *flat))
+        commands.append(("PEXPIRE", key, self._status_ttl_ms))
 
     async def _flush(self, commands: list[scripts.Command]) -> None:
         results = await scripts.pipeline(self.client, commands)
@@ -495,8 +524,17 @@ class Worker:
 
     async def _promote_loop(self) -> None:
         ws = self.settings.worker
+        next_repeat_check = 0.0
         while True:
             try:
+                if time.monotonic() >= next_repeat_check:
+                    next_repeat_check = time.monotonic() + 1.0
+                    await schedule_repeats(
+                        self.client, self.keys, level_of=self._level_of,
+                        default_level=self._level_of[self.settings.default_level],
+                        dedup_ttl_ms=self._status_ttl_ms, emit=self._emit_all == "1",
+                        events_maxlen=self.settings.queue.events_maxlen,
+                        max_payload_bytes=self.settings.queue.max_payload_bytes)
                 moved, next_due = await promote_due(
                     self.client, self.keys, emit=self._emit_all == "1",
                     events_maxlen=self.settings.queue.events_maxlen)
@@ -543,7 +581,8 @@ class Worker:
                 self.client, self.keys, level, group=self.group, consumer=self.consumer,
                 min_idle_ms=stalled_ms, count=min(free, 100),
                 max_stalled=self.settings.worker.max_stalled_count,
-                emit=self._emit_failures == "1", events_maxlen=self.settings.queue.events_maxlen)
+                emit=self._emit_failures == "1", events_maxlen=self.settings.queue.events_maxlen,
+                dead_retention=dead_retention(self.settings))
             if dead:
                 log.warning("%d stalled entries of %s dead-lettered", dead,
                             self.keys.levels[level])
@@ -586,6 +625,15 @@ class Worker:
                         log.info("removed consumers that are gone: %s", ", ".join(removed))
             except REDIS_ERRORS as exc:
                 log.warning("janitor: %s", exc)
+
+
+def dead_retention(settings: StreamflowSettings) -> list[Any]:
+    """The dead stream's trim arguments: exact MAXLEN (0: keep all) and MINID ("0": no age)."""
+    defaults = settings.queue
+    minid = "0"
+    if defaults.remove_on_fail_age is not None:
+        minid = str(int((time.time() - defaults.remove_on_fail_age) * 1000))
+    return [defaults.remove_on_fail, minid]
 
 
 def _encode_result(result: Any) -> bytes:

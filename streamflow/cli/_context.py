@@ -44,7 +44,7 @@ def run(settings: StreamflowSettings, fn: Callable[[], Awaitable[T]]) -> T:
         raise fail(f"cannot reach Redis at {redact(settings.redis.url)}: {exc}", 1) from None
     except NoPermissionError as exc:
         raise fail(f"the Redis user lacks a permission: {exc}", 1) from None
-    except StreamflowError as exc:
+    except (StreamflowError, ValueError) as exc:
         raise fail(str(exc), 2) from None
     except RedisError as exc:
         raise fail(f"Redis error: {exc}", 1) from None
@@ -58,7 +58,10 @@ def queue_of(ctx: typer.Context, name: str) -> Queue:
 def run_with_queue(ctx: typer.Context, name: str,
                    fn: Callable[[Queue], Awaitable[T]]) -> T:
     """Open the queue, run ``fn`` with it, close it; errors as in ``run``."""
-    queue = queue_of(ctx, name)
+    try:
+        queue = queue_of(ctx, name)
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
 
     async def main() -> T:
         try:

@@ -22,6 +22,17 @@ def parse_duration(text: str) -> float:
     return float(match["value"]) * _UNITS[match["unit"]]
 
 
+_ENTRY_ID = re.compile(r"^(\d+(-\d+)?|\$)$")
+
+
+def check_entry_ids(ids: list[str] | None) -> list[str] | None:
+    """``ids`` if each is a stream entry id (``1700000000000-0``); else a usage error."""
+    for entry_id in ids or ():
+        if not _ENTRY_ID.match(entry_id):
+            raise typer.BadParameter(f"{entry_id!r} is not a stream entry id like 1700000000000-0")
+    return ids
+
+
 def parse_json(text: str) -> Any:
     """A JSON value from the command line."""
     try:

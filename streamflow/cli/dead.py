@@ -10,7 +10,7 @@ import typer
 from ..queue import Queue
 from ..reclaimer import requeue_stalled
 from ._context import run_with_queue
-from ._output import emit_json, parse_duration, print_table
+from ._output import check_entry_ids, emit_json, parse_duration, print_table
 
 app = typer.Typer(no_args_is_help=True, help="Dead-lettered jobs: list, retry, purge.")
 QueueArg = Annotated[str, typer.Argument(help="Queue name.")]
@@ -39,6 +39,7 @@ def list_dead(ctx: typer.Context, queue: QueueArg,
 @app.command("retry")
 def retry(ctx: typer.Context, queue: QueueArg, ids: IdsArg = None) -> None:
     """Put dead-lettered jobs back on their level with fresh attempts."""
+    check_entry_ids(ids)
     moved = run_with_queue(ctx, queue, lambda q: q.retry_dead(ids or None))
     typer.echo(f"{moved} jobs put back")
 
@@ -49,6 +50,7 @@ def purge(ctx: typer.Context, queue: QueueArg, ids: IdsArg = None,
     """Delete dead-lettered jobs for good."""
     if not ids and not yes:
         typer.confirm(f"Delete every dead-lettered job of {queue!r}?", abort=True)
+    check_entry_ids(ids)
     removed = run_with_queue(ctx, queue, lambda q: q.purge_dead(ids or None))
     typer.echo(f"{removed} dead-lettered jobs deleted")
 

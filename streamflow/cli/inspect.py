@@ -12,7 +12,7 @@ from ..events import QueueEvents
 from ..inspect import read_pending, read_pending_summary
 from ..queue import Queue
 from ._context import queue_of, run, run_with_queue, settings_of
-from ._output import emit_json, parse_duration, print_table
+from ._output import check_entry_ids, emit_json, parse_duration, print_table
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 GroupOption = Annotated[str | None, typer.Option(help="Consumer group (default workers).")]
@@ -88,6 +88,7 @@ def events(
     as_json: JsonOption = False,
 ) -> None:
     """The queue's lifecycle events (added, completed, retrying, dead, ...)."""
+    check_entry_ids([since])
     settings = queue_of(ctx, queue).settings
 
     async def go() -> None:

@@ -5,7 +5,8 @@
   KEYS[2]  jobs hash (envelopes of delayed jobs)
   KEYS[3]  events stream
   KEYS[4 .. 3+L]          one stream per priority level, highest first (declared tail)
-  KEYS[4+L ..]            dedup marks, referenced by index from the job records
+  KEYS[4+L ..]            dedup marks and status records, referenced by index from the job
+                          records
 
   ARGV[1]  now (ms)
   ARGV[2]  L, the number of levels
@@ -15,8 +16,9 @@
   ARGV[6 .. 5+L]  the level names, in KEYS order
   ARGV[6+L ..] job records, each:
            level index (0-based), due (ms, 0 = now), dedup key index (0 = none; else
-           KEYS[3+L+index]), job id for the delayed set ("" = none), delayed record ("" when
-           due is 0), job name, field count F, then F stream fields
+           KEYS[3+L+index]), status key index (0 = untracked; same numbering), job id ("" =
+           none: named after the entry), delayed record ("" when due is 0), job name, field
+           count F, then F stream fields
 
   Returns  one item per job: the job id, or 0 when its dedup mark already existed (a
            duplicate: nothing was written). A job added with no id is named "<level>:<entry id>":
@@ -38,11 +40,12 @@ while pos <= n do
   local level = tonumber(ARGV[pos])
   local due = tonumber(ARGV[pos + 1])
   local dedup_index = tonumber(ARGV[pos + 2])
-  local job_id = ARGV[pos + 3]
-  local record = ARGV[pos + 4]
-  local name = ARGV[pos + 5]
-  local field_count = tonumber(ARGV[pos + 6])
-  local first = pos + 7
+  local status_index = tonumber(ARGV[pos + 3])
+  local job_id = ARGV[pos + 4]
+  local record = ARGV[pos + 5]
+  local name = ARGV[pos + 6]
+  local field_count = tonumber(ARGV[pos + 7])
+  local first = pos + 8
   local last = first + field_count - 1
   pos = last + 1
 
@@ -68,6 +71,12 @@ while pos <= n do
       rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
         "e", "added", "i", job_id, "n", name)
     end
+  end
+  if fresh and status_index > 0 then
+    local status_key = KEYS[3 + levels + status_index]
+    rcall("HSET", status_key, "state", due > 0 and "delayed" or "waiting", "name", name,
+      "attempt", 1, "added_ms", now)
+    rcall("PEXPIRE", status_key, dedup_ttl)
   end
 end
 return results

@@ -3,13 +3,15 @@
 
   KEYS[1]  level stream
   KEYS[2]  events stream
-  KEYS[3]  done stream (last N completed jobs with results)
+  KEYS[3]  done stream (the results of the last completed jobs)
 
   ARGV[1]  group
   ARGV[2]  1 to emit events, 0 not
   ARGV[3]  events MAXLEN (approximate)
-  ARGV[4]  done MAXLEN (approximate; 0 keeps nothing)
-  ARGV[5 ..] per job, 5 values: entry id, job id, name, duration (ms), result (JSON or "")
+  ARGV[4]  done: how many results to keep (exact MAXLEN; 0 keeps none)
+  ARGV[5]  done: drop results older than this entry id (MINID; "0" for no age limit)
+  ARGV[6 ..] per job, 6 values: entry id, job id, name, duration (ms), 1 to keep the result
+           (0 not), result (JSON or "")
 
   Returns  the number of entries acknowledged
   Events   completed, with i (job id), n (name), ms (duration)
@@ -20,10 +22,12 @@ local group = ARGV[1]
 local emit = ARGV[2] == "1"
 local events_maxlen = ARGV[3]
 local done_maxlen = tonumber(ARGV[4])
+local done_minid = ARGV[5]
 
 local acked = 0
+local kept = 0
 local ids = {}
-for pos = 5, #ARGV, 5 do
+for pos = 6, #ARGV, 6 do
   ids[#ids + 1] = ARGV[pos]
   if #ids == 1000 then
     acked = acked + rcall("XACK", stream_key, group, unpack(ids))
@@ -33,12 +37,16 @@ for pos = 5, #ARGV, 5 do
     rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
       "e", "completed", "i", ARGV[pos + 1], "n", ARGV[pos + 2], "ms", ARGV[pos + 3])
   end
-  if done_maxlen > 0 then
-    rcall("XADD", done_key, "MAXLEN", "~", done_maxlen, "*",
-      "i", ARGV[pos + 1], "n", ARGV[pos + 2], "ms", ARGV[pos + 3], "r", ARGV[pos + 4])
+  if done_maxlen > 0 and ARGV[pos + 4] == "1" then
+    rcall("XADD", done_key, "MAXLEN", done_maxlen, "*",
+      "i", ARGV[pos + 1], "n", ARGV[pos + 2], "ms", ARGV[pos + 3], "r", ARGV[pos + 5])
+    kept = kept + 1
   end
 end
 if #ids > 0 then
   acked = acked + rcall("XACK", stream_key, group, unpack(ids))
+end
+if kept > 0 and done_minid ~= "0" then
+  rcall("XTRIM", done_key, "MINID", done_minid)
 end
 return acked

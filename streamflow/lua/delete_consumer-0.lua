@@ -15,8 +15,9 @@ local group, consumer = ARGV[1], ARGV[2]
 
 for _, stream_key in ipairs(KEYS) do
   if rcall("EXISTS", stream_key) == 1 then
-    local held = rcall("XPENDING", stream_key, group, "-", "+", 1, consumer)
-    if #held > 0 then return 0 end
+    -- a stream without the group (NOGROUP) holds nothing for this consumer
+    local ok, held = pcall(rcall, "XPENDING", stream_key, group, "-", "+", 1, consumer)
+    if ok and #held > 0 then return 0 end
   end
 end
 for _, stream_key in ipairs(KEYS) do

@@ -15,7 +15,9 @@
   ARGV[8]  level name
   ARGV[9]  1 to emit events (failures are emitted unless events are off), 0 not
   ARGV[10] events MAXLEN (approximate)
-  ARGV[11 ..] the entry's original fields, flat
+  ARGV[11] dead letters to keep (exact MAXLEN; 0 keeps all)
+  ARGV[12] drop dead letters older than this entry id (MINID; "0" for no age limit)
+  ARGV[13 ..] the entry's original fields, flat
 
   Returns  the dead-letter entry id; -2 (NOT_PENDING) when the entry was no longer pending
   Events   dead, with i, reason, err
@@ -28,7 +30,9 @@ if rcall("XACK", stream_key, ARGV[1], ARGV[2]) == 0 then
 end
 local dead_id = rcall("XADD", dead_key, "*",
   "x:reason", ARGV[4], "x:error", ARGV[5], "x:tb", ARGV[6], "x:at", ARGV[7],
-  "x:level", ARGV[8], "x:src", ARGV[2], unpack(ARGV, 11))
+  "x:level", ARGV[8], "x:src", ARGV[2], unpack(ARGV, 13))
+if ARGV[11] ~= "0" then rcall("XTRIM", dead_key, "MAXLEN", ARGV[11]) end
+if ARGV[12] ~= "0" then rcall("XTRIM", dead_key, "MINID", ARGV[12]) end
 if ARGV[9] == "1" then
   rcall("XADD", events_key, "MAXLEN", "~", ARGV[10], "*",
     "e", "dead", "i", ARGV[3], "reason", ARGV[4], "err", ARGV[5])

@@ -16,6 +16,8 @@
   ARGV[7]  level name
   ARGV[8]  1 to emit events, 0 not
   ARGV[9]  events MAXLEN (approximate)
+  ARGV[10] dead letters to keep (exact MAXLEN; 0 keeps all)
+  ARGV[11] drop dead letters older than this entry id (MINID; "0" for no age limit)
 
   Returns  {claimed entries (XCLAIM reply: {{id, {f1, v1, ...}}, ...}), dead-lettered count}
   Events   stalled (per dead-lettered entry), reclaimed (per claimed entry), with i (job id)
@@ -56,6 +58,8 @@ for _, item in ipairs(pending) do
     to_claim[#to_claim + 1] = entry_id
   end
 end
+if dead > 0 and ARGV[10] ~= "0" then rcall("XTRIM", dead_key, "MAXLEN", ARGV[10]) end
+if dead > 0 and ARGV[11] ~= "0" then rcall("XTRIM", dead_key, "MINID", ARGV[11]) end
 local claimed = {}
 if #to_claim > 0 then
   claimed = rcall("XCLAIM", stream_key, group, consumer, min_idle, unpack(to_claim))

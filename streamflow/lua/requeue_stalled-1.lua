@@ -9,6 +9,8 @@
   ARGV[2]  consumer name the entries are claimed to before they are acknowledged
   ARGV[3]  min idle (ms)
   ARGV[4]  most entries to move
+  ARGV[5]  level name (a first attempt added without an id keeps "<level>:<old entry id>" as its
+           id, and its enqueue time)
 
   Returns  the number of entries put back
   Events   none
@@ -23,7 +25,18 @@ for _, item in ipairs(pending) do
   local claimed = rcall("XCLAIM", stream_key, group, consumer, min_idle, item[1])
   local entry = claimed[1]
   if entry and entry[2] then
-    rcall("XADD", stream_key, "*", unpack(entry[2]))
+    local fields = entry[2]
+    local has_id = false
+    for i = 1, #fields, 2 do
+      if fields[i] == "i" then has_id = true end
+    end
+    if not has_id then
+      fields[#fields + 1] = "i"
+      fields[#fields + 1] = ARGV[5] .. ":" .. item[1]
+      fields[#fields + 1] = "t"
+      fields[#fields + 1] = string.match(item[1], "^(%d+)")
+    end
+    rcall("XADD", stream_key, "*", unpack(fields))
     moved = moved + 1
   end
   rcall("XACK", stream_key, group, item[1])

@@ -1,0 +1,445 @@
+"""The ``streamflow`` command against a real Redis: typer's CliRunner on the real app, and
+``python -m streamflow`` where the process exit code is the point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+import redis
+from typer.testing import CliRunner, Result
+
+from streamflow import Discard, Job, Queue, StreamflowSettings, Worker
+from streamflow.cli import app
+from streamflow.codec import decode_job
+from streamflow.keys import QueueKeys
+from tests.support import fast_settings, running, wait_until
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No STREAMFLOW_*/REDIS_URL or .env from outside: every command gets --redis-url."""
+    for name in list(os.environ):
+        if name.upper().startswith("STREAMFLOW_") or name.upper() == "REDIS_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Any:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def keys(queue_name: str) -> QueueKeys:
+    return QueueKeys(queue_name)
+
+
+@pytest.fixture
+def cli(redis_url: str) -> Any:
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(app, ["--redis-url", redis_url, *args], input=input)
+
+    return invoke
+
+
+def ok(result: Result) -> Result:
+    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
+    return result
+
+
+def one_line_error(result: Result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def add_jobs(redis_url: str, queue: str, jobs: Sequence[tuple[str, str | None]],
+             group: bool = True) -> list[str | None]:
+    """Add ``(name, priority)`` jobs with the library; creates the group first if asked."""
+
+    async def go() -> list[str | None]:
+        queue_ = Queue(queue, settings=StreamflowSettings.from_url(redis_url))
+        try:
+            if group:
+                await queue_.ensure_group()
+            return [await queue_.add(name, {"n": i}, priority=priority)
+                    for i, (name, priority) in enumerate(jobs)]
+        finally:
+            await queue_.close()
+
+    return anyio.run(go)
+
+
+def make_dead(redis_url: str, queue: str, count: int) -> list[str | None]:
+    """Run a short worker whose handler discards every job, until ``count`` are dead."""
+    settings = fast_settings(redis_url)
+
+    async def discard(job: Job) -> None:
+        raise Discard(f"card declined for {job.data['n']}")
+
+    async def go() -> list[str | None]:
+        async with Queue(queue, settings=settings) as producer:
+            ids = [await producer.add("charge", {"n": i}) for i in range(count)]
+            worker = Worker(queue, discard, settings=settings, concurrency=4)
+            async with running(worker):
+                async def all_dead() -> bool:
+                    return (await producer.counts())["dead"] >= count
+                await wait_until(all_dead)
+            return ids
+
+    return anyio.run(go)
+
+
+# ----------------------------------------------------------------------------------- add
+
+
+def test_add_prints_the_id_and_the_job_is_in_the_stream(
+    cli: Any, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    result = ok(cli("add", queue_name, "payment.captured", "--data", '{"id": "pay_1"}',
+                    "--priority", "high", "--attempts", "5", "--backoff", "fixed:250ms"))
+    job_id = result.stdout.strip()
+    assert result.stderr == ""
+    [(entry_id, fields)] = sync_redis.xrange(keys.level("high"))
+    assert job_id == f"high:{entry_id.decode()}"
+    job = decode_job(entry_id, fields, queue_name, "high")
+    assert (job.id, job.name, job.data) == (job_id, "payment.captured", {"id": "pay_1"})
+    assert job.options.attempts == 5
+    assert job.options.backoff is not None
+    assert (job.options.backoff.kind, job.options.backoff.delay) == ("fixed", 0.25)
+
+
+def test_add_defaults_to_the_default_level(
+    cli: Any, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    job_id = ok(cli("add", queue_name, "ping")).stdout.strip()
+    assert job_id.startswith("normal:")
+    [(_, fields)] = sync_redis.xrange(keys.level("normal"))
+    assert fields[b"d"] == b"null"
+
+
+def test_add_with_delay_goes_to_the_delayed_set(
+    cli: Any, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    job_id = ok(cli("add", queue_name, "remind", "--delay", "1h")).stdout.strip()
+    score = sync_redis.zscore(keys.delayed, job_id)
+    assert score is not None
+    assert [sync_redis.xlen(s) for s in keys.streams] == [0, 0, 0]
+
+
+def test_add_under_another_prefix(
+    cli: Any, queue_name: str, sync_redis: Any
+) -> None:
+    ok(cli("--prefix", "pay", "add", queue_name, "x"))
+    assert sync_redis.xlen(QueueKeys(queue_name, prefix="pay").level("normal")) == 1
+    assert sync_redis.exists(QueueKeys(queue_name).level("normal")) == 0
+
+
+def test_add_with_job_id_twice_is_refused_the_second_time(
+    cli: Any, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    first = ok(cli("add", queue_name, "webhook", "--job-id", "evt_42"))
+    assert first.stdout.strip() == "evt_42"
+    second = ok(cli("add", queue_name, "webhook", "--job-id", "evt_42"))
+    assert second.stdout == ""
+    assert "duplicate" in second.stderr and "evt_42" in second.stderr
+    assert sync_redis.xlen(keys.level("normal")) == 1
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.upper().startswith("STREAMFLOW_") and k.upper() != "REDIS_URL"}
+    env["PYTHONPATH"] = str(REPO)
+    return subprocess.run([sys.executable, "-m", "streamflow", *args], capture_output=True,
+                          text=True, timeout=60, env=env, check=False)
+
+
+def test_add_unknown_priority_exits_2_and_writes_nothing(
+    redis_url: str, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    proc = run_module("--redis-url", redis_url, "add", queue_name, "x", "--priority", "urgent")
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip() == (
+        "streamflow: error: unknown priority 'urgent'; levels are high, normal, low")
+    assert sync_redis.exists(*keys.streams, keys.events) == 0
+
+
+def test_module_entry_point_adds_with_exit_0(
+    redis_url: str, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    proc = run_module("--redis-url", redis_url, "add", queue_name, "x", "--priority", "low")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("low:")
+    assert sync_redis.xlen(keys.level("low")) == 1
+
+
+def test_add_priority_urgent_exit_2_in_process(cli: Any, queue_name: str) -> None:
+    result = cli("add", queue_name, "x", "--priority", "urgent")
+    assert result.exit_code == 2
+    assert "unknown priority 'urgent'" in one_line_error(result)
+
+
+# --------------------------------------------------------------------------------- stats
+
+
+def test_stats_json_shows_waiting_per_level(
+    cli: Any, redis_url: str, queue_name: str
+) -> None:
+    add_jobs(redis_url, queue_name, [("a", "high"), ("b", "high"), ("c", "low")])
+    counts = orjson.loads(ok(cli("stats", queue_name, "--json")).stdout)
+    assert {level: c["waiting"] for level, c in counts["levels"].items()} == {
+        "high": 2, "normal": 0, "low": 1}
+    assert (counts["waiting"], counts["pending"], counts["delayed"], counts["dead"]) == (
+        3, 0, 0, 0)
+    assert counts["groups"] == ["workers"]
+    assert counts["paused"] is False
+
+
+def test_stats_without_a_group_counts_the_stream(
+    cli: Any, redis_url: str, queue_name: str
+) -> None:
+    add_jobs(redis_url, queue_name, [("a", "normal")], group=False)
+    counts = orjson.loads(ok(cli("stats", queue_name, "--json")).stdout)
+    assert counts["levels"]["normal"]["waiting"] == 1
+    assert counts["groups"] == []
+
+
+def test_stats_table(cli: Any, redis_url: str, queue_name: str) -> None:
+    add_jobs(redis_url, queue_name, [("a", "high")])
+    out = ok(cli("stats", queue_name)).stdout
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert rows["high"][0] == "1"
+    assert rows["normal"][0] == "0"
+
+
+# ------------------------------------------------------------------------------- pending
+
+
+@pytest.fixture
+def read_by_hand(redis_url: str, queue_name: str, keys: QueueKeys, sync_redis: Any
+                 ) -> list[str]:
+    """Three normal entries delivered by hand: two to c1 (one of them idle 100 s), one to c2."""
+    add_jobs(redis_url, queue_name, [("a", None), ("b", None), ("c", None)])
+    stream = keys.level("normal")
+    got = sync_redis.xreadgroup("workers", "c1", {stream: ">"}, count=2)
+    got += sync_redis.xreadgroup("workers", "c2", {stream: ">"}, count=1)
+    ids = [entry_id.decode() for _, entries in got for entry_id, _ in entries]
+    sync_redis.xclaim(stream, "workers", "c1", 0, [ids[0]], idle=100_000, retrycount=1)
+    return ids
+
+
+def test_pending_json(cli: Any, queue_name: str, read_by_hand: list[str]) -> None:
+    report = orjson.loads(ok(cli("pending", queue_name, "--json")).stdout)
+    normal = report["summary"]["normal"]
+    assert normal["pending"] == 3
+    assert normal["consumers"] == {"c1": 2, "c2": 1}
+    assert (normal["min"], normal["max"]) == (read_by_hand[0], read_by_hand[2])
+    assert report["summary"]["high"]["pending"] == 0
+    assert [(e["entry_id"], e["consumer"], e["level"]) for e in report["entries"]] == [
+        (read_by_hand[0], "c1", "normal"), (read_by_hand[1], "c1", "normal"),
+        (read_by_hand[2], "c2", "normal")]
+    assert report["entries"][0]["idle_ms"] >= 100_000
+
+
+def test_pending_filters(cli: Any, queue_name: str, read_by_hand: list[str]) -> None:
+    by_c2 = orjson.loads(ok(cli("pending", queue_name, "--json", "--consumer", "c2")).stdout)
+    assert [e["entry_id"] for e in by_c2["entries"]] == [read_by_hand[2]]
+    idle = orjson.loads(ok(cli("pending", queue_name, "--json", "--min-idle", "60s")).stdout)
+    assert [e["entry_id"] for e in idle["entries"]] == [read_by_hand[0]]
+    both = orjson.loads(ok(cli("pending", queue_name, "--json", "--consumer", "c2",
+                               "--min-idle", "1m")).stdout)
+    assert both["entries"] == []
+    limited = orjson.loads(ok(cli("pending", queue_name, "--json", "--count", "1")).stdout)
+    assert len(limited["entries"]) == 1
+
+
+def test_pending_table(cli: Any, queue_name: str, read_by_hand: list[str]) -> None:
+    out = ok(cli("pending", queue_name)).stdout
+    assert "c1=2, c2=1" in out
+    assert read_by_hand[0] in out
+    summary_row = next(line for line in out.splitlines() if line.startswith("normal"))
+    assert summary_row.split()[1] == "3"
+
+
+def test_pending_of_an_empty_queue(cli: Any, queue_name: str) -> None:
+    report = orjson.loads(ok(cli("pending", queue_name, "--json")).stdout)
+    assert report["entries"] == []
+    assert {level: s["pending"] for level, s in report["summary"].items()} == {
+        "high": 0, "normal": 0, "low": 0}
+
+
+# --------------------------------------------------------------------------------- claim
+
+
+def test_claim_puts_pending_entries_back(
+    cli: Any, queue_name: str, keys: QueueKeys, sync_redis: Any, read_by_hand: list[str]
+) -> None:
+    out = ok(cli("claim", queue_name, "--min-idle", "60s")).stdout
+    assert out.strip() == "1 stalled entries put back"
+    stream = keys.level("normal")
+    assert sync_redis.xpending(stream, "workers")["pending"] == 2
+
+    out = ok(cli("claim", queue_name, "--min-idle", "0s")).stdout
+    assert out.strip() == "2 stalled entries put back"
+    assert sync_redis.xpending(stream, "workers")["pending"] == 0
+    again = sync_redis.xreadgroup("workers", "c3", {stream: ">"})
+    names = sorted(fields[b"n"] for _, entries in again for _, fields in entries)
+    assert names == [b"a", b"b", b"c"]
+    counts = orjson.loads(ok(cli("stats", queue_name, "--json")).stdout)
+    assert counts["consumers"] == 3  # c1, c2, c3: the CLI's claimer left no consumer behind
+
+
+# ---------------------------------------------------------------------------------- dead
+
+
+def test_dead_list_and_retry(
+    cli: Any, redis_url: str, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    ids = make_dead(redis_url, queue_name, 3)
+
+    entries = orjson.loads(ok(cli("dead", "list", queue_name, "--json")).stdout)
+    assert sorted(e["job_id"] for e in entries) == sorted(ids)  # type: ignore[type-var]
+    assert {(e["name"], e["reason"], e["level"]) for e in entries} == {
+        ("charge", "discarded", "normal")}
+    assert sorted(e["error"] for e in entries) == [
+        f"card declined for {i}" for i in range(3)]
+
+    table = ok(cli("dead", "list", queue_name)).stdout
+    assert table.count("discarded") == 3
+    assert "card declined" in table
+
+    first = entries[0]["entry_id"]
+    assert ok(cli("dead", "retry", queue_name, first)).stdout.strip() == "1 jobs put back"
+    assert sync_redis.xlen(keys.dead) == 2
+    back = sync_redis.xrevrange(keys.level("normal"), count=1)[0]
+    job = decode_job(back[0], back[1], queue_name, "normal")
+    assert (job.id, job.attempt) == (entries[0]["job_id"], 1)
+
+    assert ok(cli("dead", "retry", queue_name)).stdout.strip() == "2 jobs put back"
+    assert sync_redis.xlen(keys.dead) == 0
+    assert orjson.loads(ok(cli("stats", queue_name, "--json")).stdout)["waiting"] == 3
+    assert ok(cli("dead", "list", queue_name)).stdout.strip() == "no dead-lettered jobs"
+
+
+def test_dead_purge(
+    cli: Any, redis_url: str, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    make_dead(redis_url, queue_name, 3)
+    entries = orjson.loads(ok(cli("dead", "list", queue_name, "--json")).stdout)
+
+    one = ok(cli("dead", "purge", queue_name, entries[0]["entry_id"]))
+    assert one.stdout.strip() == "1 dead-lettered jobs deleted"
+    assert sync_redis.xlen(keys.dead) == 2
+
+    refused = cli("dead", "purge", queue_name, input="n\n")
+    assert refused.exit_code != 0
+    assert sync_redis.xlen(keys.dead) == 2
+
+    rest = ok(cli("dead", "purge", queue_name, "--yes"))
+    assert rest.stdout.strip() == "2 dead-lettered jobs deleted"
+    assert sync_redis.exists(keys.dead) == 0
+
+
+# -------------------------------------------------------------------------- pause/resume
+
+
+def test_pause_and_resume_set_the_flag(
+    cli: Any, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    assert ok(cli("pause", queue_name)).stdout.strip() == f"{queue_name} paused"
+    assert sync_redis.hget(keys.meta, "paused") == b"1"
+    assert orjson.loads(ok(cli("stats", queue_name, "--json")).stdout)["paused"] is True
+    assert ok(cli("resume", queue_name)).stdout.strip() == f"{queue_name} resumed"
+    assert sync_redis.hget(keys.meta, "paused") == b"0"
+    assert orjson.loads(ok(cli("stats", queue_name, "--json")).stdout)["paused"] is False
+
+
+# -------------------------------------------------------------------------------- events
+
+
+def test_events_json(cli: Any, redis_url: str, queue_name: str) -> None:
+    ids = add_jobs(redis_url, queue_name, [("a", "high"), ("b", None)])
+    ok(cli("pause", queue_name))
+    lines = ok(cli("events", queue_name, "--json")).stdout.splitlines()
+    events = [orjson.loads(line) for line in lines]
+    assert [(e["event"], e["fields"].get("i"), e["fields"].get("n")) for e in events] == [
+        ("added", ids[0], "a"), ("added", ids[1], "b"), ("paused", None, None)]
+    assert all(e["id"] for e in events)
+
+    since = ok(cli("events", queue_name, "--json", "--since", events[0]["id"])).stdout
+    assert [orjson.loads(line)["event"] for line in since.splitlines()] == ["added", "paused"]
+    limited = ok(cli("events", queue_name, "--json", "--count", "1")).stdout.splitlines()
+    assert len(limited) == 1
+
+
+def test_events_text(cli: Any, redis_url: str, queue_name: str) -> None:
+    [job_id] = add_jobs(redis_url, queue_name, [("hello", None)])
+    out = ok(cli("events", queue_name)).stdout
+    assert "added" in out and f"i={job_id}" in out and "n=hello" in out
+
+
+def test_events_of_a_queue_without_events(cli: Any, queue_name: str) -> None:
+    assert ok(cli("events", queue_name, "--json")).stdout == ""
+
+
+# ------------------------------------------------------------------------------ --help
+
+
+@pytest.mark.parametrize("command", [[], ["add"], ["pending"], ["dead"], ["dead", "purge"],
+                                     ["claim"], ["events"], ["worker"]])
+def test_every_command_has_help(cli: Any, command: list[str]) -> None:
+    result = ok(cli(*command, "--help"))
+    assert "Usage:" in result.stdout
+
+
+# ------------------------------------------------------------------------ refused input
+
+
+def test_add_payload_over_the_limit_exits_2_and_writes_nothing(
+    cli: Any, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    result = cli("add", queue_name, "x", "--data", '"' + "a" * 600_000 + '"')
+    assert result.exit_code == 2
+    assert "over the limit of 524288" in one_line_error(result)
+    assert result.stdout == ""
+    assert sync_redis.exists(*keys.streams, keys.events) == 0
+
+
+def test_add_with_an_empty_job_name_is_refused(
+    cli: Any, queue_name: str, keys: QueueKeys, sync_redis: Any
+) -> None:
+    result = cli("add", queue_name, "")
+    assert sync_redis.exists(*keys.streams) == 0
+    assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    "args", [["events", "{q}", "--since", "garbage"], ["dead", "retry", "{q}", "not-an-id"]],
+    ids=["events-since", "dead-retry"],
+)
+def test_malformed_entry_ids_are_usage_errors(
+    redis_url: str, queue_name: str, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamflow.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--redis-url", redis_url, *(a.replace("{q}", queue_name) for a in args)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a stream entry id" in err[0]

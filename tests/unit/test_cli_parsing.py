@@ -1,0 +1,174 @@
+"""CLI input handling without Redis: durations, and bad input as one line and exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+import typer
+
+from streamflow.cli import main
+from streamflow.cli._output import parse_duration, parse_json, table
+
+# Port 1 on loopback: nothing listens, so a command that gets as far as Redis fails fast.
+NOWHERE = ["--redis-url", "redis://127.0.0.1:1/0"]
+
+
+@pytest.fixture(autouse=True)
+def no_outer_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("STREAMFLOW_") or name.upper() == "REDIS_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("250ms", 0.25),
+        ("5s", 5.0),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("1d", 86400.0),
+        ("7", 7.0),
+        ("0", 0.0),
+        ("0s", 0.0),
+        ("1.5s", 1.5),
+        (" 30s ", 30.0),
+        ("10 m", 600.0),
+    ],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "text", ["", "soon", "5x", "-5s", "s", "ms5", "5sec", "1e3", "inf", "nan", "5s5", "1,5s"]
+)
+def test_parse_duration_refuses_garbage(text: str) -> None:
+    with pytest.raises(typer.BadParameter, match="bad duration"):
+        parse_duration(text)
+
+
+def test_parse_json() -> None:
+    assert parse_json('{"a": [1, null]}') == {"a": [1, None]}
+    with pytest.raises(typer.BadParameter, match="not valid JSON"):
+        parse_json("{a: 1}")
+
+
+def test_table_aligns_columns() -> None:
+    assert table(["a", "long"], [[1, None], ["xyz", 2]]).splitlines() == [
+        "a    long", "---  ----", "1", "xyz  2"]
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[object, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+def assert_one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got: {err!r}"
+    assert "Traceback" not in err
+    assert lines[0].startswith("streamflow: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["add", "q", "job", "--data", "{not json"], "not valid JSON"),
+        (["add", "q", "job", "--delay", "soon"], "bad duration"),
+        (["add", "q", "job", "--backoff", "linear:1s"], "unknown backoff kind"),
+        (["add", "q", "job", "--attempts", "0"], "attempts"),
+        (["add", "q", "job", "--priority", "urgent"], "unknown priority 'urgent'"),
+        (["pending", "q", "--min-idle", "later"], "bad duration"),
+        (["claim", "q", "--min-idle", "xyz"], "bad duration"),
+        (["frobnicate"], "No such command 'frobnicate'"),
+        (["dead", "resurrect", "q"], "No such command 'resurrect'"),
+        (["stats"], "Missing argument"),
+        (["add", "q", "job", "--colour", "red"], "No such option"),
+        (["worker", "q", "--app", "no_colon_here"], "module:attr"),
+        (["worker", "q", "--app", "no_such_module_xyz:router"], "cannot import"),
+        (["worker", "q", "--app", "streamflow:no_such_attr"], "no attribute"),
+        (["worker", "q", "--app", "streamflow:__version__"], "neither a Router nor a callable"),
+        (["worker", "q", "--app", "tests.apps:router", "--log-level", "LOUD"],
+         "unknown log level"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main([*NOWHERE, *argv], capsys)
+    assert code == 2
+    assert out == ""
+    assert says in assert_one_line_error(err)
+
+
+def test_bad_settings_in_the_environment_are_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("STREAMFLOW_DEFAULT_LEVEL", "urgent")
+    code, _, err = run_main([*NOWHERE, "stats", "q"], capsys)
+    assert code == 2
+    assert "bad settings" in assert_one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["stats", "q"],
+        ["add", "q", "job"],
+        ["pending", "q"],
+        ["dead", "list", "q"],
+        ["claim", "q", "--min-idle", "0s"],
+        ["pause", "q"],
+        ["events", "q"],
+    ],
+)
+def test_unreachable_redis_is_one_line_and_exit_1(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_main([*NOWHERE, *argv], capsys)
+    assert code == 1
+    assert out == ""
+    line = assert_one_line_error(err)
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in line
+
+
+def test_password_is_not_printed_when_redis_is_unreachable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = run_main(["--redis-url", "redis://app:hunter2@127.0.0.1:1/0", "stats", "q"],
+                            capsys)
+    assert code == 1
+    assert "hunter2" not in err
+    assert "app:***@" in assert_one_line_error(err)
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["--help"], capsys)
+    assert code in (0, None)
+    for command in ("worker", "add", "pending", "stats", "dead", "claim", "events", "pause",
+                    "resume"):
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [*NOWHERE, "add", "bad:queue", "job"],
+        [*NOWHERE, "stats", "two words"],
+        [*NOWHERE, "add", "q", "job", "--job-id", ""],
+        ["--redis-url", "redis://127.0.0.1:notaport/0", "stats", "q"],
+    ],
+    ids=["colon-in-queue", "space-in-queue", "empty-job-id", "bad-port"],
+)
+def test_invalid_values_are_one_line_and_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_main(argv, capsys)
+    assert code == 2
+    assert_one_line_error(err)
