@@ -41,6 +41,7 @@ def root(
 
 
 app.add_typer(dead.app, name="dead")
+app.add_typer(admin.repeat_app, name="repeat")
 for module in (worker_cli, jobs, inspect, admin):
     module.register(app)
 
