@@ -29,6 +29,7 @@ from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
     MasterDownError,
+    NoPermissionError,
     ReadOnlyError,
     RedisError,
     ResponseError,
@@ -88,14 +89,53 @@ def permanent(error: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in text or "WRONG_VERSION_NUMBER" in text
 
 
+_SCRIPT_NOPERM = re.compile(
+    r"^The user executing the script can't run this command or subcommand"
+    r".*script: (?P<sha>[0-9a-f]{40}), on @user_script:(?P<line>\d+)", re.DOTALL)
+_LUA_COMMAND = re.compile(r'"(?P<command>[A-Za-z]+)"(?:\s*,\s*"(?P<sub>[A-Za-z]+)")?')
+_WITH_SUBCOMMANDS = frozenset({"XGROUP", "XINFO", "CLIENT", "SCRIPT", "CONFIG", "OBJECT"})
+
+
+def script_permission_error(error: BaseException) -> NoPermissionError | None:
+    """A NoPermissionError naming the command for Redis's ACL refusal inside one of our
+    scripts, which names neither (``ERR The user executing the script can't run this command
+    or subcommand script: <sha>, on @user_script:<line>``); None for any other error."""
+    if not isinstance(error, ResponseError) or isinstance(error, NoPermissionError):
+        return None
+    match = _SCRIPT_NOPERM.match(str(error))
+    if match is None:
+        return None
+    from . import scripts  # here: scripts is not needed to build a client
+
+    script = next((s for s in scripts.SCRIPTS.values() if s.sha == match["sha"]), None)
+    where = f"a Lua script (sha {match['sha'][:12]})"
+    command = "?"
+    if script is not None:
+        number = int(match["line"])
+        where = f"the {script.name} script, line {number}"
+        lines = script.body.splitlines()
+        found = _LUA_COMMAND.search(lines[number - 1]) if 0 < number <= len(lines) else None
+        if found is not None:
+            command = found["command"].lower()
+            if found["sub"] and command.upper() in _WITH_SUBCOMMANDS:
+                command += f"|{found['sub'].lower()}"
+    return NoPermissionError(
+        f"this user has no permissions to run the '{command}' command (called by {where}); "
+        "grant it in the ACL (see deploy/redis/users.acl.md)")
+
+
 class _MasterOnly:
     """Turns the replies of a demoted master into a connection error after dropping the
-    connection, so that the next attempt reconnects (through Sentinel: to the new master)."""
+    connection, so that the next attempt reconnects (through Sentinel: to the new master).
+    An ACL refusal inside a script becomes a NoPermissionError that names the command."""
 
     async def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return await super().read_response(*args, **kwargs)  # type: ignore[misc]
         except ResponseError as exc:
+            denied = script_permission_error(exc)
+            if denied is not None:
+                raise denied from exc
             if not role_changed(exc):
                 raise
             await self.disconnect()  # type: ignore[attr-defined]

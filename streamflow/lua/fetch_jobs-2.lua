@@ -9,7 +9,7 @@
   ARGV[1]  group
   ARGV[2]  consumer
   ARGV[3]  count: how many entries the worker has room for
-  ARGV[4]  now (ms)
+  ARGV[4]  now (ms) of the worker, for the limited-until time it wrote itself
 
   Returns  0 when the queue is paused; a negative number -W when rate limited (W: ms to wait
            before asking again); {} when nothing waits; else a flat list
@@ -19,6 +19,8 @@
 
   The limit is a sliding log: a job is granted only when fewer than `rl_max` were granted in the
   last `rl_ms` + `rl_margin_ms` (the margin absorbs the gap between grant and handler start).
+  Grants are stamped with the server's clock (TIME), not the worker's: a worker whose call was
+  delayed on its way must not record its grants in the past, where they would expire early.
 ]]
 local rcall = redis.call
 local meta_key, limiter_key = KEYS[1], KEYS[2]
@@ -37,6 +39,8 @@ end
 local rl_max = tonumber(meta[3] or "0")
 local window = 0
 if rl_max > 0 then
+  local clock = rcall("TIME")
+  now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
   window = tonumber(meta[4]) + tonumber(meta[5] or "0")
   rcall("ZREMRANGEBYSCORE", limiter_key, "-inf", now - window)
   local allowed = rl_max - rcall("ZCARD", limiter_key)
