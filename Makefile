@@ -42,6 +42,7 @@ bench: install ## Throughput, latency and memory on the local Redis (prints a ta
 
 bench-peers: install ## Same workload through BullMQ, arq, saq, taskiq, Celery, RabbitMQ, Postgres
 	$(BIN)/pip install --quiet -r benchmarks/peers/requirements.txt
+	npm ci --silent --prefix benchmarks/peers/bullmq
 	$(BIN)/python -m benchmarks.peers.run
 
 clean: ## Remove the venv and caches

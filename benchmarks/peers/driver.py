@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import os
@@ -66,7 +67,8 @@ class WorkerGroup:
     def exited(self) -> str | None:
         for proc, log in zip(self.procs, self.logs, strict=True):
             if proc.poll() is not None:
-                return f"worker exited with {proc.returncode}: {tail(log)}"
+                last = [ln for ln in tail(log, 2000).splitlines() if ln.strip()][-3:]
+                return f"worker exited with {proc.returncode}: {' | '.join(last)}"
         return None
 
     async def stop(self) -> None:
@@ -74,17 +76,16 @@ class WorkerGroup:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
-        while time.monotonic() < deadline and any(p.poll() is None for p in self.procs):
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110 - bounded poll of children
+                p.poll() is None for p in self.procs):
             await asyncio.sleep(0.1)
         for proc in self.procs:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
             else:  # children of a worker that exited (Celery's pool) must not outlive it
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
 
 
 def tail(path: Path, chars: int = 600) -> str:
@@ -130,7 +131,8 @@ class Driver:
             last = max(last, la)
         return total, first, last
 
-    async def wait_for(self, expected: int, group: WorkerGroup, timeout: float) -> tuple[int, int, int]:
+    async def wait_for(self, expected: int, group: WorkerGroup,
+                       timeout: float) -> tuple[int, int, int]:
         deadline = time.monotonic() + timeout
         while True:
             seen = await self.progress()

@@ -28,7 +28,8 @@ async def noop(data: dict[str, Any]) -> None:
 class TaskiqPeer(Peer):
     name = "taskiq"
     system = "taskiq + taskiq-redis RedisStreamBroker"
-    concurrency = f"asyncio, 1 worker process (--workers 1), max_async_tasks={MAX_ASYNC_TASKS} (default)"
+    concurrency = (f"asyncio, 1 worker process (--workers 1), "
+                   f"max_async_tasks={MAX_ASYNC_TASKS} (default)")
     settings = ("no bulk API: 50 concurrent kiq calls; broker defaults (xread_count 100, "
                 "ack_type when_saved), consumer_id=0")
 
@@ -56,7 +57,8 @@ class TaskiqPeer(Peer):
                 "--log-level", "WARNING"]
 
     def versions(self) -> dict[str, str]:
-        return {"taskiq": package_version("taskiq"), "taskiq-redis": package_version("taskiq-redis"),
+        return {"taskiq": package_version("taskiq"),
+                "taskiq-redis": package_version("taskiq-redis"),
                 "redis-py": package_version("redis")}
 
 

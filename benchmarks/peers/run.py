@@ -15,6 +15,7 @@ writes ``docs/benchmarks.md`` and ``docs/benchmarks.png``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -153,10 +154,8 @@ def run_driver(peer: str, args: argparse.Namespace, redis_url: str, flush: str,
         stray = descendants(proc.pid)
         os.killpg(proc.pid, signal.SIGKILL)
         for pid in stray:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         out, err = proc.communicate()
         problem = f"timed out after {timeout:.0f}s"
     lines = []
