@@ -103,6 +103,9 @@ async def read_counts(client: Any, keys: QueueKeys, group: str) -> QueueCounts:
     levels: dict[str, LevelCounts] = {}
     group_names: set[str] = set()
     consumers = 0
+    for result in results:
+        if isinstance(result, ResponseError) and "no such key" not in str(result):
+            raise result
     for i, level in enumerate(keys.levels):
         length, groups = results[2 * i], results[2 * i + 1]
         length = 0 if isinstance(length, ResponseError) else int(length)

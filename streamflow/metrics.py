@@ -107,8 +107,11 @@ class NoMetrics:
                         waits: Sequence[float]) -> None:
         """Count and time completed jobs: names, durations and waits (seconds) in step."""
 
-    def failed(self, level: str, name: str | bytes | None, outcome: str) -> None:
-        """One failed attempt and its outcome (``retrying`` or ``dead``)."""
+    def failed(self, level: str, name: str | bytes | None) -> None:
+        """One failed attempt (whatever comes of it)."""
+
+    def retried(self, level: str, name: str | bytes | None) -> None:
+        """One attempt scheduled again after a failure."""
 
     def dead(self, level: str, name: str | bytes | None, reason: str, count: int = 1) -> None:
         """Jobs dead-lettered (reasons: failed, discarded, no_handler, malformed, stalled)."""
@@ -141,17 +144,16 @@ class QueueMetrics(NoMetrics):
         self._attrs: dict[tuple[str, str], dict[str, str]] = {}
         self._counts: dict[str, QueueCounts] = {}
         job = "{job}"
-        self.added = meter.create_counter("streamflow.jobs.added", job, "Jobs added")
-        self.completed = meter.create_counter("streamflow.jobs.completed", job,
-                                              "Jobs completed")
-        self.failures = meter.create_counter("streamflow.jobs.failed", job,
-                                             "Failed attempts (retried or dead-lettered)")
-        self.retried = meter.create_counter("streamflow.jobs.retried", job,
-                                            "Attempts scheduled again after a failure")
-        self.dead_letters = meter.create_counter("streamflow.jobs.dead", job,
-                                                 "Jobs dead-lettered")
-        self.reclaims = meter.create_counter("streamflow.jobs.reclaimed", job,
-                                             "Stalled entries reclaimed from gone consumers")
+        self._added = meter.create_counter("streamflow.jobs.added", job, "Jobs added")
+        self._completed = meter.create_counter("streamflow.jobs.completed", job,
+                                               "Jobs completed")
+        self._failed = meter.create_counter("streamflow.jobs.failed", job,
+                                            "Failed attempts (retried or dead-lettered)")
+        self._retried = meter.create_counter("streamflow.jobs.retried", job,
+                                             "Attempts scheduled again after a failure")
+        self._dead = meter.create_counter("streamflow.jobs.dead", job, "Jobs dead-lettered")
+        self._reclaimed = meter.create_counter("streamflow.jobs.reclaimed", job,
+                                               "Stalled entries reclaimed from gone consumers")
         self.duration = meter.create_histogram(
             "streamflow.job.duration", "s", "Handler run time of completed jobs",
             explicit_bucket_boundaries_advisory=TIME_BUCKETS)
@@ -203,7 +205,7 @@ class QueueMetrics(NoMetrics):
                 key = (spec.priority or default_level, spec.name)
                 groups[key] = groups.get(key, 0) + 1
         for (level, name), count in groups.items():
-            self.added.add(count, self.attributes(level, name))
+            self._added.add(count, self.attributes(level, name))
 
     def record_completed(self, level: str, completed: Sequence[tuple[Job, int, Any]],
                          now_ms: float | None = None) -> None:
@@ -221,7 +223,7 @@ class QueueMetrics(NoMetrics):
         for name in names:
             counts[name] = counts.get(name, 0) + 1
         for name, count in counts.items():
-            self.completed.add(count, self.attributes(level, name))
+            self._completed.add(count, self.attributes(level, name))
         stride = self.stride
         first = (-self._seen) % stride
         self._seen += len(names)
@@ -233,18 +235,19 @@ class QueueMetrics(NoMetrics):
             record_duration(durations[i], attrs)
             record_wait(waits[i], attrs)
 
-    def failed(self, level: str, name: str | bytes | None, outcome: str) -> None:
-        attrs = self.attributes(level, name)
-        self.failures.add(1, attrs)
-        if outcome == "retrying":
-            self.retried.add(1, attrs)
+    def failed(self, level: str, name: str | bytes | None) -> None:
+        self._failed.add(1, self.attributes(level, name))
+
+    def retried(self, level: str, name: str | bytes | None) -> None:
+        self._retried.add(1, self.attributes(level, name))
 
     def dead(self, level: str, name: str | bytes | None, reason: str, count: int = 1) -> None:
-        self.dead_letters.add(count, {**self.attributes(level, name), "reason": reason})
+        if count:
+            self._dead.add(count, {**self.attributes(level, name), "reason": reason})
 
     def reclaimed(self, level: str, count: int) -> None:
         if count:
-            self.reclaims.add(count, {"queue": self.queue, "level": level})
+            self._reclaimed.add(count, {"queue": self.queue, "level": level})
 
     # -- gauges -----------------------------------------------------------------------------
 
@@ -299,10 +302,16 @@ def prometheus_reader() -> tuple[MetricReader, Callable[[], bytes]] | None:
                     "prometheus-client (pip install 'streamflow[otel]')")
         return None
     registry = CollectorRegistry(auto_describe=True)
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
-    GCCollector(registry=registry)
-    reader = PrometheusMetricReader(registry=registry)
+    try:
+        reader = PrometheusMetricReader(registry=registry)  # type: ignore[call-arg,unused-ignore]
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    except TypeError:  # an exporter before the registry argument: the global registry
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY  # which has the process collectors already
+        reader = PrometheusMetricReader()
 
     def text() -> bytes:
         return bytes(generate_latest(registry))

@@ -25,7 +25,7 @@ import anyio
 import orjson
 from anyio.abc import TaskStatus
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import NoPermissionError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import scripts
@@ -227,17 +227,12 @@ class Worker:
                     for stream, entries in blocked or ():
                         self._dispatch(level_of[stream], entries)
                     failures = 0
-                except ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
-                        raise
-                    log.warning("consumer group missing (queue obliterated?); creating it")
-                    await ensure_groups(self.client, self.keys, self.group)
-                except REDIS_ERRORS as exc:
+                except (*REDIS_ERRORS, ResponseError) as exc:
+                    if isinstance(exc, NoPermissionError):
+                        raise  # a worker without the rights it needs must stop, loudly
                     self._fetching = False
                     failures += 1
-                    delay = min(0.1 * 2**failures, 5.0)
-                    log.warning("fetch failed (%s); retrying in %.1fs", exc, delay)
-                    await anyio.sleep(delay)
+                    await self._survive("fetch", exc, min(0.1 * 2**failures, 5.0))
         finally:
             self._fetch_done = True
             for event in self._idle:
@@ -538,10 +533,9 @@ class Worker:
                 moved, next_due = await promote_due(
                     self.client, self.keys, emit=self._emit_all == "1",
                     events_maxlen=self.settings.queue.events_maxlen)
-            except REDIS_ERRORS as exc:
-                log.warning("promoter: %s", exc)
+            except (*REDIS_ERRORS, ResponseError) as exc:
                 moved, next_due = 0, -1
-                await anyio.sleep(1.0)
+                await self._survive("promoter", exc, 1.0)
             if moved >= 1000:
                 continue
             wait = ws.promote_interval
@@ -565,8 +559,8 @@ class Worker:
                 if time.monotonic() - last_reclaim >= ws.stalled_interval:
                     last_reclaim = time.monotonic()
                     await self._reclaim(stalled_ms)
-            except REDIS_ERRORS as exc:
-                log.warning("reclaimer: %s", exc)
+            except (*REDIS_ERRORS, ResponseError) as exc:
+                await self._survive("reclaimer", exc, 1.0)
 
     def _held_items(self) -> list[tuple[int, str]]:
         return list(self._held)
@@ -606,8 +600,8 @@ class Worker:
             await anyio.sleep(self.settings.worker.heartbeat_interval)
             try:
                 await self._heartbeat()
-            except REDIS_ERRORS as exc:
-                log.warning("heartbeat: %s", exc)
+            except (*REDIS_ERRORS, ResponseError) as exc:
+                await self._survive("heartbeat", exc, 1.0)
 
     async def _janitor_loop(self) -> None:
         ws = self.settings.worker
@@ -623,8 +617,19 @@ class Worker:
                                                           stale_after_ms=stale_ms)
                     if removed:
                         log.info("removed consumers that are gone: %s", ", ".join(removed))
-            except REDIS_ERRORS as exc:
-                log.warning("janitor: %s", exc)
+            except (*REDIS_ERRORS, ResponseError) as exc:
+                await self._survive("janitor", exc, 1.0)
+
+    async def _survive(self, loop: str, exc: Exception, delay: float) -> None:
+        """A loop met a Redis error: log it, recreate the groups if they vanished (a failover
+        to a replica that had not received them, or an obliterated queue), and wait a little.
+        A worker never exits because its master moved."""
+        log.warning("%s: %s: %s; retrying in %.1fs", loop, type(exc).__name__, exc, delay)
+        await anyio.sleep(delay)
+        if isinstance(exc, ResponseError) and "NOGROUP" in str(exc):
+            with contextlib.suppress(*REDIS_ERRORS, ResponseError):
+                await ensure_groups(self.client, self.keys, self.group)
+                log.warning("consumer group %r was missing; created it again", self.group)
 
 
 def dead_retention(settings: StreamflowSettings) -> list[Any]:

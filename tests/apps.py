@@ -31,3 +31,27 @@ async def sleep(job: Job) -> dict[str, Any]:
     await anyio.sleep(float(job.data["seconds"]))
     await _redis().rpush(f"{job.queue}:log", f"{job.id}:{os.getpid()}")
     return {"pid": os.getpid()}
+
+
+_record_client: aioredis.Redis | None = None
+
+
+def _recorder() -> aioredis.Redis:
+    """A client for the plain Redis of ``STREAMFLOW_TEST_RECORD_URL``: it records what the
+    handlers did on a server that no failover touches."""
+    global _record_client
+    if _record_client is None:
+        _record_client = aioredis.Redis.from_url(os.environ["STREAMFLOW_TEST_RECORD_URL"])
+    return _record_client
+
+
+@router.handler("record")
+async def record(job: Job) -> None:
+    """Append the job id to ``<queue>:processed`` (a list: duplicates show) on the record
+    server, with the completion time in ms in ``<queue>:times``."""
+    import time
+
+    pipe = _recorder().pipeline(transaction=False)
+    pipe.rpush(f"{job.queue}:processed", job.id)
+    pipe.rpush(f"{job.queue}:times", f"{job.id}:{os.getpid()}:{int(time.time() * 1000)}")
+    await pipe.execute()

@@ -37,7 +37,10 @@ def quick(settings: StreamflowSettings) -> StreamflowSettings:
 def run(settings: StreamflowSettings, fn: Callable[[], Awaitable[T]]) -> T:
     """Run ``fn`` on an event loop; Redis and input errors become one line and an exit code."""
     try:
-        return anyio.run(fn)
+        try:
+            return anyio.run(fn)
+        except BaseExceptionGroup as group:
+            raise _first_leaf(group) from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         if isinstance(exc, AuthenticationError):
             raise fail(f"Redis refused the credentials: {exc}", 1) from None
@@ -48,6 +51,14 @@ def run(settings: StreamflowSettings, fn: Callable[[], Awaitable[T]]) -> T:
         raise fail(str(exc), 2) from None
     except RedisError as exc:
         raise fail(f"Redis error: {exc}", 1) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error inside (nested) task-group exception groups."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 def queue_of(ctx: typer.Context, name: str) -> Queue:

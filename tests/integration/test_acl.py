@@ -1,0 +1,203 @@
+"""ACL users of deploy/redis/users.acl: producer and worker can do their whole job, and a user
+without a right gets one clear line from the CLI naming the missing permission.
+
+The server loads a copy of the real file with the placeholder passwords replaced (as
+users.acl.md asks) plus one made-up user ``nobody`` that may only PING. At the end, Redis's
+``ACL LOG`` must hold no refusal for ``streamflow-producer`` or ``streamflow-worker``: a command
+refused inside a loop that swallows errors would otherwise go unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+
+from streamflow import Discard, Job, JobSpec, Queue, StreamflowSettings, Worker
+from streamflow.connection import eviction_policy, warn_if_evicting
+from streamflow.retention import remove_gone_consumers, trim_streams
+from tests.servers import RedisProcess
+from tests.support import fast_settings, running, wait_until
+from tests.workers import ROOT
+
+pytestmark = pytest.mark.anyio
+
+ACL_FILE = ROOT / "deploy" / "redis" / "users.acl"
+PASSWORDS = {"admin": "adm-pw", "streamflow-worker": "wrk-pw", "streamflow-producer": "prd-pw",
+             "monitor": "mon-pw", "replica": "rep-pw", "sentinel": "snt-pw", "nobody": "nob-pw"}
+PLACEHOLDER = {"admin": "admin", "streamflow-worker": "worker", "streamflow-producer": "producer",
+               "monitor": "monitor", "replica": "replica", "sentinel": "sentinel"}
+
+
+def acl_text() -> str:
+    text = ACL_FILE.read_text()
+    for user, word in PLACEHOLDER.items():
+        placeholder = f">CHANGE_ME_{word}_password"
+        assert placeholder in text, f"{placeholder} not in users.acl"
+        text = text.replace(placeholder, f">{PASSWORDS[user]}")
+    assert "CHANGE_ME" not in text
+    return text + f"user nobody on >{PASSWORDS['nobody']} resetkeys resetchannels -@all +ping\n"
+
+
+@pytest.fixture(scope="module")
+def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A Redis running the ACL users of deploy/redis/users.acl.
+
+    It starts with an open ``default`` user (the fixture's readiness probe does not
+    authenticate), then the real file is written in place and loaded with ACL LOAD, which
+    turns ``default`` off.
+    """
+    directory = tmp_path_factory.mktemp("redis-acl")
+    aclfile = directory / "users.acl"
+    aclfile.write_text("user default on nopass ~* &* +@all\n")
+    server = RedisProcess(directory, config=[f"aclfile {aclfile}", "maxmemory-policy noeviction"])
+    with server:
+        aclfile.write_text(acl_text())
+        with server.client() as client:
+            client.execute_command("ACL", "LOAD")
+        with admin(server) as client:
+            client.execute_command("ACL", "LOG", "RESET")
+        yield server
+
+
+def url_of(server: RedisProcess, user: str) -> str:
+    return f"redis://{user}:{PASSWORDS[user]}@{server.host}:{server.port}/0"
+
+
+def admin(server: RedisProcess) -> redis.Redis:
+    return server.client(username="admin", password=PASSWORDS["admin"])
+
+
+def settings_for(server: RedisProcess, user: str) -> StreamflowSettings:
+    settings = fast_settings(url_of(server, user))
+    settings.worker.stalled_interval = 0.5
+    settings.worker.janitor_interval = 0.5
+    settings.worker.heartbeat_interval = 0.2
+    return settings
+
+
+def refusals(server: RedisProcess, *users: str) -> list[dict[str, Any]]:
+    with admin(server) as client:
+        entries = client.execute_command("ACL", "LOG", "128")
+    found = []
+    for raw in entries:
+        entry = raw if isinstance(raw, dict) else dict(zip(raw[::2], raw[1::2], strict=True))
+        entry = {(k.decode() if isinstance(k, bytes) else k):
+                 (v.decode() if isinstance(v, bytes) else v) for k, v in entry.items()}
+        if entry.get("username") in users:
+            found.append(entry)
+    return found
+
+
+async def test_producer_and_worker_do_their_whole_job(acl_server: RedisProcess,
+                                                      queue_name: str) -> None:
+    producer = settings_for(acl_server, "streamflow-producer")
+    worker_settings = settings_for(acl_server, "streamflow-worker")
+    attempts: dict[str, int] = {}
+
+    async def handler(job: Job) -> dict[str, int]:
+        attempts[job.id] = attempts.get(job.id, 0) + 1
+        if job.name == "flaky" and job.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        if job.name == "doomed":
+            raise Discard("not for us")
+        return {"attempt": job.attempt}
+
+    async with Queue(queue_name, settings=producer) as q:
+        # Producer: single add, bulk with caller ids, dedup, delayed, priority, replicated.
+        await q.add("ok", {"n": 0}, job_id="single")
+        ids = await q.add_bulk([JobSpec("ok", {"n": i}, job_id=f"bulk-{i}") for i in range(20)])
+        assert all(ids)
+        assert await q.add("ok", {"n": 0}, job_id="bulk-0") is None
+        await q.add("ok", {"n": 1}, job_id="later", delay=0.2)
+        await q.add("ok", {"n": 2}, job_id="urgent", priority="high")
+        await q.add("flaky", {}, job_id="flaky")
+        await q.add("doomed", {}, job_id="doomed")
+        if hasattr(q, "set_rate_limit"):  # the fetch script's limiter runs as the worker
+            await q.set_rate_limit(10_000, 1.0)
+        counts = await q.counts()
+        assert counts["waiting"] == 24 and counts["delayed"] == 1
+
+        # A consumer that fetched one entry and went away: the worker must reclaim it.
+        async with aioredis.Redis.from_url(url_of(acl_server, "streamflow-worker")) as raw:
+            fetched = await raw.xreadgroup(q.settings.worker.group, "gone",
+                                           {q.keys.level("high"): ">"}, count=1)
+            assert fetched[0][1][0][1][b"i"] == b"urgent"
+            # The maxmemory check runs as the worker user (INFO is granted) ...
+            assert await eviction_policy(raw) == "noeviction"
+        # ... and does not crash a user that may not run INFO.
+        async with aioredis.Redis.from_url(url_of(acl_server, "nobody")) as nobody:
+            assert await warn_if_evicting(nobody) is None
+
+        worker = Worker(queue_name, handler, settings=worker_settings, consumer="acl-worker")
+        async with running(worker):
+            await wait_until(lambda: len(attempts) == 25, timeout=20)
+            await wait_until(lambda: attempts.get("flaky") == 2)
+            await wait_until(lambda: _settled(q), timeout=20)
+            # Janitor work as the worker user: exact MINID trim, consumers that are gone.
+            removed = await trim_streams(worker.client, worker.keys, exact=True)
+            assert removed >= 20
+            gone = await remove_gone_consumers(worker.client, worker.keys, worker.group,
+                                               stale_after_ms=0)
+            assert "gone" in gone
+            assert not worker.stopped
+    async with Queue(queue_name, settings=worker_settings) as operator:  # the CLI's user
+        dead = await operator.dead()
+        assert [entry["job_id"] for entry in dead] == ["doomed"]
+        assert await operator.retry_dead() == 1
+        assert await operator.purge_dead() == 0
+
+    assert refusals(acl_server, "streamflow-producer", "streamflow-worker") == []
+
+
+async def _settled(q: Queue) -> bool:
+    counts = await q.counts()
+    return (counts["pending"], counts["waiting"], counts["delayed"], counts["dead"]) == (0, 0, 0, 1)
+
+
+def cli(server: RedisProcess, user: str, *args: str,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMFLOW_")}
+    env.pop("REDIS_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "streamflow", "--redis-url", url_of(server, user), *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> str:
+    assert result.returncode == 1, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("streamflow: error:")
+    for word in words:
+        assert word in line, line
+    return line
+
+
+def test_cli_reads_as_the_worker_user(acl_server: RedisProcess, queue_name: str) -> None:
+    for command in (["stats", queue_name, "--json"], ["pending", queue_name],
+                    ["dead", "list", queue_name]):
+        result = cli(acl_server, "streamflow-worker", *command)
+        assert result.returncode == 0, (command, result.stderr)
+
+
+def test_cli_names_the_permission_a_user_lacks(acl_server: RedisProcess,
+                                               queue_name: str) -> None:
+    result = cli(acl_server, "nobody", "stats", queue_name)
+    assert_one_line_error(result, "permission", "no permissions to run the '")
+    assert refusals(acl_server, "nobody")  # Redis logged it: the ACL LOG check above works
+
+
+def test_cli_worker_as_the_producer_user_fails_in_one_line(acl_server: RedisProcess,
+                                                           queue_name: str) -> None:
+    result = cli(acl_server, "streamflow-producer", "worker", queue_name, "--app",
+                 "tests.apps:router", "--log-level", "ERROR", timeout=30)
+    assert_one_line_error(result, "no permissions to run the '")
