@@ -29,6 +29,7 @@ from .inspect import (
 )
 from .job import JobOptions
 from .keys import QueueKeys
+from .metrics import metrics_for
 from .repeat import RepeatSpec, cancel_next_tick
 from .settings import Durability, StreamflowSettings, to_ms, to_seconds
 from .telemetry import publish_span
@@ -143,6 +144,7 @@ class Queue:
         with publish_span(self.name, name, level) as (_, carrier):
             keys, args = self._add_command([spec], carrier)
             ids = await self._send_adds([scripts.ADD_JOBS.command(keys, args)], durability)
+        metrics_for(self.name).added_specs([spec], ids, self.settings.default_level)
         return ids[0]
 
     async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]], *,
@@ -161,7 +163,9 @@ class Queue:
             for start in range(0, len(specs), CHUNK):
                 keys, args = self._add_command(specs[start:start + CHUNK], carrier)
                 commands.append(scripts.ADD_JOBS.command(keys, args))
-            return await self._send_adds(commands, durability)
+            ids = await self._send_adds(commands, durability)
+        metrics_for(self.name).added_specs(specs, ids, self.settings.default_level)
+        return ids
 
     def _add_command(self, specs: Sequence[JobSpec],
                      carrier: dict[str, str]) -> tuple[list[str], list[Any]]:

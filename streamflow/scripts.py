@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from .errors import ScriptCode, ScriptError
 
@@ -109,6 +109,14 @@ async def pipeline(client: Any, commands: list[Command]) -> list[Any]:
     """
     if not commands:
         return []
+    if len(commands) == 1:  # no pipeline object for one command: less work on the hot path
+        try:
+            return [await client.execute_command(*commands[0])]
+        except NoScriptError:
+            await load_scripts(client)
+            return await pipeline(client, commands)
+        except ResponseError as exc:
+            return [exc]
     results = await _send(client, commands)
     retry = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
     if retry:

@@ -52,6 +52,9 @@ ATTR_LEVEL = "streamflow.job.priority"
 TRACER_NAME = "streamflow"
 _override: trace.TracerProvider | None = None
 _tracer: trace.Tracer = trace.get_tracer(TRACER_NAME)
+_drop_unsampled = False
+"""True when the provider's sampler is the SDK's default ParentBased one, which never samples
+the child of an unsampled remote parent: ``process_span`` then skips the SDK for such jobs."""
 
 
 def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
@@ -60,10 +63,11 @@ def use_tracer_provider(provider: trace.TracerProvider | None) -> None:
     For tests and embedders that keep several providers; most programs set the global provider
     (``configure_from_env`` or ``opentelemetry.trace.set_tracer_provider``).
     """
-    global _override, _tracer
+    global _override, _tracer, _drop_unsampled
     _override = provider
     _tracer = (provider.get_tracer(TRACER_NAME) if provider is not None
                else trace.get_tracer(TRACER_NAME))
+    _drop_unsampled = _never_samples_unsampled_parents(provider)
 
 
 def tracing_active() -> bool:
@@ -71,13 +75,24 @@ def tracing_active() -> bool:
 
     Also binds the module's tracer to the real provider, skipping the API's proxy on every span.
     """
-    global _tracer
+    global _tracer, _drop_unsampled
     provider = _override if _override is not None else trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return False
     if _override is None and isinstance(_tracer, trace.ProxyTracer):
         _tracer = provider.get_tracer(TRACER_NAME)
+        _drop_unsampled = _never_samples_unsampled_parents(provider)
     return True
+
+
+def _never_samples_unsampled_parents(provider: object) -> bool:
+    try:
+        from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+    except ImportError:
+        return False
+    sampler = getattr(provider, "sampler", None)
+    return isinstance(sampler, ParentBased) and getattr(
+        sampler, "_remote_parent_not_sampled", None) is ALWAYS_OFF
 
 
 def traceparent_of(span_context: SpanContext) -> str:
@@ -87,7 +102,7 @@ def traceparent_of(span_context: SpanContext) -> str:
 
 
 _HEX = frozenset("0123456789abcdef")
-_last_parent: tuple[str, str | None, Context | None] = ("", None, None)
+_last_parent: tuple[str, str | None, Context | None, bool] = ("", None, None, False)
 
 
 def parent_context(traceparent: str, tracestate: str | None = None) -> Context | None:
@@ -96,11 +111,17 @@ def parent_context(traceparent: str, tracestate: str | None = None) -> Context |
     Same rules as the W3C propagator (version ``ff`` and all-zero ids refused, a later version
     may append fields); the last result is cached, as consecutive entries often share it.
     """
+    return _parent(traceparent, tracestate)[0]
+
+
+def _parent(traceparent: str, tracestate: str | None) -> tuple[Context | None, bool]:
+    """``parent_context`` and whether the parent is sampled."""
     global _last_parent
-    last_tp, last_ts, last_ctx = _last_parent
+    last_tp, last_ts, last_ctx, last_sampled = _last_parent
     if traceparent == last_tp and tracestate == last_ts:
-        return last_ctx
+        return last_ctx, last_sampled
     ctx = None
+    sampled = False
     parts = traceparent.strip().split("-")
     if len(parts) >= 4:
         version, trace_id, span_id, flags = parts[0], parts[1], parts[2], parts[3]
@@ -110,12 +131,13 @@ def parent_context(traceparent: str, tracestate: str | None = None) -> Context |
             tid, sid = int(trace_id, 16), int(span_id, 16)
             if tid and sid:
                 state = TraceState.from_header([tracestate]) if tracestate else None
-                span_context = SpanContext(tid, sid, is_remote=True,
-                                           trace_flags=TraceFlags(int(flags, 16)),
+                trace_flags = TraceFlags(int(flags, 16))
+                sampled = trace_flags.sampled
+                span_context = SpanContext(tid, sid, is_remote=True, trace_flags=trace_flags,
                                            trace_state=state)
                 ctx = trace.set_span_in_context(NonRecordingSpan(span_context), Context())
-    _last_parent = (traceparent, tracestate, ctx)
-    return ctx
+    _last_parent = (traceparent, tracestate, ctx, sampled)
+    return ctx, sampled
 
 
 @contextmanager
@@ -161,13 +183,23 @@ class process_span:  # a lower-case name: used as ``with process_span(...) as sp
     (cancellation at shutdown) only ends the span.
     """
 
-    __slots__ = ("_token", "span")
+    __slots__ = ("_context", "_token", "span")
 
     def __init__(self, queue: str, group: str, consumer: str, job_id: str, job_name: str,
                  attempt: int, level: str, traceparent: str | None,
                  tracestate: str | None) -> None:
-        parent = parent_context(traceparent, tracestate) if traceparent else None
-        self.span: Span = _tracer.start_span(
+        self._token: object = None
+        parent = None
+        if traceparent:
+            parent, sampled = _parent(traceparent, tracestate)
+            if parent is not None and not sampled and _drop_unsampled:
+                # The SDK would make a non-recording child: the parent's context does the
+                # same job (same trace, same flags for anything the handler propagates).
+                self._context: Context | None = parent
+                self.span: Span = trace.get_current_span(parent)
+                return
+        self._context = None
+        self.span = _tracer.start_span(
             f"process {queue}", context=parent, kind=SpanKind.CONSUMER,
             record_exception=False, set_status_on_exception=False,
             attributes={
@@ -176,10 +208,11 @@ class process_span:  # a lower-case name: used as ``with process_span(...) as sp
                 ATTR_MESSAGE_ID: job_id, ATTR_JOB_NAME: job_name, ATTR_ATTEMPT: attempt,
                 ATTR_LEVEL: level,
             })
-        self._token: object = None
 
     def __enter__(self) -> Span:
-        self._token = otel_context.attach(trace.set_span_in_context(self.span))
+        self._token = otel_context.attach(
+            self._context if self._context is not None
+            else trace.set_span_in_context(self.span))
         return self.span
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

@@ -35,6 +35,9 @@ from .connection import create_client, redact, warn_if_evicting
 from .errors import ConfigurationError, Discard, RateLimited, Retry
 from .job import Job
 from .keys import QueueKeys
+from .logs import bind_job, unbind_job
+from .metrics import metrics_for
+from .progress import progress_reporter
 from .queue import ensure_groups
 from .reclaimer import keep_alive, reclaim_stalled
 from .repeat import schedule_repeats
@@ -111,6 +114,8 @@ class Worker:
         self._fetch_done = False
         self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
         self._tracing = False
+        self._metrics = metrics_for(queue)
+        self._progress: Any = None
         self._started_ms = 0
         self._fetching = False
         self._grace_over = anyio.Event()
@@ -149,6 +154,7 @@ class Worker:
         SIGTERM/SIGINT (a second signal skips the grace period)."""
         self._started_ms = int(time.time() * 1000)
         self._tracing = tracing_active()
+        self._metrics = metrics_for(self.queue)
         try:
             await self._setup()
             async with anyio.create_task_group() as background:
@@ -159,6 +165,8 @@ class Worker:
                 background.start_soon(self._reclaim_loop)
                 background.start_soon(self._heartbeat_loop)
                 background.start_soon(self._janitor_loop)
+                background.start_soon(self._metrics.refresh_gauges, self.client, self.keys,
+                                      self.group)
                 async with anyio.create_task_group() as work:
                     background.start_soon(self._enforce_grace, work.cancel_scope)
                     work.start_soon(self._fetch_loop)
@@ -181,6 +189,7 @@ class Worker:
         await warn_if_evicting(client)
         await ensure_groups(client, self.keys, self.group)
         await scripts.load_scripts(client)
+        self._progress = progress_reporter(client, self.keys, self.settings.queue)
         await self._heartbeat()
         log.info("worker %s started on %s queue=%s group=%s concurrency=%d", self.consumer,
                  redact(self.settings.redis.url), self.queue, self.group, self.concurrency)
@@ -254,6 +263,7 @@ class Worker:
                 self._to_dead_raw(level, entry, f"{level_name}:{entry}", "malformed", str(exc),
                                   "", fields)
                 continue
+            job._progress = self._progress
             held.add((level, job.entry_id))
             ready.append(job)
             if job.options.track:
@@ -290,6 +300,7 @@ class Worker:
     async def _run(self, job: Job) -> None:
         route = self.router.resolve(job.name)
         started = time.perf_counter()
+        log_token = bind_job(job)
         try:
             if route is None:
                 self._to_dead(job, "no_handler", f"no handler for job name {job.name!r}", "")
@@ -313,6 +324,7 @@ class Worker:
                 (job, int((time.perf_counter() - started) * 1000), result))
             self.processed += 1
         finally:
+            unbind_job(log_token)
             self._release(job)
 
     async def _call(self, route: Route, job: Job) -> Any:
@@ -350,6 +362,7 @@ class Worker:
                 self._commands.append(("HSET", self.keys.meta, "limited_until",
                                        int(until * 1000)))
             return
+        self._metrics.failed(job.level, job.name)
         if isinstance(exc, Discard):
             self._outcome(span, exc, "dead")
             self._to_dead(job, "discarded", exc.reason, tb)
@@ -367,6 +380,7 @@ class Worker:
         self._outcome(span, exc, "retrying")
         log.info("job %s (%s) attempt %d failed: %s; retrying in %.2fs", job.id, job.name,
                  job.attempt, error, delay)
+        self._metrics.retried(job.level, job.name)
         self._retry(job, delay, error, "retrying")
 
     def _outcome(self, span: Any, exc: Exception, outcome: str) -> None:
@@ -401,6 +415,7 @@ class Worker:
                      tb: str, fields: dict[bytes, bytes]) -> None:
         if reason == "malformed":
             log.warning("malformed entry %s dead-lettered: %s", entry_id, error)
+        self._metrics.dead(self.keys.levels[level], fields.get(b"n"), reason)
         flat: list[bytes] = []
         for key, value in fields.items():
             flat += [key, value]
@@ -424,6 +439,7 @@ class Worker:
             if not completed:
                 continue
             self._completed[level] = []
+            self._metrics.record_completed(self.keys.levels[level], completed)
             args: list[Any] = [self.group, self._emit_all, defaults.events_maxlen, done_maxlen,
                                done_minid]
             for job, duration_ms, result in completed:
@@ -578,9 +594,11 @@ class Worker:
                 emit=self._emit_failures == "1", events_maxlen=self.settings.queue.events_maxlen,
                 dead_retention=dead_retention(self.settings))
             if dead:
+                self._metrics.dead(self.keys.levels[level], None, "stalled", dead)
                 log.warning("%d stalled entries of %s dead-lettered", dead,
                             self.keys.levels[level])
             if claimed:
+                self._metrics.reclaimed(self.keys.levels[level], len(claimed))
                 log.info("reclaimed %d stalled entries of %s", len(claimed),
                          self.keys.levels[level])
                 self._dispatch(level, claimed)

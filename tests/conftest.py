@@ -20,8 +20,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import hypothesis  # noqa: F401  (imported early: a late import under assertion rewriting
-import pytest  # hits CPython 3.11.7's "AST constructor recursion depth mismatch")
+import hypothesis
+import pytest
 
 from tests.servers import (
     ClusterTopology,
@@ -32,6 +32,28 @@ from tests.servers import (
     kill_all,
     make_tls_certs,
 )
+
+
+def _import_hypothesis_eagerly() -> None:
+    """Import hypothesis's lazily loaded internals now, from a shallow stack.
+
+    pytest rewrites hypothesis's modules (it is a plugin); when one is first imported deep inside
+    a running test, CPython 3.11.7's parser can fail with "AST constructor recursion depth
+    mismatch" (fixed in later 3.11 releases).
+    """
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.walk_packages(hypothesis.__path__, "hypothesis."):
+        if ".extra" in module.name:
+            continue  # optional integrations (numpy, django, ...)
+        try:
+            importlib.import_module(module.name)
+        except Exception:
+            continue
+
+
+_import_hypothesis_eagerly()
 
 TESTS_DIR = Path(__file__).parent
 NOEVICTION = ["maxmemory-policy noeviction"]

@@ -5,12 +5,16 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from functools import partial
 from typing import Annotated, Any
 
 import anyio
 import typer
 
+from ..health import serve_health
+from ..logs import configure_logging
 from ..router import Router
+from ..telemetry import configure_from_env
 from ..worker import Worker
 from ._context import run, settings_of
 
@@ -55,13 +59,17 @@ def worker(
     health_port: Annotated[int | None, typer.Option(
         min=0, max=65535, help="Serve /livez and /readyz on this port.")] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    metrics_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Serve Prometheus /metrics on this port.")] = None,
+    console_spans: Annotated[bool, typer.Option(
+        "--console-spans", help="Print finished spans to stdout (local debugging).")] = False,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (in-flight jobs finish within the shutdown grace)."""
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise typer.BadParameter(f"unknown log level {log_level!r}")
-    logging.basicConfig(level=level,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level)
+    metrics_text = configure_from_env(console=console_spans, prometheus=metrics_port is not None)
     target = load_target(app)
     settings = settings_of(ctx)
     runner = Worker(queue, target, settings=settings, concurrency=concurrency, group=group,
@@ -70,10 +78,11 @@ def worker(
     async def main() -> None:
         async with anyio.create_task_group() as tg:
             if health_port is not None:
-                from ..health import serve_health
-
                 await tg.start(serve_health, health_port, lambda: not runner.stopped,
                                lambda: runner.ready)
+            if metrics_port is not None and metrics_text is not None:
+                await tg.start(partial(serve_health, metrics_port, lambda: not runner.stopped,
+                                       lambda: runner.ready, metrics=metrics_text))
             await runner.run()
             tg.cancel_scope.cancel()
 
