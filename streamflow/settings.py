@@ -18,6 +18,13 @@ EventLevel = Literal["all", "failures", "none"]
 Durability = Literal["none", "replicated"]
 
 
+def _comma_list(value: object) -> object:
+    """``"a, b"`` from the environment as ``["a", "b"]``."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 class RedisSettings(BaseModel):
     """Where Redis is and how to reach it."""
 
@@ -40,12 +47,7 @@ class RedisSettings(BaseModel):
     retry_backoff_cap: float = 2.0
     health_check_interval: float = 15.0
 
-    @field_validator("sentinels", mode="before")
-    @classmethod
-    def _split_sentinels(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    _split_sentinels = field_validator("sentinels", mode="before")(_comma_list)
 
     @field_validator("password", "sentinel_password", "username", "sentinel_username",
                      "tls_ca_file", "tls_cert_file", "tls_key_file", mode="before")
@@ -119,12 +121,7 @@ class StreamflowSettings(BaseSettings):
     queue: QueueDefaults = Field(default_factory=QueueDefaults)
     worker: WorkerDefaults = Field(default_factory=WorkerDefaults)
 
-    @field_validator("levels", mode="before")
-    @classmethod
-    def _split_levels(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    _split_levels = field_validator("levels", mode="before")(_comma_list)
 
     def model_post_init(self, __context: object) -> None:
         if self.redis_url:
