@@ -236,6 +236,8 @@ class Worker:
                     for stream, entries in blocked or ():
                         self._dispatch(level_of[stream], entries)
                     failures = 0
+                    if blocked:
+                        await anyio.sleep(0)  # let the runners start these before we fetch again
                 except (*REDIS_ERRORS, ResponseError) as exc:
                     if isinstance(exc, NoPermissionError):
                         raise  # a worker without the rights it needs must stop, loudly
