@@ -6,9 +6,11 @@ Configuration comes from the environment (``RAZORPAY_WEBHOOK_SECRET``, ``DATABAS
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import anyio
@@ -20,6 +22,7 @@ from pydantic import ValidationError
 from streamflow import Worker
 
 from .handlers import build_router
+from .ingress import configure_telemetry
 from .sample import sample_webhooks
 from .settings import RazorpaySettings
 from .store import LedgerError, open_ledger
@@ -42,6 +45,12 @@ def _settings() -> RazorpaySettings:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise _fail(f"bad setting {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+def _run(main: Callable[[], Awaitable[None]]) -> None:
+    """Run ``main`` on asyncio, with uvloop when it is installed."""
+    options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
+    anyio.run(main, backend_options=options)
 
 
 def _logging(level: str) -> None:
@@ -80,6 +89,7 @@ def worker(
     """Apply queued webhooks to the ledger until SIGTERM/SIGINT."""
     settings = _settings()
     _logging(log_level)
+    configure_telemetry("streamflow-razorpay-worker")
 
     async def run() -> None:
         async with open_ledger(settings) as ledger:
@@ -90,7 +100,7 @@ def worker(
                          concurrency=concurrency).run()
 
     try:
-        anyio.run(run)
+        _run(run)
     except LedgerError as exc:
         raise _fail(str(exc)) from None
 
@@ -106,7 +116,7 @@ def schema() -> None:
                 typer.echo(f"{statement};")
 
     try:
-        anyio.run(run)
+        _run(run)
     except LedgerError as exc:
         raise _fail(str(exc)) from None
 

@@ -17,12 +17,14 @@ Usage::
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
-import anyio
 import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
@@ -32,7 +34,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from streamflow import Queue, StreamflowSettings
+from streamflow import Queue, StreamflowSettings, telemetry
 from streamflow.errors import PayloadError, PayloadTooLarge
 
 from .sample import EVENT_ID_HEADER
@@ -40,8 +42,8 @@ from .settings import RazorpaySettings
 from .signature import SIGNATURE_HEADER, verify
 
 log = logging.getLogger("consumers.razorpay")
-tracer = trace.get_tracer("consumers.razorpay")
 
+TRACER_NAME = "consumers.razorpay"
 WEBHOOK_PATH = "/webhooks/razorpay"
 MAX_EVENT_ID_LENGTH = 128
 REDIS_DOWN = (RedisError, OSError, TimeoutError)
@@ -90,9 +92,11 @@ def _json(status: int, content: dict[str, object]) -> Response:
 class WebhookIngress:
     """The request handlers, bound to one queue and one secret."""
 
-    def __init__(self, settings: RazorpaySettings, queue: Queue, table: PriorityTable) -> None:
+    def __init__(self, settings: RazorpaySettings, queue: Queue, table: PriorityTable,
+                 tracer: trace.Tracer) -> None:
         self.queue = queue
         self.table = table
+        self._tracer = tracer
         self._secret = settings.secret()
         self._limit = settings.max_body_bytes
         self._attempts = settings.job_attempts
@@ -118,9 +122,9 @@ class WebhookIngress:
 
     async def webhook(self, request: Request) -> Response:
         """``POST /webhooks/razorpay``."""
-        with tracer.start_as_current_span(f"POST {WEBHOOK_PATH}", kind=SpanKind.SERVER,
-                                          attributes={"http.request.method": "POST",
-                                                      "http.route": WEBHOOK_PATH}) as span:
+        with self._tracer.start_as_current_span(
+                f"POST {WEBHOOK_PATH}", kind=SpanKind.SERVER,
+                attributes={"http.request.method": "POST", "http.route": WEBHOOK_PATH}) as span:
             response = await self._webhook(request, span)
             span.set_attribute("http.response.status_code", response.status_code)
             return response
@@ -146,7 +150,7 @@ class WebhookIngress:
         level = self.table.level(name)
         span.set_attributes({"razorpay.event": name, "razorpay.event_id": event_id})
         try:
-            with anyio.fail_after(self._enqueue_timeout):
+            async with asyncio.timeout(self._enqueue_timeout):
                 job_id = await self.queue.add(name, event, priority=level, job_id=event_id,
                                               attempts=self._attempts)
         except PayloadTooLarge as exc:
@@ -163,7 +167,7 @@ class WebhookIngress:
     async def ready(self, request: Request) -> Response:
         """``GET /readyz``: 200 while Redis answers PING, else 503."""
         try:
-            with anyio.fail_after(self._ready_timeout):
+            async with asyncio.timeout(self._ready_timeout):
                 await self.queue.ping()
         except REDIS_DOWN as exc:
             return _json(503, {"status": "unavailable", "redis": type(exc).__name__})
@@ -176,8 +180,11 @@ async def healthz(request: Request) -> Response:
 
 
 def create_app(settings: RazorpaySettings, streamflow: StreamflowSettings | None = None, *,
-               queue: Queue | None = None) -> Starlette:
+               queue: Queue | None = None,
+               tracer_provider: trace.TracerProvider | None = None) -> Starlette:
     """The ingress ASGI app. A ``queue`` given here stays open after the app stops.
+
+    Request spans go to ``tracer_provider``, by default the global one (as streamflow's).
 
     Raises ``ValueError`` when the webhook secret is missing or a route names a level the
     queue does not have.
@@ -189,7 +196,8 @@ def create_app(settings: RazorpaySettings, streamflow: StreamflowSettings | None
         raise ValueError(f"priority routes name unknown levels {sorted(unknown)}; "
                          f"the queue's levels are {sf.levels}")
     target = queue or Queue(settings.queue, settings=sf)
-    ingress = WebhookIngress(settings, target, table)
+    tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
+    ingress = WebhookIngress(settings, target, table, tracer)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -209,7 +217,16 @@ def create_app(settings: RazorpaySettings, streamflow: StreamflowSettings | None
     )
 
 
+def configure_telemetry(service_name: str) -> None:
+    """Export spans and metrics as the ``OTEL_*`` variables ask, when any is set."""
+    if any(name.startswith("OTEL_") for name in os.environ):
+        telemetry.configure_from_env(service_name=service_name)
+
+
 def app_from_env() -> Starlette:
     """The app configured from the environment (uvicorn ``--factory`` target)."""
+    configure_telemetry("streamflow-razorpay-ingress")
     settings = RazorpaySettings()
-    return create_app(settings, settings.streamflow())
+    app = create_app(settings, settings.streamflow())
+    gc.freeze()  # what startup made lives as long as the process: spare it every collection
+    return app

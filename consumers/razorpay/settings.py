@@ -13,9 +13,7 @@ Usage::
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -86,8 +84,7 @@ class RazorpaySettings(BaseSettings):
         """Streamflow settings from the environment, with ``redis_url`` if given."""
         if redis_url:
             return StreamflowSettings.from_url(redis_url)
-        # cast: mypy without the pydantic plugin takes alias-only fields for required ones
-        return cast("Callable[[], StreamflowSettings]", StreamflowSettings)()
+        return StreamflowSettings()
 
     def secret(self) -> bytes:
         """The webhook secret as bytes; ``ValueError`` when it is not configured."""
