@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import orjson
 from anyio.abc import TaskStatus
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -236,8 +237,8 @@ class Worker:
                     for stream, entries in blocked or ():
                         self._dispatch(level_of[stream], entries)
                     failures = 0
-                    if blocked:
-                        await anyio.sleep(0)  # let the runners start these before we fetch again
+                    if blocked:  # let the runners start these before we fetch again
+                        await anyio.lowlevel.checkpoint()
                 except (*REDIS_ERRORS, ResponseError) as exc:
                     if isinstance(exc, NoPermissionError):
                         raise  # a worker without the rights it needs must stop, loudly
