@@ -76,7 +76,7 @@ class WorkerGroup:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
-        while time.monotonic() < deadline and any(  # noqa: ASYNC110 - bounded poll of children
+        while time.monotonic() < deadline and any(
                 p.poll() is None for p in self.procs):
             await asyncio.sleep(0.1)
         for proc in self.procs:
