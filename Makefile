@@ -18,8 +18,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install streamflow with its dev tools
 
-run: install ## A real pipeline on a local Redis (started if none answers), printed as a table
-	$(BIN)/streamflow demo
+run: install ## The payment pipeline on a local Redis (started if none answers): webhooks in, ledger out
+	$(BIN)/streamflow-razorpay demo
 
 test: install ## The whole test suite on real redis-server processes
 	$(BIN)/pytest -q

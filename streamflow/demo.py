@@ -9,20 +9,16 @@ hand); runs worker processes; and prints what happened to every job.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
-from contextlib import ExitStack, closing
+from contextlib import ExitStack
 from typing import Any
 
 import anyio
 import orjson
-import redis
 
 from .backoff import Backoff
 from .cli._output import table
@@ -30,6 +26,7 @@ from .connection import redact
 from .errors import Discard
 from .events import QueueEvents
 from .job import Job
+from .localredis import reachable, start_redis
 from .queue import JobSpec, Queue
 from .router import Router
 from .settings import StreamflowSettings
@@ -77,59 +74,14 @@ async def refund_invalid(job: Job) -> None:
     raise Discard("refund amount exceeds the captured amount")
 
 
-def _free_port() -> int:
-    with closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _reachable(url: str) -> bool:
-    try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-        with closing(client):
-            return bool(client.ping())
-    except (redis.RedisError, OSError, ValueError):
-        return False
-
-
-def _start_redis(stack: ExitStack) -> str:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("no Redis answers and redis-server is not on PATH")
-    folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="streamflow-demo-"))
-    port = _free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", folder, "--maxmemory-policy", "noeviction"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    stack.callback(_stop, process)
-    url = f"redis://127.0.0.1:{port}/0"
-    deadline = time.monotonic() + 10
-    while not _reachable(url):
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError("the embedded redis-server did not start")
-        time.sleep(0.05)
-    return url
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def run_demo(settings: StreamflowSettings, *, workers: int = 2) -> int:
     """Run the demo; returns the exit code."""
     with ExitStack() as stack:
         url = settings.redis.url
-        if _reachable(url):
+        if reachable(url):
             print(f"using Redis at {redact(url)}")
         else:
-            url = _start_redis(stack)
+            url = start_redis(stack)
             print(f"no Redis at {redact(settings.redis.url)}: started one at {url}")
         demo_settings = settings.model_copy(deep=True)
         demo_settings.redis.url = url
@@ -161,9 +113,7 @@ async def _demo(settings: StreamflowSettings, workers: int) -> int:
         counts = await q.counts()
         dead = await q.dead()
         done = await q.client.xrange(q.keys.done)
-        await q.client.delete(*q.keys.streams, q.keys.delayed, q.keys.jobs, q.keys.dead,
-                              q.keys.events, q.keys.done, q.keys.workers, q.keys.meta,
-                              *[q.keys.dedup(i) for i in ("evt_1",)])
+        await q.obliterate(force=True)
     _report(plan, history, dead, done, counts)
     finished = sum(1 for h in history.values() if h["outcome"] in ("completed", "dead"))
     return 0 if finished == expected else 1

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -57,6 +58,7 @@ class Router:
     def __init__(self) -> None:
         self._routes: dict[str, Route] = {}
         self._fallback: Route | None = None
+        self._lifespan: Lifespan | None = None
 
     def handler(self, name: str) -> Callable[[H], H]:
         """Decorator: handle jobs called ``name``."""
@@ -76,6 +78,24 @@ class Router:
         self._fallback = Route.of(handler)
         return handler
 
+    def lifespan(self, fn: Lifespan) -> Lifespan:
+        """Decorator: an async context manager the worker enters before it fetches its first
+        job and leaves after its last ack (open a database pool, an HTTP client...)::
+
+            @router.lifespan
+            @asynccontextmanager
+            async def resources() -> AsyncIterator[None]:
+                async with open_pool() as pool:
+                    state.pool = pool
+                    yield
+        """
+        self._lifespan = fn
+        return fn
+
+    def resources(self) -> AbstractAsyncContextManager[None]:
+        """The lifespan registered with ``lifespan``, or one that does nothing."""
+        return self._lifespan() if self._lifespan is not None else _nothing()
+
     def resolve(self, name: str) -> Route | None:
         """The route of ``name``, the fallback, or None."""
         return self._routes.get(name, self._fallback)
@@ -84,6 +104,14 @@ class Router:
     def names(self) -> list[str]:
         """The job names with a handler."""
         return sorted(self._routes)
+
+
+Lifespan = Callable[[], AbstractAsyncContextManager[None]]
+
+
+@asynccontextmanager
+async def _nothing() -> AsyncIterator[None]:
+    yield
 
 
 def as_router(target: Router | Callable[[Job], Any]) -> Router:

@@ -158,7 +158,7 @@ class Worker:
         self._metrics = metrics_for(self.queue)
         try:
             await self._setup()
-            async with anyio.create_task_group() as background:
+            async with self.router.resources(), anyio.create_task_group() as background:
                 if handle_signals and threading.current_thread() is threading.main_thread():
                     await background.start(self._watch_signals)
                 background.start_soon(self._flush_loop)

@@ -153,6 +153,21 @@ def send(
         typer.echo(f"  {key}: {number}")
 
 
+@app.command()
+def demo(
+    redis_url: RedisUrl = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.", min=1, max=8)] = 2,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the workers to finish every accepted webhook.", min=1)] = 30.0,
+) -> None:
+    """The whole pipeline on this machine: ingress, workers, a burst of signed webhooks, a
+    summary (``make run``). Needs nothing configured: Redis is started when none answers."""
+    from .demo import run_demo
+
+    settings = RazorpaySettings().streamflow(redis_url)
+    raise typer.Exit(run_demo(settings, workers=workers, timeout=timeout))
+
+
 def main() -> None:
     """Console entry point ``streamflow-razorpay``."""
     app()

@@ -10,12 +10,18 @@ Usage::
     async with open_ledger(settings) as ledger:
         worker = Worker(settings.queue, build_router(ledger, settings), settings=sf)
         await worker.run()
+
+or, from the generic worker command (the ledger of the environment, ``DATABASE_URL`` and
+``RAZORPAY_*``, opened on the first job and closed when the worker's event loop ends)::
+
+    streamflow worker payments --app consumers.razorpay.handlers:router
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from streamflow import Discard, Job, Retry, Router
@@ -36,6 +42,7 @@ from .store import (
     Ledger,
     LedgerUnavailable,
     Table,
+    open_ledger,
 )
 
 log = logging.getLogger("consumers.razorpay")
@@ -145,6 +152,15 @@ def build_router(ledger: Ledger, settings: RazorpaySettings) -> Router:
     """A router whose handlers apply every event to ``ledger``; unknown types are recorded."""
     retry_delay = settings.db_retry_delay
 
+    async def this_ledger() -> tuple[Ledger, float]:
+        return ledger, retry_delay
+
+    return _router(this_ledger)
+
+
+def _router(ledger_of: Callable[[], Awaitable[tuple[Ledger, float]]]) -> Router:
+    """The router; ``ledger_of`` gives the ledger and the retry delay of ledger outages."""
+
     async def apply_event(job: Job) -> str:
         if not isinstance(job.data, Mapping):
             raise Discard("malformed: the webhook body is not a JSON object")
@@ -154,6 +170,7 @@ def build_router(ledger: Ledger, settings: RazorpaySettings) -> Router:
             raise Discard(f"malformed {job.name}: {exc}") from exc
         event = AppliedEvent(job.id, job.name, int(job.data["created_at"]), entity_id,
                              job.attempt)
+        ledger, retry_delay = await ledger_of()
         try:
             applied = await ledger.apply(event, updates)
         except LedgerUnavailable as exc:
@@ -170,3 +187,35 @@ def build_router(ledger: Ledger, settings: RazorpaySettings) -> Router:
         router.add(name, apply_event)
     router.fallback(apply_event)
     return router
+
+
+_environment: dict[str, tuple[Ledger, float]] = {}
+
+
+async def _environment_ledger() -> tuple[Ledger, float]:
+    try:
+        return _environment["ledger"]
+    except KeyError:
+        raise RuntimeError("the ledger opens with the worker (router lifespan)") from None
+
+
+router = _router(_environment_ledger)
+"""The handlers on the environment's ledger: ``--app consumers.razorpay.handlers:router``.
+
+The worker opens the ledger ``RazorpaySettings()`` points at (creating the schema) before its
+first job and closes it after its last ack; an unreachable database stops the worker at start,
+loudly, instead of failing every job.
+"""
+
+
+@router.lifespan
+@asynccontextmanager
+async def _open_environment_ledger() -> AsyncIterator[None]:
+    settings = RazorpaySettings()
+    async with open_ledger(settings) as ledger:
+        log.info("ledger on %s, tables %s*", ledger.dialect, ledger.prefix)
+        _environment["ledger"] = (ledger, settings.db_retry_delay)
+        try:
+            yield
+        finally:
+            _environment.pop("ledger", None)
