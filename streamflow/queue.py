@@ -15,7 +15,15 @@ from redis.exceptions import ResponseError
 
 from . import scripts
 from .backoff import Backoff
-from .codec import delayed_record, encode_data, envelope_fields
+from .codec import (
+    F_DATA,
+    F_NAME,
+    F_TRACEPARENT,
+    F_TRACESTATE,
+    delayed_record,
+    encode_data,
+    envelope_fields,
+)
 from .connection import create_client
 from .errors import DurabilityError, InvalidJob, QueueBusy, UnknownPriority
 from .inspect import (
@@ -177,7 +185,21 @@ class Queue:
         extra_keys: list[str] = []
         args: list[Any] = [now, len(keys.streams), self._emit_added,
                            self.settings.queue.events_maxlen, self._dedup_ttl_ms, *keys.levels]
+        trace_fields: list[bytes | str] = []
+        if traceparent:
+            trace_fields += [F_TRACEPARENT, traceparent]
+        if tracestate:
+            trace_fields += [F_TRACESTATE, tracestate]
+        plain_level = self._default_level
         for spec in specs:
+            if (spec.priority is None and spec.delay is None and spec.job_id is None
+                    and spec.attempts is None and spec.backoff is None and spec.timeout is None
+                    and not spec.track and spec.keep_result is None and spec.name):
+                # the common case of a bulk add, without the general path's bookkeeping
+                fields = [F_NAME, spec.name, F_DATA, encode_data(spec.data, max_bytes),
+                          *trace_fields]
+                args += [plain_level, 0, 0, 0, "", "", spec.name, len(fields), *fields]
+                continue
             level = self.level_index(spec.priority)
             data = encode_data(spec.data, max_bytes)
             options = JobOptions(spec.attempts, spec.backoff, spec.timeout,
