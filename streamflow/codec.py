@@ -77,6 +77,8 @@ def envelope_fields(
 
 def pairs(flat: list[bytes]) -> dict[bytes, bytes]:
     """A flat ``[k1, v1, k2, v2, ...]`` reply as a dict."""
+    if len(flat) == 4:  # a plain envelope (name, data): the hot path
+        return {flat[0]: flat[1], flat[2]: flat[3]}
     it = iter(flat)
     return dict(zip(it, it, strict=True))
 
@@ -89,6 +91,9 @@ def decode_job(
         entry = entry_id.decode()
         name = fields[F_NAME].decode()
         data = orjson.loads(fields[F_DATA])
+        if len(fields) == 2 and name:  # a plain first attempt: positional, no lookups
+            return Job(f"{level}:{entry}", name, data, 1, int(entry[:entry.index("-")]),
+                       queue, level, entry, NO_OPTIONS, None, None, fields)
         raw_id = fields.get(F_ID)
         raw_attempt = fields.get(F_ATTEMPT)
         raw_enqueued = fields.get(F_ENQUEUED)

@@ -66,7 +66,8 @@ class QueueDefaults(BaseModel):
     timeout: float | None = Field(None, gt=0)
     """Per-job handler timeout in seconds; None for no limit."""
     remove_on_complete: int = Field(1000, ge=0)
-    """How many completed jobs (with results) the ``done`` stream keeps (0: none)."""
+    """How many results of completed jobs the ``done`` stream keeps (0: none). A handler that
+    returns None has no result: its completion is only in the events stream."""
     remove_on_complete_age: float | None = Field(None, gt=0)
     """Also drop results older than this many seconds."""
     remove_on_fail: int = Field(0, ge=0)

@@ -446,7 +446,9 @@ class Worker:
             args: list[Any] = [self.group, self._emit_all, defaults.events_maxlen, done_maxlen,
                                done_minid]
             for job, duration_ms, result in completed:
-                keep = done_maxlen and job.options.keep_result is not False
+                # a handler that returns nothing has no result to keep (its completion is in
+                # the events stream): one XADD less per job
+                keep = done_maxlen and result is not None and job.options.keep_result is not False
                 encoded = _encode_result(result) if keep else b""
                 args += [job.entry_id, job.id, job.name, duration_ms, 1 if keep else 0, encoded]
                 if job.options.track:

@@ -104,9 +104,10 @@ async def _no_pending(q: Queue) -> bool:
 async def test_results_and_dead_letters_kept_by_age(redis_url: str, queue_name: str) -> None:
     settings = fast_settings(redis_url, remove_on_complete_age=0.5, remove_on_fail=3)
 
-    async def handler(job: Job) -> None:
+    async def handler(job: Job) -> int:
         if job.data < 0:
             raise Discard("negative")
+        return int(job.data)
 
     async with Queue(queue_name, settings=settings) as q:
         await q.add_bulk([("n", i) for i in range(5)])
@@ -120,5 +121,5 @@ async def test_results_and_dead_letters_kept_by_age(redis_url: str, queue_name: 
             await wait_until(lambda: worker.processed == 6)
             await wait_until(lambda: _no_pending(q))
         done = await q.client.xrange(q.keys.done)
-        assert [f[b"r"] for _, f in done] == [b""]  # the old five aged out
+        assert [f[b"r"] for _, f in done] == [b"100"]  # the old five aged out
         assert (await q.counts())["dead"] == 3  # exactly the configured count
