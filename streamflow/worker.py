@@ -31,13 +31,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import scripts
 from .backoff import Backoff
-from .codec import MalformedEntry, decode_job, delayed_record, next_attempt_fields, pairs
+from .codec import MalformedEntry, decode_job, pairs
 from .connection import create_client, redact, warn_if_evicting
 from .errors import ConfigurationError, Discard, RateLimited, Retry
 from .job import Job
 from .keys import QueueKeys
 from .logs import bind_job, unbind_job
 from .metrics import metrics_for
+from .outcomes import Outcomes, dead_retention
 from .progress import progress_reporter
 from .queue import ensure_groups
 from .reclaimer import keep_alive, reclaim_stalled
@@ -107,8 +108,6 @@ class Worker:
         self._capacity = anyio.Event()
         self._flush_wanted = anyio.Event()
         self._promote_wanted = anyio.Event()
-        self._completed: list[list[Any]] = [[] for _ in self.keys.streams]
-        self._commands: list[scripts.Command] = []
         self._ready: deque[Job] = deque()
         self._idle: list[anyio.Event] = []
         self._in_transit = 0
@@ -116,12 +115,13 @@ class Worker:
         self._thread_limiter = anyio.CapacityLimiter(self.concurrency)
         self._tracing = False
         self._metrics = metrics_for(queue)
+        self._outcomes = Outcomes(self.keys, self.group, self.settings, self._metrics)
         self._progress: Any = None
         self._started_ms = 0
         self._fetching = False
         self._grace_over = anyio.Event()
         self._limited_until = 0.0
-        self._status_ttl_ms = int(self.settings.queue.dedup_ttl * 1000)
+        self._status_ttl_ms = int(self.settings.queue.dedup_ttl * 1000)  # dedup marks of repeats
         self._unflushed: list[scripts.Command] = []
         self._level_of = {level: i for i, level in enumerate(self.keys.levels)}
 
@@ -156,6 +156,7 @@ class Worker:
         self._started_ms = int(time.time() * 1000)
         self._tracing = tracing_active()
         self._metrics = metrics_for(self.queue)
+        self._outcomes.metrics = self._metrics
         try:
             await self._setup()
             async with self.router.resources(), anyio.create_task_group() as background:
@@ -263,15 +264,16 @@ class Worker:
                 job = decode_job(entry_id, fields, queue, level_name)
             except MalformedEntry as exc:
                 entry = entry_id.decode()
-                self._to_dead_raw(level, entry, f"{level_name}:{entry}", "malformed", str(exc),
-                                  "", fields)
+                log.warning("malformed entry %s dead-lettered: %s", entry, exc)
+                self._outcomes.dead_entry(level, entry, f"{level_name}:{entry}", "malformed",
+                                          str(exc), "", fields)
+                self._flush_wanted.set()
                 continue
             job._progress = self._progress
             held.add((level, job.entry_id))
             ready.append(job)
             if job.options.track:
-                self._status(self._commands, job, state="active", attempt=job.attempt,
-                             started_ms=int(time.time() * 1000), consumer=self.consumer)
+                self._outcomes.started(job, self.consumer)
                 self._flush_wanted.set()
         self._wake()
 
@@ -323,8 +325,7 @@ class Worker:
                 except Exception as exc:
                     self._failed(job, exc, None)
                     return
-            self._completed[self._level_of[job.level]].append(
-                (job, int((time.perf_counter() - started) * 1000), result))
+            self._outcomes.completed(job, int((time.perf_counter() - started) * 1000), result)
             self.processed += 1
         finally:
             unbind_job(log_token)
@@ -362,8 +363,8 @@ class Worker:
             if exc.queue:
                 until = time.time() + delay
                 self._limited_until = until  # this worker stops at once, before the flush
-                self._commands.append(("HSET", self.keys.meta, "limited_until",
-                                       int(until * 1000)))
+                self._outcomes.command("HSET", self.keys.meta, "limited_until",
+                                       int(until * 1000))
             return
         self._metrics.failed(job.level, job.name)
         if isinstance(exc, Discard):
@@ -392,80 +393,17 @@ class Worker:
 
     def _retry(self, job: Job, delay: float, error: str, event: str, *,
                spend_attempt: bool = True) -> None:
-        level = self._level_of[job.level]
-        due = int((time.time() + delay) * 1000)
-        record = delayed_record(level, next_attempt_fields(job, spend_attempt=spend_attempt))
-        if job.options.track:
-            self._status(self._commands, job, state="retrying", error=error[:1000],
-                         due_ms=due, attempt=job.attempt)
-        self._commands.append(scripts.RETRY_LATER.command(
-            [self.keys.streams[level], self.keys.delayed, self.keys.jobs, self.keys.events],
-            [self.group, job.entry_id, job.id, due, record, self._emit_failures,
-             self.settings.queue.events_maxlen, job.name, job.attempt, error[:1000], event]))
+        self._outcomes.retry(job, delay, error, event, spend_attempt=spend_attempt)
         if delay < self.settings.worker.promote_interval:
             self._promote_wanted.set()
 
     def _to_dead(self, job: Job, reason: str, error: str, tb: str) -> None:
         log.warning("job %s (%s) dead-lettered after attempt %d: %s: %s", job.id, job.name,
                     job.attempt, reason, error)
-        if job.options.track:
-            self._status(self._commands, job, state="dead", reason=reason, error=error[:1000],
-                         finished_ms=int(time.time() * 1000))
-        self._to_dead_raw(self._level_of[job.level], job.entry_id, job.id, reason,
-                          error, tb, job.fields)
-
-    def _to_dead_raw(self, level: int, entry_id: str, job_id: str, reason: str, error: str,
-                     tb: str, fields: dict[bytes, bytes]) -> None:
-        if reason == "malformed":
-            log.warning("malformed entry %s dead-lettered: %s", entry_id, error)
-        self._metrics.dead(self.keys.levels[level], fields.get(b"n"), reason)
-        flat: list[bytes] = []
-        for key, value in fields.items():
-            flat += [key, value]
-        self._commands.append(scripts.MOVE_TO_DEAD.command(
-            [self.keys.streams[level], self.keys.dead, self.keys.events],
-            [self.group, entry_id, job_id, reason, error[:1000], tb, int(time.time() * 1000),
-             self.keys.levels[level], self._emit_failures, self.settings.queue.events_maxlen,
-             *dead_retention(self.settings), *flat]))
+        self._outcomes.dead(job, reason, error, tb)
         self._flush_wanted.set()
 
     # -- acknowledging ----------------------------------------------------------------------
-
-    def _take_batch(self) -> list[scripts.Command]:
-        commands, self._commands = self._commands, []
-        defaults = self.settings.queue
-        done_maxlen = defaults.remove_on_complete
-        done_minid = "0"
-        if defaults.remove_on_complete_age is not None:
-            done_minid = str(int((time.time() - defaults.remove_on_complete_age) * 1000))
-        for level, completed in enumerate(self._completed):
-            if not completed:
-                continue
-            self._completed[level] = []
-            self._metrics.record_completed(self.keys.levels[level], completed)
-            args: list[Any] = [self.group, self._emit_all, defaults.events_maxlen, done_maxlen,
-                               done_minid]
-            for job, duration_ms, result in completed:
-                # a handler that returns nothing has no result to keep (its completion is in
-                # the events stream): one XADD less per job
-                keep = done_maxlen and result is not None and job.options.keep_result is not False
-                encoded = _encode_result(result) if keep else b""
-                args += [job.entry_id, job.id, job.name, duration_ms, 1 if keep else 0, encoded]
-                if job.options.track:
-                    self._status(commands, job, state="completed", duration_ms=duration_ms,
-                                 finished_ms=int(time.time() * 1000), result=encoded)
-            commands.append(scripts.COMPLETE_JOBS.command(
-                [self.keys.streams[level], self.keys.events, self.keys.done], args))
-        return commands
-
-    def _status(self, commands: list[scripts.Command], job: Job, **fields: Any) -> None:
-        """Update a tracked job's status record (in the next flush, with its ack)."""
-        key = self.keys.status(job.id)
-        flat: list[Any] = []
-        for name, value in fields.items():
-            flat += [name, value]
-        commands.append(("HSET", key, *flat))
-        commands.append(("PEXPIRE", key, self._status_ttl_ms))
 
     async def _flush(self, commands: list[scripts.Command]) -> None:
         results = await scripts.pipeline(self.client, commands)
@@ -481,7 +419,7 @@ class Worker:
         while True:
             await self._flush_wanted.wait()
             self._flush_wanted = anyio.Event()
-            pending += self._take_batch()
+            pending += self._outcomes.take()
             if not pending:
                 continue
             try:
@@ -499,7 +437,7 @@ class Worker:
                 self._unflushed = pending
 
     async def _final_flush(self) -> None:
-        commands = [*self._unflushed, *self._take_batch()]
+        commands = [*self._unflushed, *self._outcomes.take()]
         self._unflushed = []
         for attempt in range(5):
             try:
@@ -597,7 +535,7 @@ class Worker:
                 min_idle_ms=stalled_ms, count=min(free, 100),
                 max_stalled=self.settings.worker.max_stalled_count,
                 emit=self._emit_failures == "1", events_maxlen=self.settings.queue.events_maxlen,
-                dead_retention=dead_retention(self.settings))
+                dead_retention=dead_retention(self.settings.queue))
             if dead:
                 self._metrics.dead(self.keys.levels[level], None, "stalled", dead)
                 log.warning("%d stalled entries of %s dead-lettered", dead,
@@ -653,21 +591,3 @@ class Worker:
             with contextlib.suppress(*REDIS_ERRORS, ResponseError):
                 await ensure_groups(self.client, self.keys, self.group)
                 log.warning("consumer group %r was missing; created it again", self.group)
-
-
-def dead_retention(settings: StreamflowSettings) -> list[Any]:
-    """The dead stream's trim arguments: exact MAXLEN (0: keep all) and MINID ("0": no age)."""
-    defaults = settings.queue
-    minid = "0"
-    if defaults.remove_on_fail_age is not None:
-        minid = str(int((time.time() - defaults.remove_on_fail_age) * 1000))
-    return [defaults.remove_on_fail, minid]
-
-
-def _encode_result(result: Any) -> bytes:
-    if result is None:
-        return b""
-    try:
-        return orjson.dumps(result)
-    except TypeError:
-        return orjson.dumps(repr(result))

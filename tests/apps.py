@@ -46,12 +46,14 @@ def _recorder() -> aioredis.Redis:
 
 
 @router.handler("record")
-async def record(job: Job) -> None:
+async def record(job: Job) -> int:
     """Append the job id to ``<queue>:processed`` (a list: duplicates show) on the record
-    server, with the completion time in ms in ``<queue>:times``."""
+    server, with the completion time in ms in ``<queue>:times``; returns the pid, so the
+    completion is kept in the ``done`` stream too."""
     import time
 
     pipe = _recorder().pipeline(transaction=False)
     pipe.rpush(f"{job.queue}:processed", job.id)
     pipe.rpush(f"{job.queue}:times", f"{job.id}:{os.getpid()}:{int(time.time() * 1000)}")
     await pipe.execute()
+    return os.getpid()
