@@ -26,7 +26,7 @@ from .connection import redact
 from .errors import Discard
 from .events import QueueEvents
 from .job import Job
-from .localredis import reachable, start_redis
+from .localredis import local_redis
 from .queue import JobSpec, Queue
 from .router import Router
 from .settings import StreamflowSettings
@@ -77,12 +77,11 @@ async def refund_invalid(job: Job) -> None:
 def run_demo(settings: StreamflowSettings, *, workers: int = 2) -> int:
     """Run the demo; returns the exit code."""
     with ExitStack() as stack:
-        url = settings.redis.url
-        if reachable(url):
-            print(f"using Redis at {redact(url)}")
-        else:
-            url = start_redis(stack)
+        url, started = local_redis(settings.redis.url, stack)
+        if started:
             print(f"no Redis at {redact(settings.redis.url)}: started one at {url}")
+        else:
+            print(f"using Redis at {redact(url)}")
         demo_settings = settings.model_copy(deep=True)
         demo_settings.redis.url = url
         demo_settings.queue.backoff_delay = 0.2

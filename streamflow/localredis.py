@@ -52,6 +52,14 @@ def start_redis(stack: ExitStack) -> str:
     return url
 
 
+def local_redis(url: str, stack: ExitStack) -> tuple[str, bool]:
+    """The Redis at ``url`` when it answers, else a throwaway one started on ``stack``;
+    returns its URL and whether it was started here."""
+    if reachable(url):
+        return url, False
+    return start_redis(stack), True
+
+
 def _stop(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)

@@ -56,7 +56,7 @@ from streamflow import Queue, QueueEvents, StreamflowSettings
 from streamflow.cli._output import table
 from streamflow.connection import redact
 from streamflow.inspect import DeadEntry, QueueCounts
-from streamflow.localredis import free_port, reachable, start_redis
+from streamflow.localredis import free_port, local_redis
 
 from .ingress import WEBHOOK_PATH
 from .sample import (
@@ -326,12 +326,11 @@ def run_demo(settings: StreamflowSettings | None = None, *, workers: int = 2,
     settings = settings or StreamflowSettings()
     started = time.monotonic()
     with ExitStack() as stack:
-        url = settings.redis.url
-        if reachable(url):
-            print(f"redis     {redact(url)} (answers: used as is)")
-        else:
-            url = start_redis(stack)
+        url, started = local_redis(settings.redis.url, stack)
+        if started:
             print(f"redis     none at {redact(settings.redis.url)}: started redis-server at {url}")
+        else:
+            print(f"redis     {redact(url)} (answers: used as is)")
         sf = settings.model_copy(deep=True)
         sf.redis.url = sf.redis_url = url
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(
