@@ -146,12 +146,3 @@ def delayed_record(level_index: int, fields: list[bytes | str]) -> bytes:
     return orjson.dumps(
         [level_index, *(f.decode() if isinstance(f, bytes) else f for f in fields)]
     )
-
-
-def strip_dead_fields(fields: dict[bytes, bytes]) -> list[bytes]:
-    """The original envelope fields of a dead-letter entry."""
-    flat: list[bytes] = []
-    for key, value in fields.items():
-        if not key.startswith(DEAD_PREFIX):
-            flat += [key, value]
-    return flat

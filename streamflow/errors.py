@@ -61,7 +61,6 @@ class DurabilityError(StreamflowError):
 class ScriptCode(IntEnum):
     """Negative return codes of the Lua scripts."""
 
-    MISSING_JOB = -1
     NOT_PENDING = -2
 
 

@@ -12,11 +12,9 @@ from hypothesis import strategies as st
 
 from streamflow import Backoff, JobOptions
 from streamflow.codec import (
-    DEAD_PREFIX,
     F_ATTEMPT,
     F_DATA,
     F_ENQUEUED,
-    F_ID,
     F_NAME,
     MalformedEntry,
     decode_job,
@@ -25,7 +23,6 @@ from streamflow.codec import (
     envelope_fields,
     next_attempt_fields,
     pairs,
-    strip_dead_fields,
 )
 from streamflow.errors import PayloadError, PayloadNotSerializable, PayloadTooLarge, StreamflowError
 
@@ -255,11 +252,6 @@ def test_delayed_record_is_json_of_strings_after_the_level_index() -> None:
         "j1", "remind", {"to": "ü@example.com"}, 2, 42)
     assert job.options == JobOptions(attempts=4)
 
-
-def test_strip_dead_fields_keeps_only_the_envelope() -> None:
-    dead = {DEAD_PREFIX + b"reason": b"failed", F_NAME: b"job", DEAD_PREFIX + b"at": b"1",
-            F_DATA: b"1", F_ID: b"j"}
-    assert strip_dead_fields(dead) == [F_NAME, b"job", F_DATA, b"1", F_ID, b"j"]
 
 
 def test_pairs_refuses_an_odd_reply() -> None:
