@@ -21,6 +21,7 @@ from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocket
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import (
     Sentinel,
+    SentinelConnectionPool,
     SentinelManagedConnection,
     SentinelManagedSSLConnection,
 )
@@ -174,6 +175,11 @@ class FastSentinelSSLConnection(_HiredisPacking, _MasterOnly, SentinelManagedSSL
     """Sentinel-managed TLS connection with C command packing."""
 
 
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A Sentinel-managed pool that waits for a free connection, as plain URLs' pools do,
+    instead of raising ``MaxConnectionsError`` when every connection is in use."""
+
+
 _CONNECTION_CLASSES: dict[str, type[Any]] = {
     "redis": FastConnection, "rediss": FastSSLConnection, "unix": FastUnixConnection,
 }
@@ -291,6 +297,8 @@ def _sentinel_client(settings: RedisSettings, common: dict[str, Any],
     sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs, **common)  # type: ignore[no-untyped-call]
     client: Redis = sentinel.master_for(
         master_name, db=db, max_connections=max_connections,
+        connection_pool_class=BlockingSentinelConnectionPool,
+        timeout=settings.connect_timeout + 15,
         connection_class=FastSentinelSSLConnection if tls else FastSentinelConnection)
     return client
 
