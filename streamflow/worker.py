@@ -121,6 +121,8 @@ class Worker:
         self._fetching = False
         self._grace_over = anyio.Event()
         self._limited_until = 0.0
+        self._fetch_scope: anyio.CancelScope | None = None
+        self._fetch_failing = False
         self._status_ttl_ms = int(self.settings.queue.dedup_ttl * 1000)  # dedup marks of repeats
         self._unflushed: list[scripts.Command] = []
         self._level_of = {level: i for i, level in enumerate(self.keys.levels)}
@@ -218,34 +220,37 @@ class Worker:
                     with anyio.move_on_after(limited):
                         await self._stopping.wait()
                     continue
-                try:
-                    reply = await scripts.call(
-                        self.client, scripts.FETCH_JOBS, fetch_keys,
-                        [self.group, self.consumer, count, int(time.time() * 1000)])
-                    self._fetching = True
-                    if isinstance(reply, int):  # 0: paused; -W: rate limited for W ms
-                        wait = -reply / 1000 if reply < 0 else ws.block_ms / 1000
-                        with anyio.move_on_after(min(wait, 1.0)):
-                            await self._stopping.wait()
-                        continue
-                    if reply:
-                        for i in range(0, len(reply), 2):
-                            self._dispatch(int(reply[i]), reply[i + 1])
+                with anyio.CancelScope() as self._fetch_scope:
+                    try:
+                        reply = await scripts.call(
+                            self.client, scripts.FETCH_JOBS, fetch_keys,
+                            [self.group, self.consumer, count, int(time.time() * 1000)])
+                        self._fetching = True
+                        self._fetch_failing = False
+                        if isinstance(reply, int):  # 0: paused; -W: rate limited for W ms
+                            wait = -reply / 1000 if reply < 0 else ws.block_ms / 1000
+                            with anyio.move_on_after(min(wait, 1.0)):
+                                await self._stopping.wait()
+                            continue
+                        if reply:
+                            for i in range(0, len(reply), 2):
+                                self._dispatch(int(reply[i]), reply[i + 1])
+                            failures = 0
+                            continue
+                        blocked = await self.client.xreadgroup(
+                            self.group, self.consumer, streams, count=count, block=ws.block_ms)
+                        for stream, entries in blocked or ():
+                            self._dispatch(level_of[stream], entries)
                         failures = 0
-                        continue
-                    blocked = await self.client.xreadgroup(
-                        self.group, self.consumer, streams, count=count, block=ws.block_ms)
-                    for stream, entries in blocked or ():
-                        self._dispatch(level_of[stream], entries)
-                    failures = 0
-                    if blocked:  # let the runners start these before we fetch again
-                        await anyio.lowlevel.checkpoint()
-                except (*REDIS_ERRORS, ResponseError) as exc:
-                    if isinstance(exc, NoPermissionError):
-                        raise  # a worker without the rights it needs must stop, loudly
-                    self._fetching = False
-                    failures += 1
-                    await self._survive("fetch", exc, min(0.1 * 2**failures, 5.0))
+                        if blocked:  # let the runners start these before we fetch again
+                            await anyio.lowlevel.checkpoint()
+                    except (*REDIS_ERRORS, ResponseError) as exc:
+                        if isinstance(exc, NoPermissionError):
+                            raise  # a worker without the rights it needs must stop, loudly
+                        self._fetching = False
+                        self._fetch_failing = True
+                        failures += 1
+                        await self._survive("fetch", exc, min(0.1 * 2**failures, 5.0))
         finally:
             self._fetch_done = True
             for event in self._idle:
@@ -446,8 +451,8 @@ class Worker:
             except REDIS_ERRORS as exc:
                 log.warning("final ack flush failed (%s), attempt %d", exc, attempt + 1)
                 await anyio.sleep(0.2 * 2**attempt)
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self.client.hdel(self.keys.workers, self.consumer)
+        with contextlib.suppress(*REDIS_ERRORS), anyio.move_on_after(1.0):
+            await self.client.hdel(self.keys.workers, self.consumer)  # the janitor would, too
         log.info("worker %s stopped: %d processed, %d failed", self.consumer, self.processed,
                  self.failed)
 
@@ -467,6 +472,9 @@ class Worker:
     async def _enforce_grace(self, work: anyio.CancelScope) -> None:
         await self._stopping.wait()
         self._capacity.set()
+        if self._fetch_failing and self._fetch_scope is not None:
+            # Redis is unreachable: do not wait out the client's retries to notice the stop
+            self._fetch_scope.cancel()
         with anyio.move_on_after(self.settings.worker.shutdown_grace):
             await self._grace_over.wait()
         if self._held:

@@ -44,11 +44,13 @@ def _import_hypothesis_eagerly() -> None:
     import importlib
     import pkgutil
 
-    for module in pkgutil.walk_packages(hypothesis.__path__, "hypothesis."):
-        if ".extra" in module.name:
-            continue  # optional integrations (numpy, django, ...)
+    names = [module.name for module in pkgutil.walk_packages(hypothesis.__path__, "hypothesis.")
+             if ".extra" not in module.name]  # optional integrations (numpy, django, ...)
+    # top-level helpers hypothesis imports on first use (floats load the FTZ detector)
+    names += ["_hypothesis_ftz_detector", "_hypothesis_globals"]
+    for name in names:
         try:
-            importlib.import_module(module.name)
+            importlib.import_module(name)
         except Exception:
             continue
 
