@@ -326,8 +326,8 @@ def run_demo(settings: StreamflowSettings | None = None, *, workers: int = 2,
     settings = settings or StreamflowSettings()
     started = time.monotonic()
     with ExitStack() as stack:
-        url, started = local_redis(settings.redis.url, stack)
-        if started:
+        url, started_here = local_redis(settings.redis.url, stack)
+        if started_here:
             print(f"redis     none at {redact(settings.redis.url)}: started redis-server at {url}")
         else:
             print(f"redis     {redact(url)} (answers: used as is)")
