@@ -14,7 +14,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .connection import create_client
 from .keys import QueueKeys
-from .settings import StreamflowSettings
+from .settings import StreamflowSettings, resolve_settings
 
 log = logging.getLogger("streamflow.events")
 
@@ -74,8 +74,7 @@ class QueueEvents:
     def __init__(self, queue: str, *, url: str | None = None,
                  settings: StreamflowSettings | None = None, client: Any = None,
                  since: str = "$", block_ms: int = 1000) -> None:
-        self.settings = settings or (
-            StreamflowSettings.from_url(url) if url else StreamflowSettings())
+        self.settings = resolve_settings(url, settings)
         self.keys = QueueKeys(queue, self.settings.prefix, tuple(self.settings.levels))
         self.last_id = since
         self.block_ms = block_ms

@@ -33,8 +33,8 @@ class Outcomes:
         self.metrics = metrics
         defaults = settings.queue
         self._defaults = defaults
-        self._emit_all = "1" if defaults.events == "all" else "0"
-        self._emit_failures = "0" if defaults.events == "none" else "1"
+        self._emit_all = scripts.flag(defaults.emit_all)
+        self._emit_failures = scripts.flag(defaults.emit_failures)
         self._status_ttl_ms = int(defaults.dedup_ttl * 1000)
         self._level_of = {level: i for i, level in enumerate(keys.levels)}
         self._completed: list[list[tuple[Job, int, Any]]] = [[] for _ in keys.streams]

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-import orjson
 from redis.exceptions import ResponseError
 
 from . import scripts
@@ -39,7 +38,8 @@ from .job import JobOptions
 from .keys import QueueKeys
 from .metrics import metrics_for
 from .repeat import RepeatSpec, cancel_next_tick
-from .settings import Durability, StreamflowSettings, to_ms, to_seconds
+from .retention import live_workers
+from .settings import Durability, StreamflowSettings, resolve_settings, to_ms, to_seconds
 from .telemetry import publish_span
 
 CHUNK = 1000
@@ -75,10 +75,7 @@ class Queue:
     def __init__(self, name: str, *, url: str | None = None,
                  settings: StreamflowSettings | None = None, client: Any = None,
                  durability: Durability | None = None) -> None:
-        self.settings = settings or (
-            StreamflowSettings.from_url(url) if url else StreamflowSettings())
-        if url and settings is not None:
-            self.settings.redis.url = url
+        self.settings = resolve_settings(url, settings)
         self.name = name
         self.keys = QueueKeys(name, self.settings.prefix, tuple(self.settings.levels))
         self.durability: Durability = durability or self.settings.queue.durability
@@ -87,8 +84,8 @@ class Queue:
         self._level_index = {level: i for i, level in enumerate(self.settings.levels)}
         self._default_level = self._level_index[self.settings.default_level]
         defaults = self.settings.queue
-        self._emit_added = "1" if defaults.events == "all" else "0"
-        self._emit_failures = "0" if defaults.events == "none" else "1"
+        self._emit_added = scripts.flag(defaults.emit_all)
+        self._emit_failures = scripts.flag(defaults.emit_failures)
         self._dedup_ttl_ms = int(defaults.dedup_ttl * 1000)
 
     @property
@@ -368,17 +365,10 @@ class Queue:
         Refused with ``QueueBusy`` while a worker's heartbeat is fresh, unless ``force``.
         Returns how many keys were deleted.
         """
-        if not force:
-            now = int(time.time() * 1000)
-            stale_ms = int(self.settings.worker.heartbeat_interval * 3 * 1000)
-            for raw in (await self.client.hgetall(self.keys.workers)).values():
-                try:
-                    last_seen = int(orjson.loads(raw)["last_seen_ms"])
-                except (ValueError, KeyError, TypeError):
-                    continue
-                if now - last_seen < stale_ms:
-                    raise QueueBusy(f"queue {self.name!r} has active workers; stop them or "
-                                    "pass force=True")
+        stale_ms = int(self.settings.worker.heartbeat_interval * 3 * 1000)
+        if not force and await live_workers(self.client, self.keys, stale_after_ms=stale_ms):
+            raise QueueBusy(f"queue {self.name!r} has active workers; stop them or pass "
+                            "force=True")
         keys = self.keys
         fixed = [*keys.streams, keys.delayed, keys.jobs, keys.dead, keys.events, keys.done,
                  keys.workers, keys.repeat, keys.repeat_last, keys.meta, keys.limiter]

@@ -27,6 +27,20 @@ async def trim_streams(client: Any, keys: QueueKeys, *, exact: bool = False) -> 
     return removed
 
 
+async def live_workers(client: Any, keys: QueueKeys, *, stale_after_ms: int) -> set[str]:
+    """Consumers whose worker heartbeat in the registry is younger than ``stale_after_ms``."""
+    now = int(time.time() * 1000)
+    live: set[str] = set()
+    for name, raw in (await client.hgetall(keys.workers)).items():
+        try:
+            last_seen = int(orjson.loads(raw)["last_seen_ms"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if now - last_seen < stale_after_ms:
+            live.add(name.decode())
+    return live
+
+
 async def remove_gone_consumers(client: Any, keys: QueueKeys, group: str, *,
                                 stale_after_ms: int) -> list[str]:
     """Delete consumers of ``group`` whose worker heartbeat is older than ``stale_after_ms``
@@ -34,16 +48,7 @@ async def remove_gone_consumers(client: Any, keys: QueueKeys, group: str, *,
 
     A consumer still holding entries is kept until a reclaimer has taken them over.
     """
-    now = int(time.time() * 1000)
-    registry = await client.hgetall(keys.workers)
-    live: set[str] = set()
-    for name, raw in registry.items():
-        try:
-            last_seen = int(orjson.loads(raw)["last_seen_ms"])
-        except (ValueError, KeyError, TypeError):
-            last_seen = 0
-        if now - last_seen < stale_after_ms:
-            live.add(name.decode())
+    live = await live_workers(client, keys, stale_after_ms=stale_after_ms)
     pipe = client.pipeline(transaction=False)
     for stream in keys.streams:
         pipe.xinfo_consumers(stream, group)

@@ -86,6 +86,11 @@ DRAIN_QUEUE = SCRIPTS["drain_queue"]
 SCHEDULE_REPEAT = SCRIPTS["schedule_repeat"]
 
 
+def flag(value: bool) -> str:
+    """A boolean script argument."""
+    return "1" if value else "0"
+
+
 async def load_scripts(client: Any) -> None:
     """SCRIPT LOAD every script (on a Cluster client, redis-py sends it to every primary)."""
     for script in SCRIPTS.values():

@@ -82,6 +82,16 @@ class QueueDefaults(BaseModel):
     durability: Durability = "none"
     replicated_timeout: float = Field(1.0, gt=0)
 
+    @property
+    def emit_all(self) -> bool:
+        """Whether every lifecycle event is written (not only failures)."""
+        return self.events == "all"
+
+    @property
+    def emit_failures(self) -> bool:
+        """Whether failure events (retrying, dead, stalled...) are written."""
+        return self.events != "none"
+
 
 class WorkerDefaults(BaseModel):
     """How a worker fetches, runs and acknowledges."""
@@ -139,6 +149,17 @@ class StreamflowSettings(BaseSettings):
         settings.redis.url = url
         settings.redis_url = url
         return settings
+
+
+def resolve_settings(url: str | None, settings: StreamflowSettings | None) -> StreamflowSettings:
+    """The settings of a Queue, Worker or QueueEvents: ``settings`` (a copy when ``url``
+    overrides its Redis URL: the caller's object is never changed), else the environment's."""
+    if settings is None:
+        return StreamflowSettings.from_url(url) if url else StreamflowSettings()
+    if url:
+        settings = settings.model_copy(deep=True)
+        settings.redis.url = settings.redis_url = url
+    return settings
 
 
 def to_seconds(value: timedelta | float | int) -> float:

@@ -46,7 +46,7 @@ from .repeat import schedule_repeats
 from .retention import remove_gone_consumers, trim_streams
 from .router import Route, Router, as_router
 from .scheduler import promote_due
-from .settings import StreamflowSettings, to_seconds
+from .settings import StreamflowSettings, resolve_settings, to_seconds
 from .telemetry import process_span, record_failure, tracing_active
 
 log = logging.getLogger("streamflow.worker")
@@ -77,10 +77,7 @@ class Worker:
                  url: str | None = None, settings: StreamflowSettings | None = None,
                  client: Any = None, concurrency: int | None = None, group: str | None = None,
                  consumer: str | None = None) -> None:
-        self.settings = settings or (
-            StreamflowSettings.from_url(url) if url else StreamflowSettings())
-        if url and settings is not None:
-            self.settings.redis.url = url
+        self.settings = resolve_settings(url, settings)
         ws = self.settings.worker
         self.queue = queue
         self.keys = QueueKeys(queue, self.settings.prefix, tuple(self.settings.levels))
@@ -100,8 +97,6 @@ class Worker:
         defaults = self.settings.queue
         self._default_backoff = Backoff(defaults.backoff, defaults.backoff_delay,
                                         defaults.backoff_max)
-        self._emit_all = "1" if defaults.events == "all" else "0"
-        self._emit_failures = "0" if defaults.events == "none" else "1"
         self._stopping = anyio.Event()
         self._stopped = anyio.Event()
         self._held: set[tuple[int, str]] = set()  # (level, entry id) fetched, not finished
@@ -494,11 +489,11 @@ class Worker:
                     await schedule_repeats(
                         self.client, self.keys, level_of=self._level_of,
                         default_level=self._level_of[self.settings.default_level],
-                        dedup_ttl_ms=self._status_ttl_ms, emit=self._emit_all == "1",
+                        dedup_ttl_ms=self._status_ttl_ms, emit=self.settings.queue.emit_all,
                         events_maxlen=self.settings.queue.events_maxlen,
                         max_payload_bytes=self.settings.queue.max_payload_bytes)
                 moved, next_due = await promote_due(
-                    self.client, self.keys, emit=self._emit_all == "1",
+                    self.client, self.keys, emit=self.settings.queue.emit_all,
                     events_maxlen=self.settings.queue.events_maxlen)
             except (*REDIS_ERRORS, ResponseError) as exc:
                 moved, next_due = 0, -1
@@ -542,7 +537,8 @@ class Worker:
                 self.client, self.keys, level, group=self.group, consumer=self.consumer,
                 min_idle_ms=stalled_ms, count=min(free, 100),
                 max_stalled=self.settings.worker.max_stalled_count,
-                emit=self._emit_failures == "1", events_maxlen=self.settings.queue.events_maxlen,
+                emit=self.settings.queue.emit_failures,
+                events_maxlen=self.settings.queue.events_maxlen,
                 dead_retention=dead_retention(self.settings.queue))
             if dead:
                 self._metrics.dead(self.keys.levels[level], None, "stalled", dead)

@@ -147,3 +147,13 @@ def test_unit_helpers() -> None:
     assert to_ms(timedelta(milliseconds=1500)) == 1500
     assert to_ms(0.0004) == 0
     assert to_ms(2.5) == 2500
+
+
+def test_a_url_given_with_settings_does_not_change_the_callers_settings() -> None:
+    from streamflow.settings import StreamflowSettings, resolve_settings
+
+    shared = StreamflowSettings.from_url("redis://a:6379/0")
+    resolved = resolve_settings("redis://b:6379/0", shared)
+    assert resolved.redis.url == "redis://b:6379/0"
+    assert shared.redis.url == "redis://a:6379/0"
+    assert resolve_settings(None, shared) is shared
