@@ -5,15 +5,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint typecheck format bench bench-peers clean
+.PHONY: help install run test test-fast lint typecheck format bench bench-peers dist smoke docs \
+        docs-serve clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# streamflow (editable, with its dev, otel and docs extras) and the reference app in consumers/,
+# which is its own distribution: the streamflow wheel holds the library alone.
+$(STAMP): pyproject.toml consumers/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,otel,razorpay]'
+	$(BIN)/pip install --quiet -e '.[dev,otel,docs]' -e ./consumers
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install streamflow with its dev tools
@@ -45,5 +48,19 @@ bench-peers: install ## Same workload through BullMQ, arq, saq, taskiq, Celery, 
 	npm ci --silent --prefix benchmarks/peers/bullmq
 	$(BIN)/python -m benchmarks.peers.run
 
-clean: ## Remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+dist: install ## sdist + wheel in dist/, checked by twine
+	rm -rf dist
+	$(BIN)/python -m build --sdist --wheel --outdir dist . >/dev/null
+	$(BIN)/twine check --strict dist/*
+
+smoke: dist ## Install the wheel into a fresh venv (not editable) and run it on a throwaway Redis
+	$(BIN)/python .ci/smoke_wheel.py dist
+
+docs: install ## Build the docs site into site/ (strict: broken links and references fail)
+	$(BIN)/mkdocs build --strict
+
+docs-serve: install ## Serve the docs site with live reload on http://127.0.0.1:8000
+	$(BIN)/mkdocs serve
+
+clean: ## Remove the venv, caches and build output
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist site *.egg-info
