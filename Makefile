@@ -31,14 +31,14 @@ test-fast: install ## Unit tests only
 	$(BIN)/pytest -q tests/unit
 
 lint: install ## ruff + mypy --strict on streamflow/
-	$(BIN)/ruff check streamflow tests consumers benchmarks
+	$(BIN)/ruff check streamflow tests consumers benchmarks examples .ci
 	$(BIN)/mypy
 
 typecheck: install
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff check --fix streamflow tests consumers benchmarks
+	$(BIN)/ruff check --fix streamflow tests consumers benchmarks examples .ci
 
 bench: install ## Throughput, latency and memory on the local Redis (prints a table)
 	$(BIN)/python -m benchmarks.run

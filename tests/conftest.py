@@ -44,8 +44,11 @@ def _import_hypothesis_eagerly() -> None:
     import importlib
     import pkgutil
 
-    names = [module.name for module in pkgutil.walk_packages(hypothesis.__path__, "hypothesis.")
-             if ".extra" not in module.name]  # optional integrations (numpy, django, ...)
+    # optional integrations (numpy, django, ...) are skipped; importing a package to walk into
+    # it can fail on more than ImportError (hypothesis.extra.django without Django settings)
+    names = [module.name for module in pkgutil.walk_packages(
+        hypothesis.__path__, "hypothesis.", onerror=lambda name: None)
+        if ".extra" not in module.name]
     # top-level helpers hypothesis imports on first use (floats load the FTZ detector)
     names += ["_hypothesis_ftz_detector", "_hypothesis_globals"]
     for name in names:

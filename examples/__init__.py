@@ -1,0 +1,1 @@
+"""Runnable examples of streamflow in web frameworks (not part of the published package)."""

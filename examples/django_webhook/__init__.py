@@ -1,0 +1,1 @@
+"""A Django project whose sync view adds jobs through `SyncQueue`."""
