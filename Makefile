@@ -56,11 +56,14 @@ dist: install ## sdist + wheel in dist/, checked by twine
 smoke: dist ## Install the wheel into a fresh venv (not editable) and run it on a throwaway Redis
 	$(BIN)/python .ci/smoke_wheel.py dist
 
+# the two variables silence banners about MkDocs 2 (the docs extra pins mkdocs < 2)
+DOCS_ENV := NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true
+
 docs: install ## Build the docs site into site/ (strict: broken links and references fail)
-	$(BIN)/mkdocs build --strict
+	$(DOCS_ENV) $(BIN)/mkdocs build --strict
 
 docs-serve: install ## Serve the docs site with live reload on http://127.0.0.1:8000
-	$(BIN)/mkdocs serve
+	$(DOCS_ENV) $(BIN)/mkdocs serve
 
 clean: ## Remove the venv, caches and build output
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist site *.egg-info
