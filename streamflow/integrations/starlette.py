@@ -40,17 +40,21 @@ def queue_lifespan(name: str, *, url: str | None = None,
                    check: bool = True) -> Lifespan:
     """A lifespan that opens ``Queue(name)`` for the app and closes it at shutdown.
 
-    With ``check`` (the default) startup fails when Redis does not answer, so a wrong URL
-    stops a deployment instead of failing its first request. ``url`` and ``settings`` are
+    With ``check`` (the default) startup fails when Redis does not answer (and the consumer
+    group is created), so a wrong URL stops a deployment instead of failing its first request;
+    without it, nothing connects before the first request. ``url`` and ``settings`` are
     those of `Queue`; the queue is stored in the lifespan state under ``state_key``.
     """
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
-        async with Queue(name, url=url, settings=settings) as queue:
+        queue = Queue(name, url=url, settings=settings)
+        try:
             if check:
-                await queue.ping()
+                await queue.ensure_group()
             yield {state_key: queue}
+        finally:
+            await queue.close()
 
     return lifespan
 

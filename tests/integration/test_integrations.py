@@ -92,6 +92,9 @@ def test_lifespan_closes_the_queue_at_shutdown_and_fails_startup_without_redis(
     down = Starlette(lifespan=queue_lifespan(queue_name, settings=settings))
     with pytest.raises(redis.ConnectionError), TestClient(down):
         pass
+    lazy = Starlette(lifespan=queue_lifespan(queue_name, settings=settings, check=False))
+    with TestClient(lazy):
+        pass  # nothing connects before the first request
 
 
 def test_get_queue_without_the_lifespan_is_a_clear_error() -> None:
