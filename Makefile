@@ -49,7 +49,7 @@ bench-peers: install ## Same workload through BullMQ, arq, saq, taskiq, Celery, 
 	$(BIN)/python -m benchmarks.peers.run
 
 dist: install ## sdist + wheel in dist/, checked by twine
-	rm -rf dist
+	rm -rf dist build streamflow.egg-info  # a stale SOURCES.txt would put old files in the sdist
 	$(BIN)/python -m build --sdist --wheel --outdir dist . >/dev/null
 	$(BIN)/twine check --strict dist/*
 

@@ -81,6 +81,10 @@ def check_archives(dist: Path) -> Path:
     missing = wanted - in_sdist
     if missing:
         fail(f"the sdist lacks {sorted(missing)}")
+    folders = {name.split("/")[0] for name in in_sdist if "/" in name}
+    stray = {f for f in folders if f != "streamflow" and not f.endswith(".egg-info")}
+    if stray:
+        fail(f"the sdist holds folders besides streamflow: {sorted(stray)}")
     print(f"smoke: {wheels[0].name} and {sdists[0].name} hold all {len(wanted)} package files")
     return wheels[0]
 
