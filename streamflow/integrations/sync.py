@@ -43,6 +43,7 @@ class SyncQueue:
         self._pid: int | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: Queue | None = None
+        self._thread: threading.Thread | None = None
 
     def __enter__(self) -> Self:
         self._started()
@@ -60,8 +61,10 @@ class SyncQueue:
             if self._loop is None or self._queue is None:
                 loop = asyncio.new_event_loop()
                 # a daemon thread: an interpreter exiting without close() does not wait for it
-                threading.Thread(target=_serve, args=(loop,), name=f"streamflow-sync-{self.name}",
-                                 daemon=True).start()
+                thread = threading.Thread(target=_serve, args=(loop,), daemon=True,
+                                          name=f"streamflow-sync-{self.name}")
+                thread.start()
+                self._thread = thread
                 queue = Queue(self.name, url=self._url, settings=self._settings)
                 try:
                     asyncio.run_coroutine_threadsafe(queue.__aenter__(), loop).result()
@@ -73,6 +76,8 @@ class SyncQueue:
 
     def _call(self, func: Callable[[Queue], Awaitable[T]]) -> T:
         loop, queue = self._started()
+        if threading.current_thread() is self._thread:
+            raise RuntimeError("SyncQueue called from its own event loop: use an async Queue")
 
         async def run() -> T:
             return await func(queue)

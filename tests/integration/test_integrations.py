@@ -3,6 +3,7 @@ example and its TestClient), `SyncQueue`, and the Django example through Django'
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import socket
@@ -139,6 +140,19 @@ def test_sync_queue_adds_from_many_threads_on_one_loop_and_stops_it_on_close(
     assert _loop_threads(queue_name) == []
     assert payments.add("payment.captured", {}, job_id="evt_after_close") == "evt_after_close"
     payments.close()
+
+
+def test_sync_queue_called_from_its_own_loop_raises_instead_of_deadlocking(
+        redis_url: str, queue_name: str) -> None:
+    with SyncQueue(queue_name, url=redis_url) as payments:
+
+        async def nested() -> str | None:
+            return payments.add("payment.captured", {})
+
+        assert payments._loop is not None
+        future = asyncio.run_coroutine_threadsafe(nested(), payments._loop)
+        with pytest.raises(RuntimeError, match="its own event loop"):
+            future.result(30)
 
 
 def _add_in_child(payments: SyncQueue, job_id: str) -> None:
