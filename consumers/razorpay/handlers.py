@@ -1,7 +1,8 @@
 """Webhook handlers: turn a Razorpay event into ledger updates and apply them once.
 
 Each job is one webhook: ``job.id`` is Razorpay's event id, ``job.name`` the event type,
-``job.data`` the verified body. A body that cannot be understood is dead-lettered
+``job.data`` the verified body text exactly as signed, parsed here by the same strict parser as
+the ingress's (`parse_event_body`). A body that cannot be understood is dead-lettered
 (``Discard``); a ledger that is briefly unavailable makes the job run again later (``Retry``);
 any other error is retried with the queue's backoff by the worker.
 
@@ -44,6 +45,7 @@ from .store import (
     Table,
     open_ledger,
 )
+from .verifier import MalformedBody, parse_event_body
 
 log = logging.getLogger("consumers.razorpay")
 
@@ -79,12 +81,21 @@ def _entity(body: Mapping[str, Any], name: str) -> dict[str, Any]:
     return entity
 
 
+INT64 = range(-(2**63), 2**63)
+
+
 def _value(column: str, value: Any) -> Any:
-    """An entity field as its column holds it: integers or text, anything else dropped."""
+    """An entity field as its column holds it: integers or text, anything else dropped.
+
+    An integer the column cannot hold exactly is malformed, never rounded."""
     if value is None:
         return None
     if column in INTEGER_COLUMNS:
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        if not isinstance(value, int) or isinstance(value, bool):
+            return None
+        if value not in INT64:
+            raise MalformedEvent(f"{column} {value} does not fit a 64-bit integer")
+        return value
     return value if isinstance(value, str) else None
 
 
@@ -162,13 +173,19 @@ def _router(ledger_of: Callable[[], Awaitable[tuple[Ledger, float]]]) -> Router:
     """The router; ``ledger_of`` gives the ledger and the retry delay of ledger outages."""
 
     async def apply_event(job: Job) -> str:
-        if not isinstance(job.data, Mapping):
+        body = job.data
+        if isinstance(body, str):  # the signed text (jobs enqueued before: parsed already)
+            try:
+                body = parse_event_body(body)
+            except MalformedBody as exc:
+                raise Discard(f"malformed: {exc}") from exc
+        if not isinstance(body, Mapping):
             raise Discard("malformed: the webhook body is not a JSON object")
         try:
-            entity_id, updates = updates_for(job.name, job.data)
+            entity_id, updates = updates_for(job.name, body)
         except MalformedEvent as exc:
             raise Discard(f"malformed {job.name}: {exc}") from exc
-        event = AppliedEvent(job.id, job.name, int(job.data["created_at"]), entity_id,
+        event = AppliedEvent(job.id, job.name, int(body["created_at"]), entity_id,
                              job.attempt)
         ledger, retry_delay = await ledger_of()
         try:

@@ -1,32 +1,42 @@
 """The webhook ingress: verify, enqueue, answer, in about a millisecond.
 
 ``POST /webhooks/razorpay`` reads at most ``max_body_bytes`` (413 past it, decided while
-reading), checks ``X-Razorpay-Signature`` over the raw bytes (400 when missing or wrong), parses
-the JSON (400 when it is not an object with an ``event`` type), then adds one job named after
-the event type on the priority level the routing table gives, with ``X-Razorpay-Event-Id`` as
-the job id: streamflow's dedup mark makes a redelivered event a no-op (answered 200 with
-``"status": "duplicate"``). The answer is 200 once Redis has stored the entry; 503 when Redis
-cannot be reached in time, so that Razorpay retries. ``/healthz`` answers while the process runs,
-``/readyz`` only while Redis answers PING.
+reading; 408 when the body is not in within ``body_timeout``), hands the raw bytes to a
+verifier (`RazorpayVerifier` by default: signature, strict JSON, event type, signed
+``created_at`` no older than the dedup window, event id format; 400 when refused), then adds one
+job named after the event type, carrying the verified body text exactly as signed (the workers
+parse it: no amount is ever rounded, no duplicate key silently dropped), on the priority level
+the routing table gives, with the event id as the job id: streamflow's dedup mark makes a
+redelivered event a no-op (answered 200 with ``"status": "duplicate"``). The answer is 200 once
+Redis has stored the entry; 503 when Redis cannot be reached in time, so that Razorpay retries.
+``/healthz`` answers while the process runs, ``/readyz`` only while Redis answers PING.
+
+Refusals are counted (the ``webhook.refused`` counter, by reason) and logged at most once per
+reason every ``refused_log_interval`` seconds. Slow clients are cut off by the server options
+of `consumers.razorpay.server` (header timeout, concurrency limit).
 
 Usage::
 
     app = create_app(RazorpaySettings(), StreamflowSettings())
-    uvicorn.run(app, port=8000)
+    uvicorn.run(app, port=8000, **server_options(settings))
+
+Another provider: ``create_app(settings, verifier=StripeVerifier(...), path="/webhooks/stripe")``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+import re
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import orjson
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
@@ -37,16 +47,16 @@ from starlette.routing import Route
 from streamflow import Queue, StreamflowSettings, telemetry
 from streamflow.errors import PayloadError, PayloadTooLarge
 
-from .sample import EVENT_ID_HEADER
+from .server import set_header_timeout
 from .settings import RazorpaySettings
-from .signature import SIGNATURE_HEADER, verify
+from .verifier import RazorpayVerifier, Refused, WebhookVerifier
 
 log = logging.getLogger("consumers.razorpay")
 
 TRACER_NAME = "consumers.razorpay"
 WEBHOOK_PATH = "/webhooks/razorpay"
-MAX_EVENT_ID_LENGTH = 128
 REDIS_DOWN = (RedisError, OSError, TimeoutError)
+_ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
 class PriorityTable:
@@ -89,80 +99,114 @@ def _json(status: int, content: dict[str, object]) -> Response:
     return Response(orjson.dumps(content), status, media_type="application/json")
 
 
+class RefusalLog:
+    """At most one warning per reason every ``interval`` seconds; the next one says how many
+    refusals it stands for. Forged requests can be sent faster than logs can be read."""
+
+    def __init__(self, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._next: dict[str, float] = {}
+        self._held: Counter[str] = Counter()
+
+    def refused(self, refusal: Refused, size: int) -> None:
+        """Log ``refusal`` of a ``size``-byte request, unless its reason was logged lately."""
+        now = self._clock()
+        if now < self._next.get(refusal.reason, 0.0):
+            self._held[refusal.reason] += 1
+            return
+        self._next[refusal.reason] = now + self._interval
+        held = self._held.pop(refusal.reason, 0)
+        more = f" (and {held} more since the last report)" if held else ""
+        log.warning("webhook refused (%s): %s, %d bytes%s", refusal.reason, refusal.message,
+                    size, more)
+
+
 class WebhookIngress:
-    """The request handlers, bound to one queue and one secret."""
+    """The request handlers, bound to one queue and one verifier."""
 
     def __init__(self, settings: RazorpaySettings, queue: Queue, table: PriorityTable,
-                 tracer: trace.Tracer) -> None:
+                 verifier: WebhookVerifier, tracer: trace.Tracer, meter: metrics.Meter,
+                 path: str) -> None:
         self.queue = queue
         self.table = table
+        self.verifier = verifier
+        self.path = path
+        self.refused: Counter[str] = Counter()
+        """Refusals by reason since start (also exported as the ``webhook.refused`` counter)."""
         self._tracer = tracer
-        self._secret = settings.secret()
+        self._counter = meter.create_counter(
+            "webhook.refused", unit="{request}",
+            description="Webhook requests refused by the ingress, by reason")
+        self._log = RefusalLog(settings.refused_log_interval)
         self._limit = settings.max_body_bytes
+        self._body_timeout = settings.body_timeout
         self._attempts = settings.job_attempts
         self._enqueue_timeout = settings.enqueue_timeout
         self._ready_timeout = settings.ready_timeout
 
-    async def _read_body(self, request: Request) -> bytes | Response:
+    def _refuse(self, refusal: Refused, size: int) -> Response:
+        self.refused[refusal.reason] += 1
+        self._counter.add(1, {"reason": refusal.reason})
+        self._log.refused(refusal, size)
+        return _json(refusal.status, {"error": refusal.message})
+
+    async def _read_body(self, request: Request) -> bytes:
         declared = request.headers.get("content-length")
         if declared is not None:
-            if not declared.isdigit():
-                return _json(400, {"error": "bad content-length"})
+            if not _ASCII_DIGITS.fullmatch(declared):
+                raise Refused(400, "bad content-length", "content_length")
             if int(declared) > self._limit:
-                return _json(413, {"error": f"body over {self._limit} bytes"})
+                raise Refused(413, f"body over {self._limit} bytes", "too_large")
         body = bytearray()
         try:
-            async for chunk in request.stream():
-                if len(body) + len(chunk) > self._limit:
-                    return _json(413, {"error": f"body over {self._limit} bytes"})
-                body += chunk
+            async with asyncio.timeout(self._body_timeout):
+                async for chunk in request.stream():
+                    if len(body) + len(chunk) > self._limit:
+                        raise Refused(413, f"body over {self._limit} bytes", "too_large")
+                    body += chunk
+        except TimeoutError:
+            raise Refused(408, f"body not received within {self._body_timeout:g} s",
+                          "slow_body") from None
         except ClientDisconnect:
-            return _json(400, {"error": "client disconnected"})
+            raise Refused(400, "client disconnected", "disconnected") from None
         return bytes(body)
 
     async def webhook(self, request: Request) -> Response:
-        """``POST /webhooks/razorpay``."""
+        """``POST`` on the webhook path."""
         with self._tracer.start_as_current_span(
-                f"POST {WEBHOOK_PATH}", kind=SpanKind.SERVER,
-                attributes={"http.request.method": "POST", "http.route": WEBHOOK_PATH}) as span:
+                f"POST {self.path}", kind=SpanKind.SERVER,
+                attributes={"http.request.method": "POST", "http.route": self.path}) as span:
             response = await self._webhook(request, span)
             span.set_attribute("http.response.status_code", response.status_code)
             return response
 
     async def _webhook(self, request: Request, span: trace.Span) -> Response:
-        body = await self._read_body(request)
-        if isinstance(body, Response):
-            return body
-        if not verify(body, request.headers.get(SIGNATURE_HEADER), self._secret):
-            log.warning("webhook refused: missing or wrong signature (%d bytes)", len(body))
-            return _json(400, {"error": "invalid signature"})
+        body = b""
         try:
-            event = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return _json(400, {"error": "body is not JSON"})
-        name = event.get("event") if isinstance(event, dict) else None
-        if not isinstance(name, str) or not name:
-            return _json(400, {"error": "body is not a Razorpay event (no 'event' type)"})
-        event_id = request.headers.get(EVENT_ID_HEADER) or "body-" + hashlib.sha256(
-            body).hexdigest()[:32]
-        if len(event_id) > MAX_EVENT_ID_LENGTH:
-            return _json(400, {"error": "event id too long"})
-        level = self.table.level(name)
-        span.set_attributes({"razorpay.event": name, "razorpay.event_id": event_id})
+            body = await self._read_body(request)
+            event = self.verifier.verify(body, request.headers, time.time())
+            text = body.decode("utf-8")
+        except Refused as refusal:
+            return self._refuse(refusal, len(body))
+        except UnicodeDecodeError:
+            return self._refuse(Refused(400, "body is not UTF-8", "malformed"), len(body))
+        level = self.table.level(event.type)
+        span.set_attributes({"webhook.event": event.type, "webhook.event_id": event.id})
         try:
             async with asyncio.timeout(self._enqueue_timeout):
-                job_id = await self.queue.add(name, event, priority=level, job_id=event_id,
-                                              attempts=self._attempts)
+                job_id = await self.queue.add(event.type, text, priority=level,
+                                              job_id=event.id, attempts=self._attempts)
         except PayloadTooLarge as exc:
-            return _json(413, {"error": str(exc)})
+            return self._refuse(Refused(413, str(exc), "too_large"), len(body))
         except PayloadError as exc:
-            return _json(400, {"error": str(exc)})
+            return self._refuse(Refused(400, str(exc), "payload"), len(body))
         except REDIS_DOWN as exc:
-            log.warning("webhook %s (%s) not enqueued, Redis unavailable: %s", event_id, name,
-                        type(exc).__name__)
+            log.warning("webhook %s (%s) not enqueued, Redis unavailable: %s", event.id,
+                        event.type, type(exc).__name__)
             return _json(503, {"error": "queue unavailable, retry later"})
         return _json(200, {"status": "queued" if job_id else "duplicate",
-                           "event_id": event_id, "priority": level})
+                           "event_id": event.id, "priority": level})
 
     async def ready(self, request: Request) -> Response:
         """``GET /readyz``: 200 while Redis answers PING, else 503."""
@@ -180,14 +224,19 @@ async def healthz(request: Request) -> Response:
 
 
 def create_app(settings: RazorpaySettings, streamflow: StreamflowSettings | None = None, *,
-               queue: Queue | None = None,
-               tracer_provider: trace.TracerProvider | None = None) -> Starlette:
+               queue: Queue | None = None, verifier: WebhookVerifier | None = None,
+               path: str = WEBHOOK_PATH,
+               tracer_provider: trace.TracerProvider | None = None,
+               meter_provider: metrics.MeterProvider | None = None) -> Starlette:
     """The ingress ASGI app. A ``queue`` given here stays open after the app stops.
 
-    Request spans go to ``tracer_provider``, by default the global one (as streamflow's).
+    ``verifier`` defaults to `RazorpayVerifier` with the webhook secret and an event age
+    limit of ``max_event_age`` (at most the queue's dedup TTL). Spans and the refusal counter
+    go to ``tracer_provider``/``meter_provider``, by default the global ones (as streamflow's).
+    The ingress object is ``app.state.ingress``.
 
-    Raises ``ValueError`` when the webhook secret is missing or a route names a level the
-    queue does not have.
+    Raises ``ValueError`` when the webhook secret is missing, a route names a level the
+    queue does not have, or ``max_event_age`` exceeds the dedup TTL.
     """
     sf = queue.settings if queue is not None else streamflow or settings.streamflow()
     table = PriorityTable(settings.priority_routes, settings.default_priority)
@@ -195,9 +244,18 @@ def create_app(settings: RazorpaySettings, streamflow: StreamflowSettings | None
     if unknown:
         raise ValueError(f"priority routes name unknown levels {sorted(unknown)}; "
                          f"the queue's levels are {sf.levels}")
+    if verifier is None:
+        max_age = settings.max_event_age or sf.queue.dedup_ttl
+        if max_age > sf.queue.dedup_ttl:
+            raise ValueError(f"max_event_age {max_age:g} s exceeds the queue's dedup TTL "
+                             f"({sf.queue.dedup_ttl:g} s): a replay could be enqueued again")
+        verifier = RazorpayVerifier(settings.secret(), max_age=max_age,
+                                    max_skew=settings.max_clock_skew)
     target = queue or Queue(settings.queue, settings=sf)
-    tracer = trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider)
-    ingress = WebhookIngress(settings, target, table, tracer)
+    ingress = WebhookIngress(
+        settings, target, table, verifier,
+        trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider),
+        metrics.get_meter(TRACER_NAME, meter_provider=meter_provider), path)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -207,14 +265,16 @@ def create_app(settings: RazorpaySettings, streamflow: StreamflowSettings | None
             if queue is None:
                 await target.close()
 
-    return Starlette(
+    app = Starlette(
         routes=[
-            Route(WEBHOOK_PATH, ingress.webhook, methods=["POST"]),
+            Route(path, ingress.webhook, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", ingress.ready, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
+    app.state.ingress = ingress
+    return app
 
 
 def configure_telemetry(service_name: str) -> None:
@@ -227,6 +287,7 @@ def app_from_env() -> Starlette:
     """The app configured from the environment (uvicorn ``--factory`` target)."""
     configure_telemetry("streamflow-razorpay-ingress")
     settings = RazorpaySettings()
+    set_header_timeout(settings.header_timeout)  # the server of this process
     app = create_app(settings, settings.streamflow())
     gc.freeze()  # what startup made lives as long as the process: spare it every collection
     return app

@@ -65,6 +65,23 @@ class RazorpaySettings(BaseSettings):
     """Seconds an enqueue may take before the webhook is answered 503 (Razorpay retries)."""
     ready_timeout: float = Field(default=1.0, gt=0)
     """Seconds ``/readyz`` waits for Redis to answer PING."""
+    header_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a client has to send a request's headers (from connect, or from the end of the
+    previous response) before the connection is closed: slow clients hold nothing for long."""
+    body_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a client has to send the whole body once the headers are in (408 past it)."""
+    max_connections: int = Field(default=1000, ge=1)
+    """Open connections (and requests in flight) past which new requests get 503."""
+    keep_alive_timeout: float = Field(default=5.0, gt=0)
+    """Seconds an idle keep-alive connection stays open."""
+    max_event_age: float | None = Field(default=None, gt=0)
+    """Events whose signed ``created_at`` is older are refused (400); default and maximum: the
+    queue's dedup TTL, past which a replayed delivery would no longer be a duplicate."""
+    max_clock_skew: float = Field(default=300.0, ge=0)
+    """Seconds an event's ``created_at`` may lie in the future (clock differences)."""
+    refused_log_interval: float = Field(default=10.0, ge=0)
+    """At most one log line per reason of refusal in this many seconds (the next one counts
+    the refusals it stood for): a flood of forged webhooks cannot flood the logs."""
     job_attempts: int = Field(default=10, ge=1)
     """Attempts of each webhook job: ledger outages are ridden out by retries."""
     db_retry_delay: float = Field(default=1.0, ge=0)

@@ -1,0 +1,114 @@
+"""uvicorn options that keep slow or many clients from holding the ingress.
+
+uvicorn closes idle keep-alive connections, but a client that sends its request headers one
+byte at a time is never timed out: the connection and its memory are held for as long as the
+client likes. The protocols here close a connection whose request headers are not complete
+``header_timeout`` seconds after it opened (or after the previous response); the app itself
+answers 408 to a body not received within ``body_timeout``; ``limit_concurrency`` answers 503
+past ``max_connections`` open connections.
+
+Usage::
+
+    uvicorn.run(app, host="0.0.0.0", port=8000, **server_options(settings))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+from typing import Any, ClassVar
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .settings import RazorpaySettings
+
+log = logging.getLogger("consumers.razorpay")
+
+MAX_HEADER_BYTES = 16 * 1024
+"""Largest request head h11 buffers (uvicorn's default is 16 KiB as well; stated here)."""
+
+
+class _HeaderDeadline:
+    """Closes the connection when a request's headers are not in within ``header_timeout``."""
+
+    header_timeout: ClassVar[float] = 10.0
+    _header_timer: asyncio.TimerHandle | None = None
+
+    # Attributes of uvicorn's protocols.
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
+
+    def _arm_header_deadline(self) -> None:
+        self._headers_in()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._too_slow)
+
+    def _headers_in(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _too_slow(self) -> None:
+        self._header_timer = None
+        if not self.transport.is_closing():
+            log.info("closing a connection whose request headers took over %g s",
+                     self.header_timeout)
+            self.transport.close()
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._headers_in()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        # A pipelined request may already be in; otherwise the next one's headers get a fresh
+        # deadline (the keep-alive timer alone is cancelled by the first byte that arrives).
+        if not self.transport.is_closing() and (self.cycle is None
+                                                or self.cycle.response_complete):
+            self._arm_header_deadline()
+
+
+class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
+    """uvicorn's h11 protocol with a deadline on request headers."""
+
+    def handle_events(self) -> None:
+        before = self.cycle
+        super().handle_events()
+        if self.cycle is not before:  # a new request: its headers are complete
+            self._headers_in()
+
+
+if importlib.util.find_spec("httptools") is not None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
+        """uvicorn's httptools protocol (the faster parser) with a deadline on headers."""
+
+        def on_headers_complete(self) -> None:
+            self._headers_in()
+            super().on_headers_complete()
+
+    FASTEST: type[Any] = GuardedHttpToolsProtocol
+else:  # pragma: no cover - httptools comes with uvicorn[standard]
+    FASTEST = GuardedH11Protocol
+
+
+def set_header_timeout(seconds: float) -> None:
+    """The header deadline of every connection this process serves from now on."""
+    _HeaderDeadline.header_timeout = seconds
+
+
+def server_options(settings: RazorpaySettings) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run``/``uvicorn.Config`` that bound slow clients."""
+    set_header_timeout(settings.header_timeout)
+    return {
+        "http": FASTEST,
+        "limit_concurrency": settings.max_connections,
+        "timeout_keep_alive": settings.keep_alive_timeout,
+        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+    }
