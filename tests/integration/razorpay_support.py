@@ -15,6 +15,7 @@ import anyio
 import asyncpg  # type: ignore[import-untyped]
 import uvicorn
 
+from consumers.razorpay.server import server_options
 from consumers.razorpay.settings import RazorpaySettings
 from consumers.razorpay.store import Ledger, open_ledger
 from tests.servers import HOST, free_port
@@ -30,11 +31,12 @@ _postgres: list[str | None] = []
 class ServerThread:
     """An ASGI app served by a real uvicorn on a free loopback port, in a daemon thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, settings: RazorpaySettings | None = None) -> None:
         self.port = free_port()
         self.url = f"http://{HOST}:{self.port}"
+        options = server_options(settings or RazorpaySettings(webhook_secret=SECRET))
         config = uvicorn.Config(app, host=HOST, port=self.port, log_level="warning",
-                                lifespan="on", loop="asyncio", http="h11")
+                                lifespan="on", loop="asyncio", **options)
         self.server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
 

@@ -151,3 +151,36 @@ async def test_sample_traffic_is_applied_exactly_once(pipeline: tuple[str, Ledge
     await wait_for(all_applied, what="every sample event")
     await anyio.sleep(0.2)
     assert await ledger.count_applied() == len(hooks)
+
+
+async def test_a_valid_replay_under_a_new_event_id_changes_nothing_in_the_ledger(
+        pipeline: tuple[str, Ledger]) -> None:
+    """The event id is an unsigned header: an attacker holding one signed delivery can send it
+    again under new ids (within the age window). The ledger must not move."""
+    url, ledger = pipeline
+    t = now() - 100
+    pay, refund = "pay_E2eReplay00001", "rfnd_E2eReplay0001"
+    capture = payment_event("payment.captured", pay, created_at=t, entity_created_at=t)
+    refunded = refund_event("refund.processed", refund, pay, amount=7_000, created_at=t + 5,
+                            entity_created_at=t + 5, payment_created_at=t)
+    async with httpx.AsyncClient(base_url=url) as client:
+        assert await send(client, capture, "evt_Replay_capture") == "queued"
+        assert await send(client, refunded, "evt_Replay_refund") == "queued"
+        await wait_for(lambda: ledger.applied("evt_Replay_refund"), what="the refund")
+        before = await rows(ledger, pay, refund)
+        for number in range(3):
+            assert await send(client, refunded, f"evt_Replay_forged{number}") == "queued"
+            assert await send(client, capture, f"evt_Replay_forgedc{number}") == "queued"
+        for number in range(3):
+            await wait_for(lambda n=number: ledger.applied(f"evt_Replay_forged{n}"),
+                           what="the replays")
+            await wait_for(lambda n=number: ledger.applied(f"evt_Replay_forgedc{n}"),
+                           what="the replays")
+    assert await rows(ledger, pay, refund) == before
+    assert before[0]["amount_refunded"] == 7_000
+
+
+async def rows(ledger: Ledger, pay: str, refund: str) -> list[dict[str, Any]]:
+    """The payment and refund rows, without the write-time bookkeeping column."""
+    found = [await ledger.get(PAYMENTS, pay), await ledger.get(REFUNDS, refund)]
+    return [{k: v for k, v in (row or {}).items() if k != "updated_ms"} for row in found]
