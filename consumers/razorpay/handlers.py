@@ -6,14 +6,13 @@ the ingress's (`parse_event_body`). A body that cannot be understood is dead-let
 (``Discard``); a ledger that is briefly unavailable makes the job run again later (``Retry``);
 any other error is retried with the queue's backoff by the worker.
 
-Usage::
+Usage (one way to wire the ledger: the router opens it with the worker and closes it after
+the last ack; pass ``ledger=`` only to share one the caller already holds)::
 
-    async with open_ledger(settings) as ledger:
-        worker = Worker(settings.queue, build_router(ledger, settings), settings=sf)
-        await worker.run()
+    await Worker(settings.queue, build_router(settings=settings), settings=sf).run()
 
 or, from the generic worker command (the ledger of the environment, ``DATABASE_URL`` and
-``RAZORPAY_*``, opened on the first job and closed when the worker's event loop ends)::
+``RAZORPAY_*``)::
 
     streamflow worker payments --app consumers.razorpay.handlers:router
 """
@@ -159,14 +158,40 @@ def _main_table(event: str) -> Table | None:
     return None
 
 
-def build_router(ledger: Ledger, settings: RazorpaySettings) -> Router:
-    """A router whose handlers apply every event to ``ledger``; unknown types are recorded."""
-    retry_delay = settings.db_retry_delay
+def build_router(ledger: Ledger | None = None,
+                 settings: RazorpaySettings | None = None) -> Router:
+    """A router whose handlers apply every event to a ledger; unknown types are recorded.
 
-    async def this_ledger() -> tuple[Ledger, float]:
-        return ledger, retry_delay
+    With ``ledger``, the handlers use it (its owner opens and closes it). Without, the router's
+    lifespan opens the ledger ``settings`` (default: ``RazorpaySettings()`` from the
+    environment) points at, creating the schema, before the worker's first job and closes it
+    after its last ack: an unreachable database stops the worker at start, loudly, instead of
+    failing every job. The one way to wire it, whoever runs the worker.
+    """
+    opened: list[tuple[Ledger, float]] = []
+    if ledger is not None:
+        opened.append((ledger, (settings or RazorpaySettings()).db_retry_delay))
 
-    return _router(this_ledger)
+    async def ledger_of() -> tuple[Ledger, float]:
+        if not opened:
+            raise RuntimeError("the ledger opens with the worker (router lifespan)")
+        return opened[0]
+
+    router = _router(ledger_of)
+    if ledger is None:
+        @router.lifespan
+        @asynccontextmanager
+        async def open_configured_ledger() -> AsyncIterator[None]:
+            config = settings or RazorpaySettings()
+            async with open_ledger(config) as own:
+                log.info("ledger on %s, tables %s*", own.dialect, own.prefix)
+                opened.append((own, config.db_retry_delay))
+                try:
+                    yield
+                finally:
+                    opened.clear()
+
+    return router
 
 
 def _router(ledger_of: Callable[[], Awaitable[tuple[Ledger, float]]]) -> Router:
@@ -206,33 +231,5 @@ def _router(ledger_of: Callable[[], Awaitable[tuple[Ledger, float]]]) -> Router:
     return router
 
 
-_environment: dict[str, tuple[Ledger, float]] = {}
-
-
-async def _environment_ledger() -> tuple[Ledger, float]:
-    try:
-        return _environment["ledger"]
-    except KeyError:
-        raise RuntimeError("the ledger opens with the worker (router lifespan)") from None
-
-
-router = _router(_environment_ledger)
-"""The handlers on the environment's ledger: ``--app consumers.razorpay.handlers:router``.
-
-The worker opens the ledger ``RazorpaySettings()`` points at (creating the schema) before its
-first job and closes it after its last ack; an unreachable database stops the worker at start,
-loudly, instead of failing every job.
-"""
-
-
-@router.lifespan
-@asynccontextmanager
-async def _open_environment_ledger() -> AsyncIterator[None]:
-    settings = RazorpaySettings()
-    async with open_ledger(settings) as ledger:
-        log.info("ledger on %s, tables %s*", ledger.dialect, ledger.prefix)
-        _environment["ledger"] = (ledger, settings.db_retry_delay)
-        try:
-            yield
-        finally:
-            _environment.pop("ledger", None)
+router = build_router()
+"""The handlers on the environment's ledger: ``--app consumers.razorpay.handlers:router``."""
