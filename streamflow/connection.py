@@ -54,12 +54,38 @@ ROLE_CHANGE_REPLIES = ("READONLY", "UNBLOCKED", "MASTERDOWN", "NOREPLICAS")
 
 T = TypeVar("T")
 
-_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<password>[^@/]*)@")
+# A URL anywhere in a text: scheme (any case) then everything up to white space or a quote.
+_URL = re.compile(r"(?i)\b(?P<scheme>[a-z][a-z0-9+.\-]*://)(?P<rest>[^\s'\"<>]*)")
+_SECRET_PARAM = re.compile(
+    r"(?i)(?P<key>(?:^|[?&;])[a-z_]*(?:password|passwd|pwd|secret|token)[a-z_]*=)[^&;#\s]*")
 
 
-def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``, fit for logs."""
-    return _SECRET_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+def _mask_url(match: re.Match[str]) -> str:
+    rest = match["rest"]
+    # The user info ends at the LAST '@' of the authority: a password may hold '@' (and a
+    # careless one '/' or '?'), so an '@' after the first '/', '?' or '#' still counts when
+    # none comes before; masking a little too much is fine, showing a secret is not.
+    authority_end = min((i for i in (rest.find(c) for c in "/?#") if i != -1), default=len(rest))
+    at = rest.rfind("@", 0, authority_end)
+    if at == -1:
+        at = rest.find("@")
+    if at != -1:
+        user, colon, _ = rest[:at].partition(":")
+        rest = (f"{user}:***" if colon else rest[:at]) + rest[at:]
+    rest = _SECRET_PARAM.sub(lambda m: f"{m['key']}***", rest)
+    return match["scheme"] + rest
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced by ``***``, fit for logs.
+
+    Any scheme, any case (``REDIS://``, ``rediss+sentinel://``, ``postgresql://``); a
+    password holding ``@``; ``password=``/``token=``/``secret=`` query parameters. Use it on
+    every URL shown or logged and on error texts stored in dead letters and events.
+    """
+    if "://" not in text:
+        return text
+    return _URL.sub(_mask_url, text)
 
 
 class MasterMovedError(ConnectionError):
