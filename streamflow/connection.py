@@ -2,8 +2,9 @@
 
 URL forms: ``redis://[user:pass@]host:port/db``, ``rediss://`` (TLS), ``unix:///path``, and
 ``redis+sentinel://[user:pass@]host1:26379,host2:26379/<master name>/<db>`` (``rediss+sentinel``
-for TLS to the master). The user and password of a Sentinel URL authenticate to the master;
-the sentinels' own credentials come from ``sentinel_username``/``sentinel_password``.
+for TLS to sentinels and master). The user and password of a Sentinel URL authenticate to the
+master; the sentinels' own credentials come from ``sentinel_username``/``sentinel_password``
+or the URL's ``?sentinel_username=...&sentinel_password=...``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import re
 import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
@@ -193,11 +194,36 @@ class FastUnixConnection(_HiredisPacking, _MasterOnly, UnixDomainSocketConnectio
     """Unix socket connection with C command packing."""
 
 
-class FastSentinelConnection(_HiredisPacking, _MasterOnly, SentinelManagedConnection):
+class _FollowsMaster:
+    """Asks the sentinels for the master whenever a dropped connection reconnects.
+
+    redis-py 8 reconnects a dropped connection inside ``send_packed_command`` through
+    ``connect_check_health``, to the address it had, bypassing the Sentinel lookup of
+    ``connect()``: after a failover, every retry went to the dead master."""
+
+    _address_fresh = False
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        self._address_fresh = True
+        try:
+            await super().connect_to(address)  # type: ignore[misc]
+        finally:
+            self._address_fresh = False
+
+    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        pool = self.connection_pool  # type: ignore[attr-defined]
+        if not self._address_fresh and not self.is_connected and pool.is_master:  # type: ignore[attr-defined]
+            self.host, self.port = await pool.get_master_address()
+        await super().connect_check_health(*args, **kwargs)  # type: ignore[misc]
+
+
+class FastSentinelConnection(_HiredisPacking, _MasterOnly, _FollowsMaster,
+                             SentinelManagedConnection):
     """Sentinel-managed connection with C command packing."""
 
 
-class FastSentinelSSLConnection(_HiredisPacking, _MasterOnly, SentinelManagedSSLConnection):
+class FastSentinelSSLConnection(_HiredisPacking, _MasterOnly, _FollowsMaster,
+                                SentinelManagedSSLConnection):
     """Sentinel-managed TLS connection with C command packing."""
 
 
@@ -303,6 +329,15 @@ def _sentinel_client(settings: RedisSettings, common: dict[str, Any],
             common["username"] = unquote(parts.username)
         if parts.password and "password" not in common:
             common["password"] = unquote(parts.password)
+        query = parse_qs(parts.query)
+        sentinel_username = settings.sentinel_username or _first(query, "sentinel_username")
+        sentinel_password = (settings.sentinel_password.get_secret_value()
+                             if settings.sentinel_password is not None
+                             else _first(query, "sentinel_password"))
+    else:
+        sentinel_username = settings.sentinel_username
+        sentinel_password = (settings.sentinel_password.get_secret_value()
+                             if settings.sentinel_password is not None else None)
     if not addresses:
         raise ConfigurationError("Sentinel needs at least one sentinel address")
     sentinels = [_host_port(address) for address in addresses]
@@ -312,10 +347,10 @@ def _sentinel_client(settings: RedisSettings, common: dict[str, Any],
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": settings.connect_timeout,
                                        "socket_connect_timeout": settings.connect_timeout,
                                        "retry": Retry(NoBackoff(), 0)}
-    if settings.sentinel_username:
-        sentinel_kwargs["username"] = settings.sentinel_username
-    if settings.sentinel_password is not None:
-        sentinel_kwargs["password"] = settings.sentinel_password.get_secret_value()
+    if sentinel_username:
+        sentinel_kwargs["username"] = sentinel_username
+    if sentinel_password is not None:
+        sentinel_kwargs["password"] = sentinel_password
     tls = settings.tls_ca_file is not None or parts.scheme.startswith("rediss")
     if tls:
         sentinel_kwargs.update({"ssl": True, **_tls_options(settings)})
@@ -327,6 +362,11 @@ def _sentinel_client(settings: RedisSettings, common: dict[str, Any],
         timeout=settings.connect_timeout + 15,
         connection_class=FastSentinelSSLConnection if tls else FastSentinelConnection)
     return client
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
 
 
 def _host_port(address: str) -> tuple[str, int]:

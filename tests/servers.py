@@ -285,8 +285,11 @@ class RedisProcess:
         tls: TlsFiles | None = None,
         sentinel: bool = False,
         startup_timeout: float = 10.0,
+        probe_auth: dict[str, str] | None = None,
     ) -> None:
         self.directory = directory
+        self.probe_auth = dict(probe_auth or {})
+        """``username``/``password`` the readiness probe authenticates with (ACL servers)."""
         self.appendonly = appendonly
         self.extra_config = list(config)
         self.tls = tls
@@ -429,7 +432,7 @@ class RedisProcess:
         process = self._process
         assert process is not None
         deadline = time.monotonic() + self.startup_timeout
-        kwargs = self.client_kwargs()
+        kwargs = {**self.client_kwargs(), **self.probe_auth}
         del kwargs["host"], kwargs["port"]
         while True:
             code = process.poll()
@@ -549,8 +552,15 @@ class SentinelTopology(_Topology):
         failover_timeout_ms: int = 5000,
         sentinels: int = 3,
         startup_timeout: float = 20.0,
+        sentinel_config: Iterable[str] = (),
+        sentinel_auth: dict[str, str] | None = None,
     ) -> None:
+        """``sentinel_config`` lines go into every sentinel's config (e.g. ACL users and
+        ``sentinel sentinel-user``/``sentinel-pass``); ``sentinel_auth`` (``username``,
+        ``password``) is what this object's own probes of the sentinels authenticate with."""
         self.directory = directory
+        self.sentinel_config = list(sentinel_config)
+        self.sentinel_auth = dict(sentinel_auth or {})
         self.service_name = service_name
         self.quorum = quorum
         self.down_after_ms = down_after_ms
@@ -561,7 +571,8 @@ class SentinelTopology(_Topology):
         self.master = RedisProcess(directory / "master", config=fast_sync)
         self.replica = RedisProcess(directory / "replica", config=fast_sync)
         self.sentinels = [
-            RedisProcess(directory / f"sentinel-{index}", sentinel=True)
+            RedisProcess(directory / f"sentinel-{index}", sentinel=True,
+                         probe_auth=self.sentinel_auth)
             for index in range(sentinels)
         ]
         self._killed: Address | None = None
@@ -597,6 +608,7 @@ class SentinelTopology(_Topology):
             f"sentinel parallel-syncs {name} 1",
             f"sentinel known-replica {name} {HOST} {self.replica.port}",
             *peers,
+            *self.sentinel_config,
         ]
 
     def _start(self) -> None:
@@ -622,7 +634,7 @@ class SentinelTopology(_Topology):
     def _sentinels_ready(self) -> bool:
         others = len(self.sentinels) - 1
         for sentinel in self.sentinels:
-            with _probe_client(*sentinel.address) as client:
+            with _probe_client(*sentinel.address, **self.sentinel_auth) as client:
                 state = client.sentinel_master(self.service_name)
                 replicas = client.sentinel_slaves(self.service_name)
             if state["num-other-sentinels"] < others or state["num-slaves"] < 1:
@@ -637,7 +649,7 @@ class SentinelTopology(_Topology):
         answers: list[Address | None] = []
         for sentinel in self.sentinels:
             try:
-                with _probe_client(*sentinel.address) as client:
+                with _probe_client(*sentinel.address, **self.sentinel_auth) as client:
                     reply = client.sentinel_get_master_addr_by_name(self.service_name)
             except (redis.ConnectionError, redis.TimeoutError):
                 reply = None
