@@ -1,5 +1,6 @@
-"""ACL users of deploy/redis/users.acl: producer and worker can do their whole job, and a user
-without a right gets one clear line from the CLI naming the missing permission.
+"""ACL users of deploy/redis/users.acl, scoped to the queue ``payments``: producer, worker and
+monitor can each do their whole job, every move the review found too wide is refused with one
+line naming the missing right, and a user without a right gets one clear line from the CLI.
 
 The server loads a copy of the real file with the placeholder passwords replaced (as
 users.acl.md asks) plus one made-up user ``nobody`` that may only PING. At the end, Redis's
@@ -9,6 +10,7 @@ refused inside a loop that swallows errors would otherwise go unnoticed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -22,6 +24,7 @@ import redis.asyncio as aioredis
 from streamflow import Discard, Job, JobSpec, Queue, StreamflowSettings, Worker
 from streamflow.connection import eviction_policy, warn_if_evicting
 from streamflow.retention import remove_gone_consumers, trim_streams
+from streamflow.scripts import load_scripts
 from tests.servers import RedisProcess
 from tests.support import fast_settings, running, wait_until
 from tests.workers import ROOT
@@ -29,6 +32,7 @@ from tests.workers import ROOT
 pytestmark = pytest.mark.anyio
 
 ACL_FILE = ROOT / "deploy" / "redis" / "users.acl"
+QUEUE = "payments"  # the queue the shipped users are scoped to
 PASSWORDS = {"admin": "adm-pw", "streamflow-worker": "wrk-pw", "streamflow-producer": "prd-pw",
              "monitor": "mon-pw", "replica": "rep-pw", "sentinel": "snt-pw", "nobody": "nob-pw"}
 PLACEHOLDER = {"admin": "admin", "streamflow-worker": "worker", "streamflow-producer": "producer",
@@ -95,8 +99,12 @@ def refusals(server: RedisProcess, *users: str) -> list[dict[str, Any]]:
     return found
 
 
-async def test_producer_and_worker_do_their_whole_job(acl_server: RedisProcess,
-                                                      queue_name: str) -> None:
+async def test_producer_and_worker_do_their_whole_job(acl_server: RedisProcess) -> None:
+    queue_name = QUEUE
+    # Producers may not load scripts (SCRIPT LOAD + EVALSHA is arbitrary Lua): an admin, or
+    # the first worker, loads them once.
+    async with aioredis.Redis.from_url(url_of(acl_server, "admin")) as admin_client:
+        await load_scripts(admin_client)
     producer = settings_for(acl_server, "streamflow-producer")
     worker_settings = settings_for(acl_server, "streamflow-worker")
     attempts: dict[str, int] = {}
@@ -115,14 +123,19 @@ async def test_producer_and_worker_do_their_whole_job(acl_server: RedisProcess,
         ids = await q.add_bulk([JobSpec("ok", {"n": i}, job_id=f"bulk-{i}") for i in range(20)])
         assert all(ids)
         assert await q.add("ok", {"n": 0}, job_id="bulk-0") is None
-        await q.add("ok", {"n": 1}, job_id="later", delay=0.2)
         await q.add("ok", {"n": 2}, job_id="urgent", priority="high")
         await q.add("flaky", {}, job_id="flaky")
         await q.add("doomed", {}, job_id="doomed")
-        if hasattr(q, "set_rate_limit"):  # the fetch script's limiter runs as the worker
-            await q.set_rate_limit(10_000, 1.0)
+        await q.add("ok", {"n": 3}, job_id="replicated", durability="none")
+    # Delayed jobs and queue settings are the worker user's (a producer may not write the
+    # delayed records or the meta hash).
+    async with Queue(queue_name, settings=worker_settings) as scheduler:
+        await scheduler.add("ok", {"n": 1}, job_id="later", delay=0.2)
+        if hasattr(scheduler, "set_rate_limit"):  # the fetch script's limiter runs as the worker
+            await scheduler.set_rate_limit(10_000, 1.0)
+    async with Queue(queue_name, settings=producer) as q:
         counts = await q.counts()
-        assert counts["waiting"] == 24 and counts["delayed"] == 1
+        assert counts["waiting"] == 25 and counts["delayed"] == 1
 
         # A consumer that fetched one entry and went away: the worker must reclaim it.
         async with aioredis.Redis.from_url(url_of(acl_server, "streamflow-worker")) as raw:
@@ -137,7 +150,7 @@ async def test_producer_and_worker_do_their_whole_job(acl_server: RedisProcess,
 
         worker = Worker(queue_name, handler, settings=worker_settings, consumer="acl-worker")
         async with running(worker):
-            await wait_until(lambda: len(attempts) == 25, timeout=20)
+            await wait_until(lambda: len(attempts) == 26, timeout=20)
             await wait_until(lambda: attempts.get("flaky") == 2)
             await wait_until(lambda: _settled(q), timeout=20)
             # Janitor work as the worker user: exact MINID trim, consumers that are gone.
@@ -182,7 +195,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
     return line
 
 
-def test_cli_reads_as_the_worker_user(acl_server: RedisProcess, queue_name: str) -> None:
+def test_cli_reads_as_the_worker_user(acl_server: RedisProcess) -> None:
+    queue_name = QUEUE
     for command in (["stats", queue_name, "--json"], ["pending", queue_name],
                     ["dead", "list", queue_name]):
         result = cli(acl_server, "streamflow-worker", *command)
@@ -197,7 +211,64 @@ def test_cli_names_the_permission_a_user_lacks(acl_server: RedisProcess,
 
 
 def test_cli_worker_as_the_producer_user_fails_in_one_line(acl_server: RedisProcess,
-                                                           queue_name: str) -> None:
-    result = cli(acl_server, "streamflow-producer", "worker", queue_name, "--app",
+                                                           ) -> None:
+    result = cli(acl_server, "streamflow-producer", "worker", QUEUE, "--app",
                  "tests.apps:router", "--log-level", "ERROR", timeout=30)
     assert_one_line_error(result, "no permissions to run the '")
+
+
+# ---------------------------------------------------------------- what each user may not do
+
+FORBIDDEN: list[tuple[str, tuple[str, ...], str]] = [
+    # The producer (the internet-facing ingress's user).
+    ("streamflow-producer", ("HSET", "sf:{payments}:meta", "paused", "1"),
+     "access one of the keys"),
+    ("streamflow-producer", ("HSET", "sf:{payments}:meta", "limited_until", "9999999999999"),
+     "access one of the keys"),
+    ("streamflow-producer", ("XADD", "sf:{refunds}:p:normal", "*", "n", "forged"),
+     "access one of the keys"),
+    ("streamflow-producer", ("ZADD", "sf:{payments}:delayed", "0", "evt_1"), "'zadd' command"),
+    ("streamflow-producer", ("EVAL", "local i = 0 while i < 3000000 do i = i + 1 end", "0"),
+     "'eval' command"),
+    ("streamflow-producer", ("SCRIPT", "LOAD", "return 1"), "'script|load' command"),
+    ("streamflow-producer", ("DEL", "sf:{payments}:p:normal"), "'del' command"),
+    # The monitor (KEDA): no payloads, no customer data.
+    ("monitor", ("XINFO", "STREAM", "sf:{payments}:p:high", "FULL"), "'xinfo|stream' command"),
+    ("monitor", ("HGETALL", "sf:{payments}:jobs"), "'hgetall' command"),
+    ("monitor", ("XRANGE", "sf:{payments}:p:high", "-", "+"), "'xrange' command"),
+    ("monitor", ("XPENDING", "sf:{payments}:dead", "workers"), "access one of the keys"),
+    ("monitor", ("XADD", "sf:{payments}:p:high", "*", "n", "x"), "'xadd' command"),
+    # The worker: its own queue only, no arbitrary Lua by EVAL.
+    ("streamflow-worker", ("XREADGROUP", "GROUP", "workers", "w", "STREAMS",
+                           "sf:{refunds}:p:high", ">"), "access one of the keys"),
+    ("streamflow-worker", ("EVAL", "return 1", "0"), "'eval' command"),
+    ("streamflow-worker", ("KEYS", "*"), "'keys' command"),
+    ("streamflow-worker", ("CONFIG", "SET", "maxmemory-policy", "allkeys-lru"),
+     "'config|set' command"),
+]
+
+
+@pytest.mark.parametrize(("user", "command", "right"), FORBIDDEN,
+                         ids=[f"{u}-{' '.join(c[:2])}" for u, c, _ in FORBIDDEN])
+def test_each_forbidden_move_is_refused_naming_the_right(acl_server: RedisProcess, user: str,
+                                                         command: tuple[str, ...],
+                                                         right: str) -> None:
+    with acl_server.client(username=user, password=PASSWORDS[user]) as client:
+        with pytest.raises(redis.exceptions.NoPermissionError) as refused:
+            client.execute_command(*command)
+    message = str(refused.value)
+    assert "\n" not in message and right in message, message
+    assert "no permissions" in message.lower(), message
+
+
+def test_the_monitor_reads_what_keda_reads(acl_server: RedisProcess) -> None:
+    with admin(acl_server) as client:
+        with contextlib.suppress(redis.ResponseError):  # the worker test may have made it
+            client.xgroup_create("sf:{payments}:p:low", "workers", id="0", mkstream=True)
+        client.xadd("sf:{payments}:p:low", {"n": "keda"})
+    with acl_server.client(username="monitor", password=PASSWORDS["monitor"]) as monitor:
+        assert monitor.xlen("sf:{payments}:p:low") >= 1
+        groups = monitor.xinfo_groups("sf:{payments}:p:low")
+        assert any(g["name"] == b"workers" for g in groups)
+        assert "pending" in monitor.xpending("sf:{payments}:p:low", "workers")
+        assert monitor.ping()

@@ -774,22 +774,24 @@ def test_acl_worker_and_producer_can_do_their_job_and_no_more(master: Server) ->
     with master.client("streamflow-producer") as producer:
         producer.xgroup_create(stream, "workers", id="0", mkstream=True)
         producer.xadd(stream, {"n": "payment.captured"})
-        # A script runs with the caller's permissions: the add script's commands are allowed...
-        producer.eval(
-            "redis.call('SET', KEYS[1], 1, 'NX', 'PX', 1000); return redis.call('XADD', KEYS[2],"
-            " '*', 'n', 'x')",
-            2,
-            keys.dedup("pay_1"),
-            stream,
-        )
-        producer.zadd(keys.delayed, {"job": 1})
-        producer.hset(keys.jobs, "job", "envelope")
+        # A script runs with the caller's permissions: a script an admin loaded may run the
+        # add commands...
+        with master.client("admin") as admin:
+            sha = admin.script_load(
+                "redis.call('SET', KEYS[1], 1, 'NX', 'PX', 1000); return redis.call('XADD',"
+                " KEYS[2], '*', 'n', 'x')")
+        producer.evalsha(sha, 2, keys.dedup("pay_1"), stream)
         assert producer.xlen(stream) == 2
-        # ...but not reading, acking, deleting, or keys outside sf:*.
+        # ...but a producer may not run Lua of its own, schedule, change the queue's settings,
+        # read, ack, delete, or touch another queue's keys.
+        deny(lambda: producer.eval("return 1", 0))
+        deny(lambda: producer.script_load("return 1"))
+        deny(lambda: producer.zadd(keys.delayed, {"job": 1}))
+        deny(lambda: producer.hset(keys.meta, "paused", "1"))
+        deny(lambda: producer.xadd(QueueKeys("refunds").level("normal"), {"n": "x"}))
         deny(lambda: producer.xreadgroup("workers", "c", {stream: ">"}))
         deny(lambda: producer.xack(stream, "workers", "0-1"))
         deny(lambda: producer.delete(stream))
-        deny(lambda: producer.eval("return redis.call('DEL', KEYS[1])", 1, stream))
         deny(lambda: producer.set("other:key", 1))
         deny(lambda: producer.config_get("maxmemory-policy"))
 
@@ -801,12 +803,9 @@ def test_acl_worker_and_producer_can_do_their_job_and_no_more(master: Server) ->
         assert len(ids) == 2
         worker.xautoclaim(stream, "workers", "worker-2", 0, "0-0", count=10)
         assert worker.xpending(stream, "workers")["pending"] == 2
-        assert (
-            worker.eval(
-                "return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])", 1, stream, "workers", ids[0]
-            )
-            == 1
-        )
+        sha = worker.script_load("return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])")
+        assert worker.evalsha(sha, 1, stream, "workers", ids[0]) == 1
+        deny(lambda: worker.eval("return 1", 0))
         worker.xack(stream, "workers", ids[1])
         worker.hset(keys.workers, "worker-1", "{}")
         worker.zrangebyscore(keys.delayed, 0, 2)
@@ -824,6 +823,8 @@ def test_acl_worker_and_producer_can_do_their_job_and_no_more(master: Server) ->
         assert monitor.xpending(stream, "workers")["pending"] == 0
         monitor.xinfo_groups(stream)
         deny(lambda: monitor.xadd(stream, {"n": "x"}))
+        deny(lambda: monitor.xinfo_stream(stream, full=True))
+        deny(lambda: monitor.hgetall(keys.jobs))
 
 
 @needs_redis
@@ -844,11 +845,17 @@ def test_replica_and_sentinel_users_work(master: Server, tmp_path: Path) -> None
     conf = sentinel_dir / "sentinel.conf"
     conf.write_text(text)
     sentinel = Server(sentinel_dir, conf, sentinel=True)
+
+    def sentinel_admin() -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=sentinel.port, username="sentinel-admin",
+                           password="CHANGE_ME_sentinel_admin_password", socket_timeout=5,
+                           decode_responses=True)
+
     try:
         with replica.client("admin") as admin:
             wait_until(lambda: admin.info("replication")["master_link_status"] == "up")
-        sentinel.wait_ready(None)
-        with sentinel.client() as client:
+        wait_until(lambda: sentinel_admin().ping())
+        with sentinel_admin() as client:
             assert client.sentinel_get_master_addr_by_name("streamflow") == (
                 "127.0.0.1",
                 master.port,
