@@ -869,3 +869,29 @@ def test_replica_and_sentinel_users_work(master: Server, tmp_path: Path) -> None
     finally:
         sentinel.stop()
         replica.stop()
+
+
+def test_compose_commands_parse_with_the_cli_options() -> None:
+    """Every command compose gives the ingress and the workers is one the CLI accepts, and the
+    ingress listens on all interfaces inside its container (its published port needs it)."""
+    import typer
+
+    from consumers.razorpay.cli import app as razorpay_app
+    from streamflow.cli import app as streamflow_app
+
+    compose = yaml.safe_load(COMPOSE.read_text())
+    services = compose["services"]
+    ingress = services["ingress"]["command"]
+    assert ingress[ingress.index("--host") + 1] == "0.0.0.0"
+    group: Any = typer.main.get_command(razorpay_app)
+    with group.make_context("streamflow-razorpay", list(ingress), resilient_parsing=False) as ctx:
+        name, command, args = group.resolve_command(ctx, list(ingress))
+        assert command is not None
+        command.make_context(name, args, parent=ctx)
+    root: Any = typer.main.get_command(streamflow_app)
+    for name in ("worker-1", "worker-2"):
+        argv = ["worker", *services[name]["command"]]
+        with root.make_context("streamflow", list(argv)) as ctx:
+            sub, command, args = root.resolve_command(ctx, argv)
+            assert command is not None
+            command.make_context(sub, args, parent=ctx)
