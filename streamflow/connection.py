@@ -264,7 +264,9 @@ def retry_policy(settings: RedisSettings) -> Retry:
 
 
 def _tls_options(settings: RedisSettings) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+    # Stated, not inherited: the server's certificate must verify and name the host we dialled,
+    # whatever a given redis-py version's defaults are.
+    options: dict[str, Any] = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
     if settings.tls_ca_file:
         options["ssl_ca_certs"] = settings.tls_ca_file
     if settings.tls_cert_file:

@@ -187,7 +187,7 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth, clientAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectAltName = {server_san}
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 
@@ -208,7 +208,8 @@ def _openssl(*args: str | Path) -> None:
         raise RuntimeError(f"openssl {' '.join(map(str, args))} failed:\n{result.stderr}")
 
 
-def make_tls_certs(directory: Path, *, days: int = 7) -> TlsFiles:
+def make_tls_certs(directory: Path, *, days: int = 7,
+                   server_san: str = "IP:127.0.0.1, DNS:localhost") -> TlsFiles:
     """Create a test CA, a server and a client certificate signed by it, and a second CA.
 
     Keys are P-256 EC (fast to generate); extensions satisfy strict X.509 verification
@@ -216,7 +217,7 @@ def make_tls_certs(directory: Path, *, days: int = 7) -> TlsFiles:
     """
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "openssl.cnf"
-    config.write_text(_OPENSSL_CONFIG)
+    config.write_text(_OPENSSL_CONFIG.replace("{server_san}", server_san))
 
     def key(name: str) -> Path:
         path = directory / f"{name}.key"
@@ -285,11 +286,12 @@ class RedisProcess:
         tls: TlsFiles | None = None,
         sentinel: bool = False,
         startup_timeout: float = 10.0,
-        probe_auth: dict[str, str] | None = None,
+        probe_auth: dict[str, Any] | None = None,
     ) -> None:
         self.directory = directory
         self.probe_auth = dict(probe_auth or {})
-        """``username``/``password`` the readiness probe authenticates with (ACL servers)."""
+        """Extra client options of the readiness probe: ``username``/``password`` for ACL
+        servers, ``ssl_check_hostname=False`` for a certificate naming another host."""
         self.appendonly = appendonly
         self.extra_config = list(config)
         self.tls = tls

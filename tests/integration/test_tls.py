@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
 from streamflow import Job, JobSpec, Queue, StreamflowSettings, Worker
 from streamflow.connection import permanent
-from tests.servers import RedisProcess, TlsFiles
+from tests.servers import RedisProcess, TlsFiles, make_tls_certs
 from tests.support import fast_settings, running, wait_until
 from tests.workers import ROOT
 
@@ -87,3 +88,34 @@ def test_cli_with_the_right_ca_reads_stats(tls_redis_server: RedisProcess, tls_f
         check=False)
     assert result.returncode == 0, result.stderr
     assert '"pending": 0' in result.stdout
+
+
+@pytest.fixture(scope="module")
+def other_host_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisProcess,
+                                                                                  TlsFiles]]:
+    """A TLS server whose certificate (signed by a trusted CA) names another host."""
+    directory = tmp_path_factory.mktemp("tls-other-host")
+    files = make_tls_certs(directory / "certs", server_san="DNS:redis.example.internal")
+    with RedisProcess(directory / "server", tls=files,
+                      probe_auth={"ssl_check_hostname": False}) as server:
+        yield server, files
+
+
+async def test_a_certificate_for_another_host_is_refused(
+        other_host_server: tuple[RedisProcess, TlsFiles], queue_name: str) -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    server, files = other_host_server
+    settings = tls_settings(server, files)
+    with pytest.raises(RedisConnectionError, match="(?i)hostname|IP address mismatch") as caught:
+        async with Queue(queue_name, settings=settings) as q:
+            await q.add("tls", {})
+    assert permanent(caught.value)
+
+
+def test_the_client_states_verification_whatever_the_defaults() -> None:
+    from streamflow.connection import _tls_options
+
+    settings = StreamflowSettings.from_url("rediss://127.0.0.1:1/0").redis
+    assert _tls_options(settings)["ssl_cert_reqs"] == "required"
+    assert _tls_options(settings)["ssl_check_hostname"] is True
