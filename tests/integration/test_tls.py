@@ -107,7 +107,7 @@ async def test_a_certificate_for_another_host_is_refused(
 
     server, files = other_host_server
     settings = tls_settings(server, files)
-    with pytest.raises(RedisConnectionError, match="(?i)hostname|IP address mismatch") as caught:
+    with pytest.raises(RedisConnectionError, match=r"(?i)hostname|IP address mismatch") as caught:
         async with Queue(queue_name, settings=settings) as q:
             await q.add("tls", {})
     assert permanent(caught.value)
