@@ -895,3 +895,25 @@ def test_compose_commands_parse_with_the_cli_options() -> None:
             sub, command, args = root.resolve_command(ctx, argv)
             assert command is not None
             command.make_context(sub, args, parent=ctx)
+
+
+def test_only_workers_ingress_keda_and_redis_itself_reach_redis_and_sentinel() -> None:
+    policy = only("NetworkPolicy", "streamflow-redis")
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "redis"
+    assert spec["policyTypes"] == ["Ingress"]
+    [rule] = spec["ingress"]
+    assert {p["port"] for p in rule["ports"]} == {6379, 26379}
+    sources = rule["from"]
+    components = {s["podSelector"]["matchLabels"].get("app.kubernetes.io/component")
+                  for s in sources if "namespaceSelector" not in s}
+    assert components == {"worker", "ingress", "redis"}
+    keda = [s for s in sources if "namespaceSelector" in s]
+    assert len(keda) == 1 and keda[0]["podSelector"]["matchLabels"] == {"app": "keda-operator"}
+    assert all("ipBlock" not in s for s in sources), "no address range may reach Redis"
+    # The worker pods match the rule that lets workers in.
+    labels = only("Deployment")["spec"]["template"]["metadata"]["labels"]
+    worker_rule = next(s["podSelector"]["matchLabels"] for s in sources
+                       if s.get("podSelector", {}).get("matchLabels", {}).get(
+                           "app.kubernetes.io/component") == "worker")
+    assert worker_rule.items() <= labels.items()
