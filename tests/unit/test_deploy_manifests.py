@@ -732,6 +732,11 @@ def start_redis(tmp_path: Path, name: str, *args: str) -> Server:
         "64mb",
         "--save",
         "",
+        # Plaintext on the test's port: TLS has its own test (test_tls_production_setup).
+        "--tls-port",
+        "0",
+        "--tls-replication",
+        "no",
         *args,
     )
     try:
@@ -844,7 +849,8 @@ def test_replica_and_sentinel_users_work(master: Server, tmp_path: Path) -> None
     assert f"sentinel auth-pass streamflow {acl_password('sentinel')}" in text
     conf = sentinel_dir / "sentinel.conf"
     conf.write_text(text)
-    sentinel = Server(sentinel_dir, conf, sentinel=True)
+    sentinel = Server(sentinel_dir, conf, "--tls-port", "0", "--tls-replication", "no",
+                      sentinel=True)
 
     def sentinel_admin() -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=sentinel.port, username="sentinel-admin",
