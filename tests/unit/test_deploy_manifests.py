@@ -925,3 +925,19 @@ def test_only_workers_ingress_keda_and_redis_itself_reach_redis_and_sentinel() -
                        if s.get("podSelector", {}).get("matchLabels", {}).get(
                            "app.kubernetes.io/component") == "worker")
     assert worker_rule.items() <= labels.items()
+
+
+def test_tls_is_on_in_every_production_template() -> None:
+    for path in (REDIS_CONF, SENTINEL_CONF):
+        conf = directives(path)
+        assert conf["port"] == ["0"], f"{path.name} keeps a plaintext port"
+        assert conf["tls-port"] and conf["tls-replication"] == ["yes"]
+        assert conf["tls-ca-cert-file"] and conf["tls-cert-file"] and conf["tls-key-file"]
+    assert only("ConfigMap")["data"]["STREAMFLOW_REDIS__TLS_CA_FILE"].endswith("ca.crt")
+    mounts = {m["name"]: m["mountPath"] for m in worker_container()["volumeMounts"]}
+    ca_file = only("ConfigMap")["data"]["STREAMFLOW_REDIS__TLS_CA_FILE"]
+    assert ca_file.startswith(mounts["redis-tls"])
+    auth = only("TriggerAuthentication")["spec"]["secretTargetRef"]
+    assert {"tls", "ca", "sentinelUsername", "sentinelPassword"} <= {r["parameter"] for r in auth}
+    compose_env_ = compose_env(compose()["services"]["worker-1"])
+    assert compose_env_["STREAMFLOW_REDIS__TLS_CA_FILE"].endswith("ca.crt")
