@@ -10,6 +10,7 @@
     ├── ScriptError
     ├── QueueBusy
     ├── DurabilityError
+    ├── JobTimeout           (the worker's deadline for a handler fired)
     └── JobSignal            (raised by handlers)
         ├── Retry
         ├── RateLimited
@@ -56,6 +57,15 @@ class QueueBusy(StreamflowError):
 
 class DurabilityError(StreamflowError):
     """Raised when ``durability="replicated"`` and no replica confirmed the write in time."""
+
+
+class JobTimeout(StreamflowError):
+    """Raised when a handler ran longer than its job's timeout and the worker stopped it
+    (a ``TimeoutError`` the handler raises itself is a plain failure, reported as such)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"timeout: the handler ran longer than {seconds:g}s")
+        self.seconds = seconds
 
 
 class ScriptCode(IntEnum):
