@@ -25,7 +25,9 @@
 local rcall = redis.call
 local stream_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
 
-if rcall("XACK", stream_key, ARGV[1], ARGV[2]) == 0 then
+-- the ack comes last: a write refused on the way (out of memory) raises before it, and the
+-- entry stays pending instead of being acknowledged without its dead letter
+if #rcall("XPENDING", stream_key, ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return -2
 end
 local dead_id = rcall("XADD", dead_key, "*",
@@ -37,4 +39,5 @@ if ARGV[9] == "1" then
   rcall("XADD", events_key, "MAXLEN", "~", ARGV[10], "*",
     "e", "dead", "i", ARGV[3], "reason", ARGV[4], "err", ARGV[5])
 end
+rcall("XACK", stream_key, ARGV[1], ARGV[2])
 return dead_id
