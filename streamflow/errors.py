@@ -6,6 +6,7 @@
     │   ├── PayloadTooLarge
     │   └── PayloadNotSerializable
     ├── InvalidJob
+    ├── InvalidQueueName
     ├── UnknownPriority
     ├── ScriptError
     ├── QueueBusy
@@ -45,6 +46,10 @@ class PayloadNotSerializable(PayloadError):
 
 class InvalidJob(StreamflowError, ValueError):
     """Raised when a job's name, id or options are not usable (refused before writing)."""
+
+
+class InvalidQueueName(StreamflowError, ValueError):
+    """Raised when a queue name is not 1-100 letters, digits, ``.``, ``_`` or ``-``."""
 
 
 class UnknownPriority(StreamflowError, ValueError):
