@@ -14,15 +14,7 @@ from redis.exceptions import ResponseError
 
 from . import scripts
 from .backoff import Backoff
-from .codec import (
-    F_DATA,
-    F_NAME,
-    F_TRACEPARENT,
-    F_TRACESTATE,
-    delayed_record,
-    encode_data,
-    envelope_fields,
-)
+from .codec import delayed_record, encode_data, envelope_fields
 from .connection import create_client
 from .errors import DurabilityError, InvalidJob, QueueBusy, UnknownPriority
 from .inspect import (
@@ -37,6 +29,7 @@ from .inspect import (
 from .job import JobOptions
 from .keys import QueueKeys
 from .metrics import metrics_for
+from .protocol import F_DATA, F_NAME, F_TRACEPARENT, F_TRACESTATE
 from .repeat import RepeatSpec, cancel_next_tick
 from .retention import live_workers
 from .settings import Durability, StreamflowSettings, resolve_settings, to_ms, to_seconds

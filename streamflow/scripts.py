@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from . import protocol
 from .errors import ScriptCode, ScriptError
 
 Command = tuple[Any, ...]
@@ -86,9 +87,7 @@ DRAIN_QUEUE = SCRIPTS["drain_queue"]
 SCHEDULE_REPEAT = SCRIPTS["schedule_repeat"]
 
 
-def flag(value: bool) -> str:
-    """A boolean script argument."""
-    return "1" if value else "0"
+flag = protocol.flag
 
 
 async def load_scripts(client: Any) -> None:

@@ -25,6 +25,7 @@ from redis.exceptions import NoPermissionError, ResponseError
 
 from .. import scripts
 from ..keys import QueueKeys
+from ..protocol import NOTHING_WAITS
 from ..settings import StreamflowSettings
 from .acker import REDIS_ERRORS
 from .dispatch import Dispatcher
@@ -143,7 +144,7 @@ class Fetcher:
         dispatch = self._dispatcher.dispatch
         for i in range(0, len(reply), 2):
             level = reply[i]
-            if level == -1:
+            if level == NOTHING_WAITS:
                 return reply[i + 1:]
             dispatch(int(level), reply[i + 1])
         return None
