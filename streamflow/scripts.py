@@ -49,6 +49,18 @@ class Script:
 
 _FILE = re.compile(r"^(?P<name>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
 _CODE = re.compile(r"-\d+ \([A-Z_]+\)")
+_INCLUDE = re.compile(r'^--- @include "(?P<name>[a-z_]+)"$', re.M)
+
+
+def _expand(body: str) -> str:
+    """``body`` with each ``--- @include "name"`` line replaced by ``lua/includes/name.lua``
+    (one level deep: an include includes nothing)."""
+    includes = resources.files("streamflow.lua") / "includes"
+
+    def fragment(match: re.Match[str]) -> str:
+        return (includes / f"{match['name']}.lua").read_text(encoding="utf-8").rstrip("\n")
+
+    return _INCLUDE.sub(fragment, body)
 
 
 def _load_all() -> dict[str, Script]:
@@ -57,8 +69,9 @@ def _load_all() -> dict[str, Script]:
         match = _FILE.match(entry.name)
         if match is None:
             continue
-        body = entry.read_text(encoding="utf-8")
-        header = body.split("]]", 1)[0]
+        source = entry.read_text(encoding="utf-8")
+        header = source.split("]]", 1)[0]
+        body = _expand(source)
         scripts[match["name"]] = Script(
             name=match["name"],
             body=body,

@@ -21,6 +21,7 @@
   Events   waiting, with i (job id); dead, with i, reason, err (bad records)
 ]]
 local rcall = redis.call
+--- @include "dead_letters"
 local delayed_key, jobs_key, events_key, dead_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local levels = #KEYS - 4
 local emit = ARGV[3] == "1"
@@ -28,8 +29,7 @@ local emit = ARGV[3] == "1"
 local function bad_record(job_id, record, err)
   rcall("XADD", dead_key, "*", "x:reason", "malformed", "x:error", err, "x:tb", "",
     "x:at", ARGV[1], "x:level", "", "x:src", "", "i", job_id, "x:record", record)
-  if ARGV[5] ~= "0" then rcall("XTRIM", dead_key, "MAXLEN", ARGV[5]) end
-  if ARGV[6] ~= "0" then rcall("XTRIM", dead_key, "MINID", ARGV[6]) end
+  trim_dead(dead_key, ARGV[5], ARGV[6])
   if emit then
     rcall("XADD", events_key, "MAXLEN", "~", ARGV[4], "*",
       "e", "dead", "i", job_id, "reason", "malformed", "err", err)
