@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+from anyio.abc import TaskStatus
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -21,6 +22,8 @@ from ..outcomes import About, Outcomes
 log = logging.getLogger("streamflow.worker")
 
 REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+FINAL_FLUSH_S = 3.0
+"""How long the final flush may try at shutdown."""
 REFUSALS_KEPT = 3
 """How many times a command Redis refused is sent again before it is given up."""
 
@@ -107,9 +110,10 @@ class Acker:
                         "the entry was no longer pending (another worker took it over)"
                         if result == -2 else f"code {result}")
 
-    async def loop(self) -> None:
+    async def loop(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Flush whenever asked; back off while Redis is unreachable."""
         failures = 0
+        task_status.started()
         while True:
             await self._wanted.wait()
             self._wanted = anyio.Event()
@@ -127,16 +131,20 @@ class Acker:
                 self._wanted.set()
                 await anyio.sleep(delay)
 
-    async def final_flush(self) -> int:
-        """The last rounds at shutdown; returns how many commands could not be sent."""
-        for attempt in range(5):
-            try:
-                await self.flush()
-                if not self._commands:
-                    break
-            except REDIS_ERRORS as exc:
-                log.warning("final ack flush failed (%s), attempt %d", exc, attempt + 1)
-            await anyio.sleep(0.2 * 2**attempt)
+    async def final_flush(self, budget_s: float = FINAL_FLUSH_S) -> int:
+        """The last rounds at shutdown, within ``budget_s`` seconds (a Redis that is gone must
+        not hold the shutdown for the client's retries); returns how many commands could not
+        be sent."""
+        with anyio.move_on_after(budget_s):
+            for attempt in range(5):
+                try:
+                    await self.flush()
+                    if not self._commands:
+                        break
+                except REDIS_ERRORS as exc:
+                    log.warning("final ack flush failed (%s), attempt %d", exc, attempt + 1)
+                await anyio.sleep(0.2 * 2**attempt)
+        self._take()
         unsent = len(self._commands)
         if unsent:
             log.error("final ack flush: %d commands could not be sent (jobs %s); their entries "

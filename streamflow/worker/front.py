@@ -147,7 +147,7 @@ class Worker:
             async with self.router.resources(), anyio.create_task_group() as background:
                 if handle_signals and threading.current_thread() is threading.main_thread():
                     await background.start(self._watch_signals)
-                background.start_soon(self._acker.loop)
+                await background.start(self._acker.loop)
                 await background.start(maintenance.promoter)
                 await background.start(maintenance.reclaimer)
                 await background.start(maintenance.heartbeats)
