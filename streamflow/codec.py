@@ -19,16 +19,18 @@ import orjson
 
 from .errors import PayloadNotSerializable, PayloadTooLarge
 from .job import NO_OPTIONS, Job, JobOptions
-
-F_NAME = b"n"
-F_DATA = b"d"
-F_ID = b"i"
-F_ATTEMPT = b"a"
-F_ENQUEUED = b"t"
-F_OPTIONS = b"o"
-F_TRACEPARENT = b"tp"
-F_TRACESTATE = b"ts"
-DEAD_PREFIX = b"x:"
+from .protocol import DEAD_PREFIX as DEAD_PREFIX
+from .protocol import (
+    F_ATTEMPT,
+    F_DATA,
+    F_ENQUEUED,
+    F_ID,
+    F_NAME,
+    F_OPTIONS,
+    F_TRACEPARENT,
+    F_TRACESTATE,
+    implicit_job_id,
+)
 
 
 class MalformedEntry(ValueError):
@@ -92,7 +94,7 @@ def decode_job(
         name = fields[F_NAME].decode()
         data = orjson.loads(fields[F_DATA])
         if len(fields) == 2 and name:  # a plain first attempt: positional, no lookups
-            return Job(f"{level}:{entry}", name, data, 1, int(entry[:entry.index("-")]),
+            return Job(implicit_job_id(level, entry), name, data, 1, int(entry[:entry.index("-")]),
                        queue, level, entry, NO_OPTIONS, None, None, fields)
         raw_id = fields.get(F_ID)
         raw_attempt = fields.get(F_ATTEMPT)
@@ -101,7 +103,7 @@ def decode_job(
         raw_tp = fields.get(F_TRACEPARENT)
         raw_ts = fields.get(F_TRACESTATE)
         job = Job(
-            id=raw_id.decode() if raw_id is not None else f"{level}:{entry}",
+            id=raw_id.decode() if raw_id is not None else implicit_job_id(level, entry),
             name=name,
             data=data,
             attempt=int(raw_attempt) if raw_attempt is not None else 1,

@@ -6,10 +6,12 @@
     │   ├── PayloadTooLarge
     │   └── PayloadNotSerializable
     ├── InvalidJob
+    ├── InvalidQueueName
     ├── UnknownPriority
     ├── ScriptError
     ├── QueueBusy
     ├── DurabilityError
+    ├── JobTimeout           (the worker's deadline for a handler fired)
     └── JobSignal            (raised by handlers)
         ├── Retry
         ├── RateLimited
@@ -46,6 +48,10 @@ class InvalidJob(StreamflowError, ValueError):
     """Raised when a job's name, id or options are not usable (refused before writing)."""
 
 
+class InvalidQueueName(StreamflowError, ValueError):
+    """Raised when a queue name is not 1-100 letters, digits, ``.``, ``_`` or ``-``."""
+
+
 class UnknownPriority(StreamflowError, ValueError):
     """Raised when a priority level is not one of the queue's levels."""
 
@@ -56,6 +62,15 @@ class QueueBusy(StreamflowError):
 
 class DurabilityError(StreamflowError):
     """Raised when ``durability="replicated"`` and no replica confirmed the write in time."""
+
+
+class JobTimeout(StreamflowError):
+    """Raised when a handler ran longer than its job's timeout and the worker stopped it
+    (a ``TimeoutError`` the handler raises itself is a plain failure, reported as such)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"timeout: the handler ran longer than {seconds:g}s")
+        self.seconds = seconds
 
 
 class ScriptCode(IntEnum):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import anyio
@@ -14,28 +13,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .connection import create_client
 from .keys import QueueKeys
+from .protocol import EventName as EventName
 from .settings import StreamflowSettings, resolve_settings
 
 log = logging.getLogger("streamflow.events")
-
-
-class EventName(StrEnum):
-    """Lifecycle events written to the events stream."""
-
-    ADDED = "added"
-    DELAYED = "delayed"
-    WAITING = "waiting"
-    ACTIVE = "active"
-    PROGRESS = "progress"
-    COMPLETED = "completed"
-    RETRYING = "retrying"
-    RATE_LIMITED = "rate_limited"
-    FAILED = "failed"
-    DEAD = "dead"
-    STALLED = "stalled"
-    RECLAIMED = "reclaimed"
-    PAUSED = "paused"
-    RESUMED = "resumed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from .backoff import Backoff
+from .protocol import JobState as JobState
 
 
 class Priority(StrEnum):
@@ -18,18 +19,6 @@ class Priority(StrEnum):
     HIGH = "high"
     NORMAL = "normal"
     LOW = "low"
-
-
-class JobState(StrEnum):
-    """Where a job is in its life."""
-
-    WAITING = "waiting"
-    DELAYED = "delayed"
-    ACTIVE = "active"
-    COMPLETED = "completed"
-    RETRYING = "retrying"
-    DEAD = "dead"
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)

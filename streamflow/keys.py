@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+
+from .errors import InvalidQueueName
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +35,7 @@ class QueueKeys:
     limiter: str = field(init=False)
 
     def __post_init__(self) -> None:
-        if not self.queue or any(ch in self.queue for ch in "{}: "):
-            raise ValueError(f"invalid queue name {self.queue!r}: no braces, colons or spaces")
+        check_queue_name(self.queue)
         base = f"{self.prefix}:{{{self.queue}}}"
         put = object.__setattr__
         put(self, "base", base)
@@ -52,3 +56,15 @@ class QueueKeys:
     def status(self, job_id: str) -> str:
         """The status record of a tracked job."""
         return f"{self.base}:status:{job_id}"
+
+
+def check_queue_name(name: str) -> str:
+    """``name`` if it can name a queue: 1-100 letters, digits, ``.``, ``_`` or ``-``.
+
+    Anything else could break the Cluster hash tag or reach a SCAN pattern as a glob (``*``
+    would match other queues' keys), so it is refused with ``InvalidQueueName``.
+    """
+    if not isinstance(name, str) or _QUEUE_NAME.fullmatch(name) is None:
+        raise InvalidQueueName(
+            f"invalid queue name {name!r}: use 1-100 letters, digits, '.', '_' or '-'")
+    return name

@@ -22,6 +22,9 @@ from .settings import StreamflowSettings
 
 ERROR_CHARS = 1000
 
+About = str | list[str]
+"""What a buffered command is about, for the logs: a job id, or the job ids of a batch."""
+
 
 class Outcomes:
     """Finished work waiting to be acknowledged, as Redis commands."""
@@ -39,6 +42,7 @@ class Outcomes:
         self._level_of = {level: i for i, level in enumerate(keys.levels)}
         self._completed: list[list[tuple[Job, int, Any]]] = [[] for _ in keys.streams]
         self._commands: list[scripts.Command] = []
+        self._about: list[About] = []
 
     def completed(self, job: Job, duration_ms: int, result: Any) -> None:
         """``job``'s handler returned ``result``."""
@@ -46,7 +50,7 @@ class Outcomes:
 
     def started(self, job: Job, consumer: str) -> None:
         """A tracked job was handed to a runner."""
-        self._status(self._commands, job, state="active", attempt=job.attempt,
+        self._status(self._commands, self._about, job, state="active", attempt=job.attempt,
                      started_ms=int(time.time() * 1000), consumer=consumer)
 
     def retry(self, job: Job, delay: float, error: str, event: str, *,
@@ -56,9 +60,10 @@ class Outcomes:
         due = int((time.time() + delay) * 1000)
         record = delayed_record(level, next_attempt_fields(job, spend_attempt=spend_attempt))
         if job.options.track:
-            self._status(self._commands, job, state="retrying", error=error[:ERROR_CHARS],
-                         due_ms=due, attempt=job.attempt)
+            self._status(self._commands, self._about, job, state="retrying",
+                         error=error[:ERROR_CHARS], due_ms=due, attempt=job.attempt)
         keys = self.keys
+        self._about.append(job.id)
         self._commands.append(scripts.RETRY_LATER.command(
             [keys.streams[level], keys.delayed, keys.jobs, keys.events],
             [self.group, job.entry_id, job.id, due, record, self._emit_failures,
@@ -67,7 +72,7 @@ class Outcomes:
     def dead(self, job: Job, reason: str, error: str, tb: str) -> None:
         """Dead-letter ``job``."""
         if job.options.track:
-            self._status(self._commands, job, state="dead", reason=reason,
+            self._status(self._commands, self._about, job, state="dead", reason=reason,
                          error=error[:ERROR_CHARS], finished_ms=int(time.time() * 1000))
         self.dead_entry(self._level_of[job.level], job.entry_id, job.id, reason, error, tb,
                         job.fields)
@@ -80,6 +85,7 @@ class Outcomes:
         for key, value in fields.items():
             flat += [key, value]
         keys = self.keys
+        self._about.append(job_id)
         self._commands.append(scripts.MOVE_TO_DEAD.command(
             [keys.streams[level], keys.dead, keys.events],
             [self.group, entry_id, job_id, reason, error[:ERROR_CHARS], tb,
@@ -88,11 +94,14 @@ class Outcomes:
 
     def command(self, *command: Any) -> None:
         """Send a plain command with the next flush."""
+        self._about.append(str(command[0]))
         self._commands.append(command)
 
-    def take(self) -> list[scripts.Command]:
-        """Everything buffered, as commands; the buffer starts empty again."""
+    def take(self) -> tuple[list[scripts.Command], list[About]]:
+        """Everything buffered, as commands and what each is about; the buffer starts empty
+        again."""
         commands, self._commands = self._commands, []
+        about, self._about = self._about, []
         defaults = self._defaults
         done_maxlen = defaults.remove_on_complete
         done_minid = "0"
@@ -113,19 +122,22 @@ class Outcomes:
                 encoded = _encode_result(result) if keep else b""
                 args += [job.entry_id, job.id, job.name, duration_ms, 1 if keep else 0, encoded]
                 if job.options.track:
-                    self._status(commands, job, state="completed", duration_ms=duration_ms,
+                    self._status(commands, about, job, state="completed", duration_ms=duration_ms,
                                  finished_ms=int(time.time() * 1000), result=encoded)
+            about.append([job.id for job, _, _ in completed])
             commands.append(scripts.COMPLETE_JOBS.command(
                 [keys.streams[level], keys.events, keys.done], args))
-        return commands
+        return commands, about
 
-    def _status(self, commands: list[scripts.Command], job: Job, **fields: Any) -> None:
+    def _status(self, commands: list[scripts.Command], about: list[About], job: Job,
+                **fields: Any) -> None:
         key = self.keys.status(job.id)
         flat: list[Any] = []
         for name, value in fields.items():
             flat += [name, value]
         commands.append(("HSET", key, *flat))
         commands.append(("PEXPIRE", key, self._status_ttl_ms))
+        about += [job.id, job.id]
 
 
 def dead_retention(defaults: Any) -> list[Any]:

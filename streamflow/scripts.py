@@ -15,6 +15,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError, ResponseError
 
+from . import protocol
 from .errors import ScriptCode, ScriptError
 
 Command = tuple[Any, ...]
@@ -48,6 +49,18 @@ class Script:
 
 _FILE = re.compile(r"^(?P<name>[a-z_]+)-(?P<nkeys>\d+)\.lua$")
 _CODE = re.compile(r"-\d+ \([A-Z_]+\)")
+_INCLUDE = re.compile(r'^--- @include "(?P<name>[a-z_]+)"$', re.M)
+
+
+def _expand(body: str) -> str:
+    """``body`` with each ``--- @include "name"`` line replaced by ``lua/includes/name.lua``
+    (one level deep: an include includes nothing)."""
+    includes = resources.files("streamflow.lua") / "includes"
+
+    def fragment(match: re.Match[str]) -> str:
+        return (includes / f"{match['name']}.lua").read_text(encoding="utf-8").rstrip("\n")
+
+    return _INCLUDE.sub(fragment, body)
 
 
 def _load_all() -> dict[str, Script]:
@@ -56,8 +69,9 @@ def _load_all() -> dict[str, Script]:
         match = _FILE.match(entry.name)
         if match is None:
             continue
-        body = entry.read_text(encoding="utf-8")
-        header = body.split("]]", 1)[0]
+        source = entry.read_text(encoding="utf-8")
+        header = source.split("]]", 1)[0]
+        body = _expand(source)
         scripts[match["name"]] = Script(
             name=match["name"],
             body=body,
@@ -86,9 +100,7 @@ DRAIN_QUEUE = SCRIPTS["drain_queue"]
 SCHEDULE_REPEAT = SCRIPTS["schedule_repeat"]
 
 
-def flag(value: bool) -> str:
-    """A boolean script argument."""
-    return "1" if value else "0"
+flag = protocol.flag
 
 
 async def load_scripts(client: Any) -> None:

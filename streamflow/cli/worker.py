@@ -72,8 +72,11 @@ def worker(
     metrics_text = configure_from_env(console=console_spans, prometheus=metrics_port is not None)
     target = load_target(app)
     settings = settings_of(ctx)
-    runner = Worker(queue, target, settings=settings, concurrency=concurrency, group=group,
-                    consumer=consumer)
+    try:
+        runner = Worker(queue, target, settings=settings, concurrency=concurrency, group=group,
+                        consumer=consumer)
+    except ValueError as exc:  # a queue name that is not one
+        raise typer.BadParameter(str(exc)) from None
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:

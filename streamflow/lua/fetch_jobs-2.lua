@@ -1,6 +1,7 @@
 --[[
-  fetch_jobs: read up to COUNT new entries, highest priority level first (strict priority),
-  within the queue's rate limit.
+  fetch_jobs: claim up to COUNT new entries, highest priority level first (strict priority),
+  within the queue's rate limit. The only place a worker claims new entries: pause, the rate
+  limit, strict priority and the worker's free capacity hold whatever state the worker is in.
 
   KEYS[1]        meta hash (paused flag, rate limit settings, limited-until time)
   KEYS[2]        limiter zset: one member per job granted in the current window
@@ -8,13 +9,15 @@
 
   ARGV[1]  group
   ARGV[2]  consumer
-  ARGV[3]  count: how many entries the worker has room for
+  ARGV[3]  count: how many entries the worker has room for (> 0)
   ARGV[4]  now (ms) of the worker, for the limited-until time it wrote itself
 
   Returns  0 when the queue is paused; a negative number -W when rate limited (W: ms to wait
-           before asking again); {} when nothing waits; else a flat list
-           {level index (0-based), entries, ...} where entries is the XREADGROUP reply for that
-           stream: {{id, {f1, v1, ...}}, ...}
+           before asking again); else a flat list {level index (0-based), entries, ...} where
+           entries is the XREADGROUP reply for that stream: {{id, {f1, v1, ...}}, ...},
+           ended by {-1, last id of level 1, ..., last id of level L} when every level was
+           drained: an idle worker waits with XREAD from exactly those ids (it claims
+           nothing), so an entry added after this call wakes it.
   Events   none
 
   The limit is a sliding log: a job is granted only when fewer than `rl_max` were granted in the
@@ -53,12 +56,14 @@ end
 
 local out = {}
 local granted = {}
+local last_ids = {}
 for i = 3, #KEYS do
   if remaining <= 0 then break end
-  local reply = rcall("XREADGROUP", "GROUP", group, consumer, "COUNT", remaining,
+  local wanted = remaining
+  local reply = rcall("XREADGROUP", "GROUP", group, consumer, "COUNT", wanted,
     "STREAMS", KEYS[i], ">")
-  if reply then
-    local entries = reply[1][2]
+  local entries = reply and reply[1][2] or {}
+  if #entries > 0 then
     out[#out + 1] = i - 3
     out[#out + 1] = entries
     remaining = remaining - #entries
@@ -69,9 +74,21 @@ for i = 3, #KEYS do
       end
     end
   end
+  if #entries < wanted then  -- this level is drained: its last entry is the one to wait after
+    if #entries > 0 then
+      last_ids[i - 2] = entries[#entries][1]
+    else
+      local head = rcall("XREVRANGE", KEYS[i], "+", "-", "COUNT", 1)
+      last_ids[i - 2] = head[1] and head[1][1] or "0-0"
+    end
+  end
 end
 if #granted > 0 then
   rcall("ZADD", limiter_key, unpack(granted))
   rcall("PEXPIRE", limiter_key, window)
+end
+if #last_ids == #KEYS - 2 then
+  out[#out + 1] = -1
+  for _, id in ipairs(last_ids) do out[#out + 1] = id end
 end
 return out

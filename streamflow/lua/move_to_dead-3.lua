@@ -23,18 +23,21 @@
   Events   dead, with i, reason, err
 ]]
 local rcall = redis.call
+--- @include "dead_letters"
 local stream_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
 
-if rcall("XACK", stream_key, ARGV[1], ARGV[2]) == 0 then
+-- the ack comes last: a write refused on the way (out of memory) raises before it, and the
+-- entry stays pending instead of being acknowledged without its dead letter
+if #rcall("XPENDING", stream_key, ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return -2
 end
 local dead_id = rcall("XADD", dead_key, "*",
   "x:reason", ARGV[4], "x:error", ARGV[5], "x:tb", ARGV[6], "x:at", ARGV[7],
   "x:level", ARGV[8], "x:src", ARGV[2], unpack(ARGV, 13))
-if ARGV[11] ~= "0" then rcall("XTRIM", dead_key, "MAXLEN", ARGV[11]) end
-if ARGV[12] ~= "0" then rcall("XTRIM", dead_key, "MINID", ARGV[12]) end
+trim_dead(dead_key, ARGV[11], ARGV[12])
 if ARGV[9] == "1" then
   rcall("XADD", events_key, "MAXLEN", "~", ARGV[10], "*",
     "e", "dead", "i", ARGV[3], "reason", ARGV[4], "err", ARGV[5])
 end
+rcall("XACK", stream_key, ARGV[1], ARGV[2])
 return dead_id

@@ -23,17 +23,12 @@
   Events   stalled (per dead-lettered entry), reclaimed (per claimed entry), with i (job id)
 ]]
 local rcall = redis.call
+--- @include "dead_letters"
+--- @include "job_id"
 local stream_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, min_idle = ARGV[1], ARGV[2], ARGV[3]
 local max_stalled = tonumber(ARGV[5])
 local emit = ARGV[8] == "1"
-
-local function job_id_of(entry_id, fields)
-  for i = 1, #fields, 2 do
-    if fields[i] == "i" then return fields[i + 1] end
-  end
-  return ARGV[7] .. ":" .. entry_id
-end
 
 local pending = rcall("XPENDING", stream_key, group, "IDLE", min_idle, "-", "+", ARGV[4])
 local to_claim = {}
@@ -50,7 +45,8 @@ for _, item in ipairs(pending) do
       dead = dead + 1
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", ARGV[9], "*",
-          "e", "stalled", "i", job_id_of(entry_id, entry[1][2]), "deliveries", deliveries)
+          "e", "stalled", "i", job_id_of(entry[1][2], ARGV[7], entry_id),
+          "deliveries", deliveries)
       end
     end
     rcall("XACK", stream_key, group, entry_id)
@@ -58,15 +54,14 @@ for _, item in ipairs(pending) do
     to_claim[#to_claim + 1] = entry_id
   end
 end
-if dead > 0 and ARGV[10] ~= "0" then rcall("XTRIM", dead_key, "MAXLEN", ARGV[10]) end
-if dead > 0 and ARGV[11] ~= "0" then rcall("XTRIM", dead_key, "MINID", ARGV[11]) end
+if dead > 0 then trim_dead(dead_key, ARGV[10], ARGV[11]) end
 local claimed = {}
 if #to_claim > 0 then
   claimed = rcall("XCLAIM", stream_key, group, consumer, min_idle, unpack(to_claim))
   if emit then
     for _, entry in ipairs(claimed) do
       rcall("XADD", events_key, "MAXLEN", "~", ARGV[9], "*",
-        "e", "reclaimed", "i", job_id_of(entry[1], entry[2]))
+        "e", "reclaimed", "i", job_id_of(entry[2], ARGV[7], entry[1]))
     end
   end
 end

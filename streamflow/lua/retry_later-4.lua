@@ -26,7 +26,9 @@ local rcall = redis.call
 local stream_key, delayed_key, jobs_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id = ARGV[3]
 
-if rcall("XACK", stream_key, ARGV[1], ARGV[2]) == 0 then
+-- the ack comes last: a write refused on the way (out of memory, wrong type) raises before
+-- it, and the entry stays pending instead of being acknowledged with no next attempt
+if #rcall("XPENDING", stream_key, ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return -2
 end
 rcall("ZADD", delayed_key, ARGV[4], job_id)
@@ -35,4 +37,5 @@ if ARGV[6] == "1" then
   rcall("XADD", events_key, "MAXLEN", "~", ARGV[7], "*",
     "e", ARGV[11], "i", job_id, "n", ARGV[8], "a", ARGV[9], "err", ARGV[10], "due", ARGV[4])
 end
+rcall("XACK", stream_key, ARGV[1], ARGV[2])
 return 1

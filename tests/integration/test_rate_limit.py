@@ -63,3 +63,4 @@ async def test_rate_limited_signal_reschedules_without_an_attempt_and_pauses_the
         assert (await q.counts())["dead"] == 0
         events = [f[b"e"] for _, f in await q.client.xrange(q.keys.events)]
         assert b"rate_limited" in events
+        assert worker.failed == 0  # a rate limit is not a failure of the job

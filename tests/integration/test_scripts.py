@@ -193,13 +193,30 @@ async def test_fetch_jobs_strict_priority_and_count(client: Any, keys: QueueKeys
     assert len(first) == 4
 
     second = text(await fetch(client, keys, 10))
-    assert second[0::2] == [NORMAL, LOW]
+    assert second[0:4:2] == [NORMAL, LOW]
     assert [e[0] for e in second[1]] == added["normal"][1:]
     assert [e[0] for e in second[3]] == added["low"]
+    last_ids = [added["high"][-1], added["normal"][-1], added["low"][-1]]
+    assert second[4:] == [-1, *last_ids]  # every level drained: where to wait from
 
-    assert text(await fetch(client, keys, 10)) == []
+    assert text(await fetch(client, keys, 10)) == [-1, *last_ids]
     for level, ids in added.items():
         assert await pending_ids(client, keys.level(level), "c1") == ids
+
+
+async def test_fetch_jobs_answers_the_last_ids_an_idle_worker_waits_after(
+        client: Any, keys: QueueKeys) -> None:
+    await create_groups(client, keys)
+    assert text(await fetch(client, keys, 5)) == [-1, "0-0", "0-0", "0-0"]
+    first = text(await client.xadd(keys.level("low"), {"n": "a", "d": "1"}))
+    reply = text(await fetch(client, keys, 5))
+    assert reply[0] == LOW and reply[2:] == [-1, "0-0", "0-0", first]
+    # an entry added after the answer wakes an XREAD from those ids; the XREAD claims nothing
+    later = text(await client.xadd(keys.level("high"), {"n": "b", "d": "1"}))
+    woke = text(await client.xread(dict(zip(keys.streams, reply[3:], strict=True)), count=1,
+                                   block=100))
+    assert woke == [[keys.level("high"), [[later, {"n": "b", "d": "1"}]]]]
+    assert await pending_ids(client, keys.level("high")) == []
 
 
 async def test_fetch_jobs_high_backlog_keeps_low_waiting(client: Any, keys: QueueKeys) -> None:
@@ -467,10 +484,12 @@ async def test_move_to_dead_not_pending_is_refused(client: Any, keys: QueueKeys)
 
 
 async def promote(client: Any, keys: QueueKeys, now: int, limit: int = 1000) -> list[int]:
-    result = await scripts.call(client, scripts.PROMOTE_DUE,
-                                [keys.delayed, keys.jobs, keys.events, *keys.streams],
-                                [now, limit, "1", EVENTS_MAXLEN])
-    return [int(v) for v in result]
+    """[moved, next due]; asserts that no record was dead-lettered."""
+    moved, next_due, dead = await scripts.call(
+        client, scripts.PROMOTE_DUE, [keys.delayed, keys.jobs, keys.events, keys.dead,
+                                      *keys.streams], [now, limit, "1", EVENTS_MAXLEN, 0, "0"])
+    assert dead == 0
+    return [int(moved), int(next_due)]
 
 
 async def test_promote_due_moves_only_due_jobs_and_returns_next_due(
@@ -514,6 +533,29 @@ async def test_promote_due_drops_members_without_a_record(client: Any, keys: Que
     assert await promote(client, keys, now_ms()) == [0, -1]
     assert await client.exists(keys.delayed) == 0
     assert [await client.xlen(s) for s in keys.streams] == [0, 0, 0]
+
+
+@pytest.mark.parametrize("record", [b"{not json", b'"a string"', b"[7, \"n\", \"x\"]",
+                                    b"[0.5, \"n\", \"x\"]", b"[0]", b"[0, \"n\"]",
+                                    b"[0, \"n\", {}]"])
+async def test_promote_due_dead_letters_a_bad_record_and_moves_the_others(
+        client: Any, keys: QueueKeys, record: bytes) -> None:
+    now = now_ms()
+    await scripts.call(client, scripts.ADD_JOBS, *add_call(keys, [
+        delayed(NORMAL, "before", "d1", now - 30), delayed(NORMAL, "after", "d3", now - 10)]))
+    await client.zadd(keys.delayed, {"bad": now - 20})
+    await client.hset(keys.jobs, "bad", record)
+    moved, next_due, dead = await scripts.call(
+        client, scripts.PROMOTE_DUE, [keys.delayed, keys.jobs, keys.events, keys.dead,
+                                      *keys.streams], [now, 1000, "1", EVENTS_MAXLEN, 0, "0"])
+    assert (moved, next_due, dead) == (2, -1, 1)
+    assert await client.xlen(keys.level("normal")) == 2
+    assert await client.exists(keys.delayed, keys.jobs) == 0
+    [(_, fields)] = await client.xrange(keys.dead)
+    letter = text(fields)
+    assert (letter["x:reason"], letter["i"], letter["x:record"]) == (
+        "malformed", "bad", record.decode())
+    assert ("dead", "bad") in [(e["e"], e["i"]) for e in await events(client, keys)]
 
 
 # ------------------------------------------------------------------------ reclaim_stalled

@@ -96,6 +96,9 @@ def assert_one_line_error(err: str) -> str:
         (["worker", "q", "--app", "streamflow:__version__"], "neither a Router nor a callable"),
         (["worker", "q", "--app", "tests.apps:router", "--log-level", "LOUD"],
          "unknown log level"),
+        (["worker", "*", "--app", "tests.apps:router"], "invalid queue name '*'"),
+        (["stats", "pay*"], "invalid queue name"),
+        (["add", "pay:x", "job"], "invalid queue name"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 from redis.crc import key_slot
 
+from streamflow.errors import InvalidQueueName
 from streamflow.keys import QueueKeys
 
 
@@ -52,13 +53,28 @@ def test_unknown_level_is_refused() -> None:
         QueueKeys("q").level("urgent")
 
 
-@pytest.mark.parametrize("name", ["", "a{b", "a}b", "a:b", "a b", "{q}"])
-def test_names_that_would_break_the_hash_tag_are_refused(name: str) -> None:
-    with pytest.raises(ValueError, match="invalid queue name"):
+@pytest.mark.parametrize("name", ["", "a{b", "a}b", "a:b", "a b", "{q}", "*", "pay*", "a?b",
+                                  "[ab]", "a\\b", "é", "q\n", "x" * 101])
+def test_names_outside_letters_digits_dot_underscore_dash_are_refused(name: str) -> None:
+    with pytest.raises(InvalidQueueName, match="invalid queue name"):
         QueueKeys(name)
+
+
+@pytest.mark.parametrize("name", ["payments", "a", "pay.v2", "pay_out-EU", "0", "x" * 100])
+def test_plain_names_are_accepted(name: str) -> None:
+    assert QueueKeys(name).queue == name
 
 
 def test_keys_are_frozen() -> None:
     keys = QueueKeys("q")
     with pytest.raises(dataclasses.FrozenInstanceError):
         keys.dead = "elsewhere"  # type: ignore[misc]
+
+
+def test_a_glob_cannot_name_a_queue_so_obliterate_cannot_reach_other_queues() -> None:
+    from streamflow import Queue, Worker
+
+    with pytest.raises(InvalidQueueName):
+        Queue("*", url="redis://127.0.0.1:1/0")  # nothing is contacted: refused at once
+    with pytest.raises(InvalidQueueName):
+        Worker("pay*", lambda job: None, url="redis://127.0.0.1:1/0")

@@ -1,0 +1,127 @@
+"""The job protocol, written once: what streamflow stores in Redis and what it means.
+
+Python code and the Lua scripts share these names; ``tests/unit/test_protocol.py`` reads every
+``lua/*.lua`` file and fails on a field, state or event literal not defined here.
+
+Envelope (one stream entry per job; only the fields that carry information):
+
+``n`` name, ``d`` data (JSON), ``i`` job id (absent on a first attempt added without one:
+its id is then ``<level>:<entry id>``, see ``implicit_job_id``), ``a`` attempt when > 1,
+``t`` enqueue time (ms) when it differs from the entry id's, ``o`` options (JSON),
+``tp`` / ``ts`` W3C traceparent / tracestate.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+# -- the envelope -----------------------------------------------------------------------------
+F_NAME = b"n"
+F_DATA = b"d"
+F_ID = b"i"
+F_ATTEMPT = b"a"
+F_ENQUEUED = b"t"
+F_OPTIONS = b"o"
+F_TRACEPARENT = b"tp"
+F_TRACESTATE = b"ts"
+ENVELOPE_FIELDS = frozenset({"n", "d", "i", "a", "t", "o", "tp", "ts"})
+
+# -- dead letters: the envelope plus these --------------------------------------------------
+DEAD_PREFIX = b"x:"
+DEAD_FIELDS = frozenset({
+    "x:reason", "x:error", "x:tb", "x:at", "x:level",
+    "x:src",     # the entry id the job had on its level stream
+    "x:record",  # a delayed record that did not decode, as it was
+})
+
+
+class DeadReason(StrEnum):
+    """Why a job is in the dead letters."""
+
+    FAILED = "failed"
+    DISCARDED = "discarded"
+    STALLED = "stalled"
+    MALFORMED = "malformed"
+    NO_HANDLER = "no_handler"
+
+
+# -- the done stream: results of completed jobs --------------------------------------------
+DONE_FIELDS = frozenset({"i", "n", "ms", "r"})
+
+
+class JobState(StrEnum):
+    """Where a job is in its life (the ``state`` of its status record)."""
+
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    RETRYING = "retrying"
+    DEAD = "dead"
+    UNKNOWN = "unknown"
+
+
+STATUS_FIELDS = frozenset({
+    "state", "name", "attempt", "added_ms", "started_ms", "consumer", "error", "due_ms",
+    "reason", "finished_ms", "duration_ms", "result", "progress",
+})
+"""Fields of a tracked job's status record (``sf:{q}:status:<id>``)."""
+
+
+# -- the events stream ------------------------------------------------------------------------
+class EventName(StrEnum):
+    """Lifecycle events written to the events stream (field ``e``)."""
+
+    ADDED = "added"
+    DELAYED = "delayed"
+    WAITING = "waiting"
+    ACTIVE = "active"
+    PROGRESS = "progress"
+    COMPLETED = "completed"
+    RETRYING = "retrying"
+    RATE_LIMITED = "rate_limited"
+    FAILED = "failed"
+    DEAD = "dead"
+    STALLED = "stalled"
+    RECLAIMED = "reclaimed"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+
+
+EVENT_FIELDS = frozenset({
+    "e",       # the event name
+    "i", "n",  # job id and name
+    "a", "err", "due", "ms", "reason",
+    "from",    # where a job came back from (dead)
+    "p",       # a progress value (JSON)
+    "deliveries",  # of a stalled entry
+})
+
+# -- the meta hash: pause and rate limit, shared by every worker of the queue ----------------
+META_FIELDS = frozenset({"paused", "limited_until", "rl_max", "rl_ms", "rl_margin_ms"})
+
+# -- script arguments ------------------------------------------------------------------------
+EMIT = "1"
+"""The events flag a script takes: ``"1"`` to write events, ``"0"`` not."""
+NO_EMIT = "0"
+
+NOTHING_WAITS = -1
+"""The marker in the fetch script's reply before the last id of each level stream."""
+
+
+def flag(value: bool) -> str:
+    """A boolean script argument (the events flag)."""
+    return EMIT if value else NO_EMIT
+
+
+def implicit_job_id(level: str, entry_id: str) -> str:
+    """The id of a job added without one: unique only with its level, as entry ids are unique
+    within one stream."""
+    return f"{level}:{entry_id}"
+
+
+def protocol_literals() -> frozenset[str]:
+    """Every name above: what a Lua script may spell out."""
+    return (ENVELOPE_FIELDS | DEAD_FIELDS | DONE_FIELDS | STATUS_FIELDS | EVENT_FIELDS
+            | META_FIELDS | {str(m) for m in (*DeadReason, *JobState, *EventName)}
+            | {DEAD_PREFIX.decode()})

@@ -1,0 +1,32 @@
+"""Queue: the producer and admin handle of one queue, in parts.
+
+``base``      settings, keys, client, lifecycle, consumer groups (``ensure_groups``)
+``producer``  ``add``, ``add_bulk`` (``JobSpec``)
+``admin``     pause, rate limits, repeats, drain, obliterate, dead-letter actions
+``getters``   counts, pause state, jobs, repeats, dead letters
+"""
+
+from __future__ import annotations
+
+from .admin import Admin
+from .base import CHUNK as CHUNK
+from .base import QueueBase as QueueBase
+from .base import ensure_groups as ensure_groups
+from .getters import Getters
+from .producer import JobSpec as JobSpec
+from .producer import Producer
+
+
+class Queue(Producer, Admin, Getters):
+    """The handle producers and admins use: add jobs, pause, inspect, dead letters.
+
+    Usage::
+
+        async with Queue("payments", url="redis://localhost:6379") as q:
+            job_id = await q.add("payment.captured", {"id": "pay_1"}, priority="high",
+                                 job_id="evt_1")     # None: evt_1 was already added
+            await q.add_bulk([("refund.created", {"id": "rfnd_1"}), ...])
+    """
+
+
+__all__ = ["CHUNK", "JobSpec", "Queue", "QueueBase", "ensure_groups"]

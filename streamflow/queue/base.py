@@ -1,0 +1,89 @@
+"""The base of a Queue handle: settings, keys, client, lifecycle, consumer groups."""
+
+from __future__ import annotations
+
+import os
+from types import TracebackType
+from typing import Any, Self
+
+from redis.exceptions import ResponseError
+
+from .. import scripts
+from ..connection import create_client
+from ..errors import UnknownPriority
+from ..keys import QueueKeys
+from ..settings import Durability, StreamflowSettings, resolve_settings
+
+CHUNK = 1000
+"""Jobs per script call of a bulk add, dead letters per call of a retry."""
+
+
+class QueueBase:
+    """What every part of ``Queue`` shares."""
+
+    def __init__(self, name: str, *, url: str | None = None,
+                 settings: StreamflowSettings | None = None, client: Any = None,
+                 durability: Durability | None = None) -> None:
+        self.settings = resolve_settings(url, settings)
+        self.name = name
+        self.keys = QueueKeys(name, self.settings.prefix, tuple(self.settings.levels))
+        self.durability: Durability = durability or self.settings.queue.durability
+        self._own_client = client is None
+        self._client = client
+        self._level_index = {level: i for i, level in enumerate(self.settings.levels)}
+        self._default_level = self._level_index[self.settings.default_level]
+        defaults = self.settings.queue
+        self._emit_added = scripts.flag(defaults.emit_all)
+        self._emit_failures = scripts.flag(defaults.emit_failures)
+        self._dedup_ttl_ms = int(defaults.dedup_ttl * 1000)
+
+    @property
+    def client(self) -> Any:
+        """The Redis client (created on first use)."""
+        if self._client is None:
+            self._client = create_client(self.settings.redis, max_connections=256,
+                                         client_name=f"streamflow-producer-{os.getpid()}")
+        return self._client
+
+    async def __aenter__(self) -> Self:
+        await self.ensure_group()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the client if this queue created it."""
+        if self._own_client and self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def ping(self) -> None:
+        """Raise ``redis.exceptions.ConnectionError`` when Redis does not answer."""
+        await self.client.ping()
+
+    async def ensure_group(self, group: str | None = None) -> None:
+        """Create the consumer group at position 0 on every level stream (idempotent)."""
+        await ensure_groups(self.client, self.keys, group or self.settings.worker.group)
+
+    def level_index(self, priority: str | None) -> int:
+        """The index of a priority level; ``UnknownPriority`` for a name not configured."""
+        if priority is None:
+            return self._default_level
+        try:
+            return self._level_index[priority]
+        except KeyError:
+            raise UnknownPriority(
+                f"unknown priority {priority!r}; levels are {', '.join(self.settings.levels)}"
+            ) from None
+
+
+async def ensure_groups(client: Any, keys: QueueKeys, group: str) -> None:
+    """XGROUP CREATE ... 0 MKSTREAM on every level stream; an existing group is kept."""
+    pipe = client.pipeline(transaction=False)
+    for stream in keys.streams:
+        pipe.xgroup_create(stream, group, id="0", mkstream=True)
+    for result in await pipe.execute(raise_on_error=False):
+        if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
+            raise result

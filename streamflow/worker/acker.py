@@ -1,0 +1,163 @@
+"""The acker: finished jobs' outcomes sent in one pipeline per round, every result checked.
+
+A round takes everything the runners buffered since the last one (acks with their events and
+results, retries, dead letters, status records). A connection error keeps the round for the
+next try; a command Redis refused is logged with the job it was about and tried again a few
+times (an out-of-memory or read-only answer passes), then given up: its entry stays pending and
+is reclaimed, and the log line says why.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from anyio.abc import TaskStatus
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .. import scripts
+from ..outcomes import About, Outcomes
+
+log = logging.getLogger("streamflow.worker")
+
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+FINAL_FLUSH_S = 3.0
+"""How long the final flush may try at shutdown."""
+REFUSALS_KEPT = 3
+"""How many times a command Redis refused is sent again before it is given up."""
+
+_BY_SHA = {script.sha: script for script in scripts.SCRIPTS.values()}
+
+
+def _script_of(command: scripts.Command) -> scripts.Script | None:
+    return _BY_SHA.get(command[1]) if command[0] == "EVALSHA" else None
+
+
+class Acker:
+    """Sends what ``outcomes`` buffered; ``wanted()`` asks for a round."""
+
+    def __init__(self, client: object, outcomes: Outcomes) -> None:
+        self.client = client
+        self.outcomes = outcomes
+        self._wanted = anyio.Event()
+        self._commands: list[scripts.Command] = []
+        self._about: list[About] = []
+        self._refused: list[int] = []  # per kept command: how many times Redis refused it
+        self._lock = anyio.Lock()  # the loop's round and the final flush never overlap
+
+    def wanted(self) -> None:
+        """Ask for a round soon."""
+        self._wanted.set()
+
+    def _take(self) -> None:
+        commands, about = self.outcomes.take()
+        self._commands += commands
+        self._about += about
+        self._refused += [0] * len(commands)
+
+    async def flush(self) -> None:
+        """One round: send everything kept; raises a connection error (all is kept then)."""
+        async with self._lock:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        self._take()
+        commands = self._commands
+        if not commands:
+            return
+        results = await scripts.pipeline(self.client, commands)
+        kept: list[int] = []
+        for i, result in enumerate(results):
+            if isinstance(result, REDIS_ERRORS):
+                raise result
+            if isinstance(result, Exception):
+                if self._refused[i] < REFUSALS_KEPT:
+                    kept.append(i)
+                self._report_refusal(commands[i], self._about[i], result, self._refused[i])
+            elif isinstance(result, int):
+                self._check(commands[i], self._about[i], result)
+        self._commands = [commands[i] for i in kept]
+        self._about = [self._about[i] for i in kept]
+        self._refused = [self._refused[i] + 1 for i in kept]
+
+    @staticmethod
+    def _report_refusal(command: scripts.Command, about: About, error: Exception,
+                        refused: int) -> None:
+        script = _script_of(command)
+        what = script.name if script is not None else str(command[0])
+        if refused < REFUSALS_KEPT:
+            log.error("%s for job %s refused by Redis: %s; sending it again", what,
+                      _ids(about), error)
+        else:
+            log.error("%s for job %s refused by Redis %d times: %s; given up, the entry stays "
+                      "pending and will be reclaimed and run again", what, _ids(about),
+                      refused + 1, error)
+
+    @staticmethod
+    def _check(command: scripts.Command, about: About, result: int) -> None:
+        script = _script_of(command)
+        if script is None:
+            return
+        if script is scripts.COMPLETE_JOBS:
+            sent = len(about) if isinstance(about, list) else 1
+            if result < sent:
+                log.warning("%d of %d completed jobs were no longer pending (another worker "
+                            "took them over and may run them again): %s", sent - result, sent,
+                            _ids(about))
+        elif script.coded and result < 0:
+            log.warning("%s for job %s not recorded: %s", script.name, _ids(about),
+                        "the entry was no longer pending (another worker took it over)"
+                        if result == -2 else f"code {result}")
+
+    async def loop(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Flush whenever asked; back off while Redis is unreachable."""
+        failures = 0
+        task_status.started()
+        while True:
+            await self._wanted.wait()
+            self._wanted = anyio.Event()
+            try:
+                await self.flush()
+                failures = 0
+                if self._commands:  # refused ones, sent again with the next round
+                    await anyio.sleep(0.05)
+                    self._wanted.set()
+            except REDIS_ERRORS as exc:
+                failures += 1
+                delay = min(0.05 * 2**failures, 5.0)
+                log.warning("ack flush failed (%s); %d commands kept, retrying in %.2fs",
+                            exc, len(self._commands), delay)
+                self._wanted.set()
+                await anyio.sleep(delay)
+
+    async def final_flush(self, budget_s: float = FINAL_FLUSH_S) -> int:
+        """The last rounds at shutdown, within ``budget_s`` seconds (a Redis that is gone must
+        not hold the shutdown for the client's retries); returns how many commands could not
+        be sent."""
+        with anyio.move_on_after(budget_s):
+            for attempt in range(5):
+                try:
+                    await self.flush()
+                    if not self._commands:
+                        break
+                except REDIS_ERRORS as exc:
+                    log.warning("final ack flush failed (%s), attempt %d", exc, attempt + 1)
+                await anyio.sleep(0.2 * 2**attempt)
+        self._take()
+        unsent = len(self._commands)
+        if unsent:
+            log.error("final ack flush: %d commands could not be sent (jobs %s); their entries "
+                      "stay pending and will be reclaimed", unsent,
+                      _ids([i for about in self._about for i in _as_list(about)]))
+        return unsent
+
+
+def _as_list(about: About) -> list[str]:
+    return about if isinstance(about, list) else [about]
+
+
+def _ids(about: About) -> str:
+    ids = _as_list(about)
+    shown = ", ".join(ids[:10])
+    return shown + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
