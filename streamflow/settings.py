@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EventLevel = Literal["all", "failures", "none"]
@@ -149,6 +149,21 @@ class StreamflowSettings(BaseSettings):
         settings.redis.url = url
         settings.redis_url = url
         return settings
+
+
+def settings_error(exc: ValidationError, env_prefix: str = "STREAMFLOW_") -> str:
+    """The first error of ``exc`` as one line naming its environment variable (never the value
+    of a secret)."""
+    first = exc.errors()[0]
+    loc = [str(part) for part in first["loc"]]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not loc:
+        return f"bad settings ({env_prefix}*): {message}"
+    name = env_prefix + "__".join(loc).upper()
+    value = first.get("input")
+    secret = any(word in loc[-1] for word in ("password", "secret", "token", "url"))
+    shown = "" if secret or not isinstance(value, str) else f"={value!r}"
+    return f"bad setting {name}{shown}: {message}"
 
 
 def resolve_settings(url: str | None, settings: StreamflowSettings | None) -> StreamflowSettings:

@@ -2,22 +2,83 @@
 
 from __future__ import annotations
 
+import errno
+import sys
 from collections.abc import Awaitable, Callable
+from enum import Enum
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import anyio
 import typer
+from pydantic import ValidationError
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..connection import redact
+from ..discovery import known_queues, queue_exists
 from ..errors import StreamflowError
 from ..queue import Queue
-from ..settings import StreamflowSettings
+from ..settings import StreamflowSettings, settings_error
+from ._app import StdoutClosed
 from ._output import fail
 
 T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A failure to report as one line with an exit code (2: bad input, 1: the server)."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Need(Enum):
+    """What a command needs of its queue."""
+
+    ANY = "any"        # no check (worker: may start before any producer)
+    EXISTING = "read"  # read commands: an unknown queue is an error
+    WRITE = "write"    # write commands: an unknown queue needs --create
+
+
+def load_settings(redis_url: str | None, prefix: str | None) -> StreamflowSettings:
+    """Settings from the environment with the root options applied; bad ones are usage errors."""
+    try:
+        settings = StreamflowSettings()
+    except ValidationError as exc:
+        raise typer.BadParameter(settings_error(exc)) from None
+    except ValueError as exc:
+        raise typer.BadParameter(f"bad settings: {exc}") from None
+    if redis_url:
+        settings.redis.url = settings.redis_url = redis_url
+    if prefix:
+        settings.prefix = prefix
+    check_url(settings.redis.url)
+    return settings
+
+
+_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+
+
+def check_url(url: str) -> None:
+    """Refuse a Redis URL the client would misread (a db that is not a number is not db 0)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise typer.BadParameter(f"bad Redis URL {redact(url)}: {exc}") from None
+    if parts.scheme not in _SCHEMES:
+        raise typer.BadParameter(
+            f"bad Redis URL {redact(url)}: the scheme must be one of {', '.join(_SCHEMES)}")
+    if parts.scheme == "unix":
+        return
+    path = [p for p in parts.path.split("/") if p]
+    db = path[-1] if path and (not parts.scheme.endswith("sentinel") or len(path) > 1) else "0"
+    if not db.isdigit():
+        raise typer.BadParameter(
+            f"bad Redis URL {redact(url)}: the database must be a number (e.g. /0), got {db!r}")
 
 
 def settings_of(ctx: typer.Context) -> StreamflowSettings:
@@ -41,9 +102,20 @@ def run(settings: StreamflowSettings, fn: Callable[[], Awaitable[T]]) -> T:
             return anyio.run(fn)
         except BaseExceptionGroup as group:
             raise _first_leaf(group) from None
+    except StdoutClosed:
+        raise
+    except CliError as exc:
+        raise fail(str(exc), exc.code) from None
+    except BrokenPipeError:
+        if _stdout_closed():
+            raise StdoutClosed from None
+        raise fail(f"cannot reach Redis at {redact(settings.redis.url)}: broken pipe", 1) \
+            from None
     except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
         if isinstance(exc, AuthenticationError):
             raise fail(f"Redis refused the credentials: {exc}", 1) from None
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            raise fail(f"address in use: {exc.strerror}", 2) from None
         raise fail(f"cannot reach Redis at {redact(settings.redis.url)}: {exc}", 1) from None
     except NoPermissionError as exc:
         raise fail(f"the Redis user lacks a permission: {exc}", 1) from None
@@ -51,6 +123,16 @@ def run(settings: StreamflowSettings, fn: Callable[[], Awaitable[T]]) -> T:
         raise fail(str(exc), 2) from None
     except RedisError as exc:
         raise fail(f"Redis error: {exc}", 1) from None
+
+
+def _stdout_closed() -> bool:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -63,19 +145,39 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def queue_of(ctx: typer.Context, name: str) -> Queue:
     """A ``Queue`` for a one-shot command (fails fast when Redis is down)."""
-    return Queue(name, settings=quick(settings_of(ctx)))
-
-
-def run_with_queue(ctx: typer.Context, name: str,
-                   fn: Callable[[Queue], Awaitable[T]]) -> T:
-    """Open the queue, run ``fn`` with it, close it; errors as in ``run``."""
     try:
-        queue = queue_of(ctx, name)
+        return Queue(name, settings=quick(settings_of(ctx)))
     except ValueError as exc:
         raise fail(str(exc), 2) from None
 
+
+async def check_queue(queue: Queue, need: Need, create: bool = False) -> None:
+    """Refuse an unknown queue: read commands always, write commands unless ``create``."""
+    if need is Need.ANY or (need is Need.WRITE and create):
+        return
+    if await queue_exists(queue.client, queue.keys):
+        return
+    raise CliError(await unknown_queue_message(queue, need))
+
+
+async def unknown_queue_message(queue: Queue, need: Need) -> str:
+    """``unknown queue 'x'`` with the known ones (what ``streamflow queues`` lists)."""
+    known = await known_queues(queue.client, queue.settings.prefix)
+    listed = (f"known: {', '.join(known[:20])}{' ...' if len(known) > 20 else ''}" if known
+              else f"no queues under prefix {queue.settings.prefix!r}")
+    hint = "; pass --create to create it" if need is Need.WRITE else ""
+    return f"unknown queue {queue.name!r} ({listed}){hint}"
+
+
+def run_with_queue(ctx: typer.Context, name: str, fn: Callable[[Queue], Awaitable[T]], *,
+                   need: Need = Need.EXISTING, create: bool = False) -> T:
+    """Open the queue, check it is known (see ``Need``), run ``fn`` with it, close it; errors
+    as in ``run``."""
+    queue = queue_of(ctx, name)
+
     async def main() -> T:
         try:
+            await check_queue(queue, need, create)
             return await fn(queue)
         finally:
             await queue.close()

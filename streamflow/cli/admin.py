@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from ..discovery import find_job
+from ..errors import QueueBusy
 from ..queue import Queue
-from ._context import run_with_queue, settings_of
-from ._output import emit_json, parse_duration, parse_json, print_table
+from ._app import echo_safe, sub_app
+from ._context import CliError, Need, run_with_queue, settings_of
+from ._output import emit_json, fail, parse_duration, parse_json, print_table, show, when
 from .dead import claim
+from .jobs import CreateOption
 
 QueueArg = Annotated[str, typer.Argument(help="Queue name.")]
 
@@ -26,16 +29,16 @@ def register(app: typer.Typer) -> None:
     app.command("demo")(demo)
 
 
-def pause(ctx: typer.Context, queue: QueueArg) -> None:
+def pause(ctx: typer.Context, queue: QueueArg, create: CreateOption = False) -> None:
     """Stop workers fetching new jobs; in-flight jobs finish, adds keep working."""
-    run_with_queue(ctx, queue, lambda q: q.pause())
-    typer.echo(f"{queue} paused")
+    run_with_queue(ctx, queue, lambda q: q.pause(), need=Need.WRITE, create=create)
+    echo_safe(f"{queue} paused")
 
 
-def resume(ctx: typer.Context, queue: QueueArg) -> None:
+def resume(ctx: typer.Context, queue: QueueArg, create: CreateOption = False) -> None:
     """Let workers fetch again."""
-    run_with_queue(ctx, queue, lambda q: q.resume())
-    typer.echo(f"{queue} resumed")
+    run_with_queue(ctx, queue, lambda q: q.resume(), need=Need.WRITE, create=create)
+    echo_safe(f"{queue} resumed")
 
 
 def drain(ctx: typer.Context, queue: QueueArg,
@@ -44,7 +47,7 @@ def drain(ctx: typer.Context, queue: QueueArg,
     if not yes:
         typer.confirm(f"Remove every waiting and delayed job of {queue!r}?", abort=True)
     removed = run_with_queue(ctx, queue, lambda q: q.drain())
-    typer.echo(f"{removed} jobs removed")
+    echo_safe(f"{removed} jobs removed")
 
 
 def obliterate(ctx: typer.Context, queue: QueueArg,
@@ -53,11 +56,19 @@ def obliterate(ctx: typer.Context, queue: QueueArg,
     """Delete everything of a queue: jobs, dead letters, events, status, repeats, settings."""
     if not yes:
         typer.confirm(f"Delete every key of queue {queue!r}?", abort=True)
-    deleted = run_with_queue(ctx, queue, lambda q: q.obliterate(force=force))
-    typer.echo(f"{deleted} keys deleted")
+
+    async def go(q: Queue) -> int:
+        try:
+            return await q.obliterate(force=force)
+        except QueueBusy:
+            raise CliError(f"queue {queue!r} has active workers; stop them or pass --force") \
+                from None
+
+    deleted = run_with_queue(ctx, queue, go)
+    echo_safe(f"{deleted} keys deleted")
 
 
-repeat_app = typer.Typer(no_args_is_help=True, help="Repeatable jobs: add, list, remove.")
+repeat_app = sub_app("Repeatable jobs: add, list, remove.")
 
 
 @repeat_app.command("add")
@@ -73,32 +84,34 @@ def repeat_add(
     limit: Annotated[int | None, typer.Option(min=1, help="Stop after this many ticks.")]
     = None,
     priority: Annotated[str | None, typer.Option(help="Priority level of the ticks.")] = None,
+    create: CreateOption = False,
 ) -> None:
     """Add or replace a repeatable job; prints its key."""
     payload = parse_json(data)
     every_s = parse_duration(every) if every else None
     added = run_with_queue(ctx, queue, lambda q: q.repeat(
         name, payload, cron=cron, every=every_s, tz=tz, key=key, limit=limit,
-        priority=priority))
-    typer.echo(added)
+        priority=priority), need=Need.WRITE, create=create)
+    echo_safe(added)
 
 
 @repeat_app.command("list")
 def repeat_list(ctx: typer.Context, queue: QueueArg,
                 as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
                 ) -> None:
-    """Repeatable jobs with their schedule and last tick."""
+    """Repeatable jobs with their schedule, ticks scheduled so far and the next run."""
     repeats = run_with_queue(ctx, queue, lambda q: q.repeats())
+    # the repeat state holds the latest tick *scheduled*: a future time is the next run
+    rows: list[dict[str, Any]] = [{**r, "next_run_ms": r["last_tick_ms"]} for r in repeats]
     if as_json:
-        emit_json(repeats)
+        emit_json(rows)
         return
-    if not repeats:
-        typer.echo("no repeatable jobs")
+    if not rows:
+        echo_safe("no repeatable jobs")
         return
-    print_table(["key", "name", "schedule", "tz", "ticks", "last tick (UTC)"], [
-        [r["key"], r["name"], r["cron"] or f"every {r['every_ms']} ms", r["tz"], r["ticks"],
-         f"{datetime.fromtimestamp(r['last_tick_ms'] / 1000, tz=UTC):%Y-%m-%d %H:%M:%S}"
-         if r["last_tick_ms"] else "-"] for r in repeats])
+    print_table(["key", "name", "schedule", "tz", "ticks", "next run (UTC)"], [
+        [r["key"], r["name"], r["cron"] or f"every {r['every_ms'] / 1000:g}s", r["tz"],
+         r["ticks"], when(r["next_run_ms"])] for r in rows])
 
 
 @repeat_app.command("remove")
@@ -108,30 +121,30 @@ def repeat_remove(ctx: typer.Context, queue: QueueArg,
     """Stop a repeatable job."""
     removed = run_with_queue(ctx, queue, lambda q: q.remove_repeat(key))
     if not removed:
-        raise typer.BadParameter(f"no repeatable job with key {key!r}")
-    typer.echo(f"removed {key}")
+        raise typer.BadParameter(f"no repeatable job with key {key!r} (see repeat list)")
+    echo_safe(f"removed {key}")
 
 
 def job(ctx: typer.Context, queue: QueueArg,
-        job_id: Annotated[str, typer.Argument(help="Job id (caller-given or tracked).")],
+        job_id: Annotated[str, typer.Argument(help="Job id, as add printed it.")],
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Status of a job: state, attempt, progress, result or error, timestamps."""
-    async def go(q: Queue) -> object:
-        return await q.get_job(job_id)
+    """Status of a job: state, attempt, progress, result or error, timestamps.
+
+    Jobs with a caller-given id (or track=True) have a status record; for others the state
+    comes from the streams, the recent events and the dead letters."""
+    async def go(q: Queue) -> Any:
+        return await find_job(q.client, q.keys, q.settings.worker.group, job_id)
 
     info = run_with_queue(ctx, queue, go)
     if info is None:
-        typer.echo(f"streamflow: error: no status for job {job_id!r} (untracked, unknown "
-                   "or expired)", err=True)
-        raise typer.Exit(1)
+        raise fail(f"no job {job_id!r} in {queue!r} (unknown, or finished and its events "
+                   "trimmed or expired)", 1)
     if as_json:
         emit_json(info)
         return
-    assert isinstance(info, dict)
     for field, value in info.items():
-        if field.endswith("_ms") and value:
-            value = f"{datetime.fromtimestamp(value / 1000, tz=UTC):%Y-%m-%d %H:%M:%S.%f}"[:-3]
-        typer.echo(f"{field:<12} {value if value is not None else '-'}")
+        text = when(value, millis=True) if field.endswith("_ms") else show(value)
+        echo_safe(f"{field.removesuffix('_ms'):<12} {text}")
 
 
 def demo(ctx: typer.Context,

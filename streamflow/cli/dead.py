@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 
+from ..discovery import find_dead
 from ..queue import Queue
 from ..reclaimer import requeue_stalled
-from ._context import run_with_queue
-from ._output import check_entry_ids, emit_json, parse_duration, print_table
+from ._app import echo_safe, sub_app
+from ._context import CliError, Need, run_with_queue
+from ._output import cut, emit_json, parse_duration, print_table, when
 
-app = typer.Typer(no_args_is_help=True, help="Dead-lettered jobs: list, retry, purge.")
+app = sub_app("Dead-lettered jobs: list, retry, purge.")
 QueueArg = Annotated[str, typer.Argument(help="Queue name.")]
-IdsArg = Annotated[list[str] | None, typer.Argument(help="Dead entry ids (default: all).")]
+IdsArg = Annotated[list[str] | None, typer.Argument(
+    help="Job ids (as add printed them) or dead entry ids (default: all).")]
 
 
 @app.command("list")
@@ -28,20 +30,34 @@ def list_dead(ctx: typer.Context, queue: QueueArg,
         emit_json(entries)
         return
     if not entries:
-        typer.echo("no dead-lettered jobs")
+        echo_safe("no dead-lettered jobs")
         return
-    print_table(["entry", "job id", "name", "level", "reason", "failed at", "error"], [
-        [e["entry_id"], e["job_id"], e["name"], e["level"], e["reason"],
-         f"{datetime.fromtimestamp(e['failed_at_ms'] / 1000, tz=UTC):%Y-%m-%d %H:%M:%S}",
-         e["error"][:60]] for e in entries])
+    print_table(["job id", "name", "level", "reason", "failed at (UTC)", "error", "entry"], [
+        [e["job_id"], e["name"], e["level"], e["reason"], when(e["failed_at_ms"]),
+         cut(e["error"], 60), e["entry_id"]] for e in entries])
+
+
+async def _entry_ids(q: Queue, ids: list[str] | None) -> list[str] | None:
+    """Dead entry ids for the ids given (job ids or entry ids); None for all."""
+    if not ids:
+        return None
+    found = await find_dead(q.client, q.keys, ids)
+    matched = {e["job_id"] for e in found} | {e["entry_id"] for e in found}
+    missing = [i for i in ids if i not in matched]
+    if missing:
+        raise CliError(f"no dead-lettered job {', '.join(map(repr, missing))} in {q.name!r} "
+                       "(see streamflow dead list); nothing changed")
+    return [e["entry_id"] for e in found]
 
 
 @app.command("retry")
 def retry(ctx: typer.Context, queue: QueueArg, ids: IdsArg = None) -> None:
     """Put dead-lettered jobs back on their level with fresh attempts."""
-    check_entry_ids(ids)
-    moved = run_with_queue(ctx, queue, lambda q: q.retry_dead(ids or None))
-    typer.echo(f"{moved} jobs put back")
+    async def go(q: Queue) -> int:
+        return await q.retry_dead(await _entry_ids(q, ids))
+
+    moved = run_with_queue(ctx, queue, go)
+    echo_safe(f"{moved} jobs put back")
 
 
 @app.command("purge")
@@ -50,9 +66,12 @@ def purge(ctx: typer.Context, queue: QueueArg, ids: IdsArg = None,
     """Delete dead-lettered jobs for good."""
     if not ids and not yes:
         typer.confirm(f"Delete every dead-lettered job of {queue!r}?", abort=True)
-    check_entry_ids(ids)
-    removed = run_with_queue(ctx, queue, lambda q: q.purge_dead(ids or None))
-    typer.echo(f"{removed} dead-lettered jobs deleted")
+
+    async def go(q: Queue) -> int:
+        return await q.purge_dead(await _entry_ids(q, ids))
+
+    removed = run_with_queue(ctx, queue, go)
+    echo_safe(f"{removed} dead-lettered jobs deleted")
 
 
 def claim(
@@ -68,5 +87,5 @@ def claim(
         return await requeue_stalled(q.client, q.keys, group=group or q.settings.worker.group,
                                      min_idle_ms=idle_ms, count=count)
 
-    moved = run_with_queue(ctx, queue, go)
-    typer.echo(f"{moved} stalled entries put back")
+    moved = run_with_queue(ctx, queue, go, need=Need.EXISTING)
+    echo_safe(f"{moved} stalled entries put back")

@@ -1,18 +1,21 @@
-"""``streamflow stats | pending | events``: read-only views of a queue."""
+"""``streamflow queues | stats | pending | events``: read-only views of queues."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 import typer
 
-from ..events import QueueEvents
-from ..inspect import read_pending, read_pending_summary
+from ..discovery import known_queues, pending_job_ids
+from ..events import QueueEvent, QueueEvents, parse_event
+from ..inspect import read_counts, read_pending, read_pending_summary
+from ..keys import QueueKeys
 from ..queue import Queue
-from ._context import queue_of, run, run_with_queue, settings_of
-from ._output import check_entry_ids, emit_json, parse_duration, print_table
+from ..retention import live_workers
+from ._app import echo_safe
+from ._context import Need, check_queue, queue_of, quick, run, run_with_queue, settings_of
+from ._output import check_entry_ids, emit_json, parse_duration, print_table, when
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 GroupOption = Annotated[str | None, typer.Option(help="Consumer group (default workers).")]
@@ -20,23 +23,69 @@ GroupOption = Annotated[str | None, typer.Option(help="Consumer group (default w
 
 def register(app: typer.Typer) -> None:
     """Add the read commands to ``app``."""
+    app.command("queues")(queues)
     app.command("stats")(stats)
     app.command("pending")(pending)
     app.command("events")(events)
 
 
+async def _live(q: Queue) -> int:
+    stale_ms = int(q.settings.worker.heartbeat_interval * 3 * 1000)
+    return len(await live_workers(q.client, q.keys, stale_after_ms=stale_ms))
+
+
+def queues(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """The queues under the key prefix, with waiting, pending, delayed, dead and live workers."""
+    settings = quick(settings_of(ctx))
+
+    async def go() -> list[dict[str, Any]]:
+        probe = Queue("-", settings=settings)
+        try:
+            names = await known_queues(probe.client, settings.prefix)
+            out = []
+            for name in names:
+                keys = QueueKeys(name, settings.prefix, tuple(settings.levels))
+                counts = await read_counts(probe.client, keys, settings.worker.group)
+                stale_ms = int(settings.worker.heartbeat_interval * 3 * 1000)
+                workers = len(await live_workers(probe.client, keys, stale_after_ms=stale_ms))
+                out.append({"queue": name, "waiting": counts["waiting"],
+                            "pending": counts["pending"], "delayed": counts["delayed"],
+                            "dead": counts["dead"], "workers": workers,
+                            "paused": counts["paused"]})
+            return out
+        finally:
+            await probe.close()
+
+    rows = run(settings, go)
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        echo_safe(f"no queues under prefix {settings.prefix!r}")
+        return
+    print_table(["queue", "waiting", "pending", "delayed", "dead", "workers", "paused"],
+                [[r["queue"], r["waiting"], r["pending"], r["delayed"], r["dead"], r["workers"],
+                  "yes" if r["paused"] else "no"] for r in rows])
+
+
 def stats(ctx: typer.Context, queue: Annotated[str, typer.Argument(help="Queue name.")],
           group: GroupOption = None, as_json: JsonOption = False) -> None:
-    """Waiting per level, pending, delayed, dead, groups, consumers and lag."""
-    counts = run_with_queue(ctx, queue, lambda q: q.counts(group))
+    """Waiting per level, pending, delayed, dead, groups, live workers and lag."""
+    async def go(q: Queue) -> Any:
+        counts: dict[str, Any] = dict(await q.counts(group))
+        counts["group_consumers"] = counts["consumers"]  # includes consumers that exited
+        counts["consumers"] = await _live(q)
+        return counts
+
+    counts = run_with_queue(ctx, queue, go)
     if as_json:
         emit_json(counts)
         return
     rows: list[list[Any]] = [[level, c["waiting"], c["pending"], c["length"]]
                              for level, c in counts["levels"].items()]
     print_table(["level", "waiting (lag)", "pending", "stream length"], rows)
-    typer.echo("")
-    print_table(["delayed", "dead", "consumers", "groups", "paused"],
+    echo_safe("")
+    print_table(["delayed", "dead", "live workers", "groups", "paused"],
                 [[counts["delayed"], counts["dead"], counts["consumers"],
                   ",".join(counts["groups"]) or "-", "yes" if counts["paused"] else "no"]])
 
@@ -50,7 +99,8 @@ def pending(
     count: Annotated[int, typer.Option(min=1, help="Most entries to list.")] = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """XPENDING summary per level and consumer, then entries with idle time and deliveries."""
+    """XPENDING summary per level and consumer, then entries with job id, idle time and
+    deliveries."""
     idle_ms = int(parse_duration(min_idle) * 1000) if min_idle else 0
 
     async def go(q: Queue) -> tuple[dict[str, Any], list[Any]]:
@@ -58,7 +108,8 @@ def pending(
         summary = await read_pending_summary(q.client, q.keys, g)
         entries = await read_pending(q.client, q.keys, g, consumer=consumer,
                                      min_idle_ms=idle_ms, count=count)
-        return summary, list(entries)
+        job_ids = await pending_job_ids(q.client, q.keys, entries)
+        return summary, [{**e, "job_id": j} for e, j in zip(entries, job_ids, strict=True)]
 
     summary, entries = run_with_queue(ctx, queue, go)
     if as_json:
@@ -71,45 +122,88 @@ def pending(
                      per_consumer or "-"])
     print_table(["level", "pending", "oldest", "newest", "per consumer"], rows)
     if entries:
-        typer.echo("")
-        print_table(["level", "entry", "consumer", "idle", "deliveries"],
-                    [[e["level"], e["entry_id"], e["consumer"], f"{e['idle_ms'] / 1000:.1f}s",
-                      e["deliveries"]] for e in entries])
+        echo_safe("")
+        print_table(["job id", "level", "entry", "consumer", "idle", "deliveries"],
+                    [[e["job_id"], e["level"], e["entry_id"], e["consumer"],
+                      f"{e['idle_ms'] / 1000:.1f}s", e["deliveries"]] for e in entries])
 
 
 def events(
     ctx: typer.Context, queue: Annotated[str, typer.Argument(help="Queue name.")],
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")]
-    = False,
-    since: Annotated[str, typer.Option(help="Start after this event id (0 = the oldest kept).")]
-    = "0",
-    count: Annotated[int, typer.Option(min=1, help="Most events to print without --follow.")]
-    = 100,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Print the last --count events, oldest first, then new ones as "
+        "they come.")] = False,
+    since: Annotated[str | None, typer.Option(
+        help="Events after this event id, oldest first (0 = the oldest kept).")] = None,
+    count: Annotated[int, typer.Option(min=1, help="Most events to print (before --follow).")]
+    = 20,
+    oldest_first: Annotated[bool, typer.Option(
+        "--oldest-first", help="Print the last --count events oldest first.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """The queue's lifecycle events (added, completed, retrying, dead, ...)."""
-    check_entry_ids([since])
-    settings = queue_of(ctx, queue).settings
+    """The queue's lifecycle events (added, completed, retrying, dead...), newest first."""
+    if since is not None:
+        check_entry_ids([since])
+    q = queue_of(ctx, queue)
 
     async def go() -> None:
-        async with QueueEvents(queue, settings=settings, since=since) as reader:
-            if not follow:
-                for event in await reader.read(count=count):
-                    _print_event(event.id, event.name, event.fields, as_json)
-                return
-            async for event in reader:
-                _print_event(event.id, event.name, event.fields, as_json)
+        try:
+            await check_queue(q, Need.EXISTING)
+            if since is None:
+                latest = [parse_event(i, f) for i, f in
+                          await q.client.xrevrange(q.keys.events, count=count)]
+                chronological = follow or oldest_first
+                for event in reversed(latest) if chronological else latest:
+                    _print_event(event, as_json)
+                if not follow:
+                    return
+                start = latest[0].id if latest else "0-0"
+            else:
+                start = since
+            async with QueueEvents(queue, settings=q.settings, client=q.client,
+                                   since=start) as reader:
+                if not follow:
+                    for event in await reader.read(count=count):
+                        _print_event(event, as_json)
+                    return
+                async for event in reader:
+                    _print_event(event, as_json)
+        finally:
+            await q.close()
 
     try:
-        run(settings_of(ctx), go)
+        run(q.settings, go)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 
 
-def _print_event(event_id: str, name: str, fields: dict[str, str], as_json: bool) -> None:
+FIELD_NAMES = {"i": "job", "n": "name", "a": "attempt", "ms": "took_ms", "err": "error",
+               "due": "due", "p": "progress", "from": "from", "reason": "reason",
+               "deliveries": "deliveries"}
+"""Event fields as stored (short, written by the Lua scripts) -> as printed."""
+
+
+def event_record(event: QueueEvent) -> dict[str, Any]:
+    """An event with full field names and readable times, as printed by ``events``."""
+    at_ms = int(event.id.partition("-")[0])
+    record: dict[str, Any] = {"id": event.id, "time": when(at_ms, millis=True),
+                              "event": event.name}
+    for key, value in event.fields.items():
+        name = FIELD_NAMES.get(key, key)
+        if name == "due" and value.isdigit():
+            record[name] = when(int(value), millis=True)
+        elif name in ("attempt", "took_ms", "deliveries") and value.isdigit():
+            record[name] = int(value)
+        else:
+            record[name] = value
+    return record
+
+
+def _print_event(event: QueueEvent, as_json: bool) -> None:
+    record = event_record(event)
     if as_json:
-        typer.echo(orjson.dumps({"id": event_id, "event": name, "fields": fields}))
+        echo_safe(orjson.dumps(record))
         return
-    when = datetime.fromtimestamp(int(event_id.split("-")[0]) / 1000, tz=UTC)
-    details = " ".join(f"{k}={v}" for k, v in fields.items())
-    typer.echo(f"{when:%H:%M:%S.%f}"[:-3] + f"  {name:<10} {details}")
+    details = "  ".join(f"{k}={v}" for k, v in record.items()
+                        if k not in ("id", "time", "event"))
+    echo_safe(f"{record['time']}  {event.name:<12} {details}".rstrip())

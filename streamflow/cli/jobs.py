@@ -8,8 +8,12 @@ import typer
 
 from ..backoff import Backoff
 from ..queue import Queue
-from ._context import run_with_queue
+from ._app import echo_safe
+from ._context import Need, run_with_queue
 from ._output import parse_duration, parse_json
+
+CreateOption = Annotated[bool, typer.Option(
+    "--create", help="Create the queue if it does not exist yet (a typo guard).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +34,7 @@ def add(
     = None,
     backoff: Annotated[str | None, typer.Option(
         help="Retry backoff, KIND:SECONDS with KIND fixed, exponential or jitter.")] = None,
+    create: CreateOption = False,
 ) -> None:
     """Add one job; prints its id (nothing, and a note on stderr, for a refused duplicate)."""
     payload = parse_json(data)
@@ -40,11 +45,11 @@ def add(
         return await q.add(name, payload, priority=priority, delay=delay_s, job_id=job_id,
                            attempts=attempts, backoff=backoff_value)
 
-    job = run_with_queue(ctx, queue, go)
+    job = run_with_queue(ctx, queue, go, need=Need.WRITE, create=create)
     if job is None:
         typer.echo(f"duplicate: job id {job_id!r} was already added; nothing written", err=True)
     else:
-        typer.echo(job)
+        echo_safe(job)
 
 
 def _parse_backoff(text: str) -> Backoff:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import sys
 from functools import partial
@@ -11,12 +12,17 @@ from typing import Annotated, Any
 import anyio
 import typer
 
+from ..discovery import known_queues, queue_exists
 from ..health import serve_health
 from ..logs import configure_logging
+from ..queue import Queue
 from ..router import Router
 from ..telemetry import configure_from_env
 from ..worker import Worker
-from ._context import run, settings_of
+from ._context import CliError, quick, run, settings_of
+from ._output import fail
+
+log = logging.getLogger("streamflow.cli")
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +41,17 @@ def load_target(spec: str) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise typer.BadParameter(f"cannot import {module_name!r}: {exc}") from None
+    except SyntaxError as exc:
+        raise typer.BadParameter(
+            f"cannot import {module_name!r}: {exc.msg} ({exc.filename}, line {exc.lineno})"
+        ) from None
+    except SystemExit as exc:
+        raise typer.BadParameter(
+            f"importing {module_name!r} called sys.exit({exc.code!r}); --app must name a "
+            "module that defines handlers without running anything") from None
+    except Exception as exc:
+        raise typer.BadParameter(
+            f"importing {module_name!r} raised {type(exc).__name__}: {exc}") from None
     target = module
     for part in attr.split("."):
         try:
@@ -68,9 +85,13 @@ def worker(
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         raise typer.BadParameter(f"unknown log level {log_level!r}")
+    if metrics_port is not None and importlib.util.find_spec("opentelemetry.sdk") is None:
+        raise fail("--metrics-port needs the OpenTelemetry SDK: pip install 'streamflow[otel]'")
+    target = load_target(app)
     configure_logging(level)
     metrics_text = configure_from_env(console=console_spans, prometheus=metrics_port is not None)
-    target = load_target(app)
+    if metrics_port is not None and metrics_text is None:
+        raise fail("--metrics-port needs the Prometheus exporter: pip install 'streamflow[otel]'")
     settings = settings_of(ctx)
     try:
         runner = Worker(queue, target, settings=settings, concurrency=concurrency, group=group,
@@ -80,13 +101,32 @@ def worker(
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
-            if health_port is not None:
-                await tg.start(serve_health, health_port, lambda: not runner.stopped,
-                               lambda: runner.ready)
-            if metrics_port is not None and metrics_text is not None:
-                await tg.start(partial(serve_health, metrics_port, lambda: not runner.stopped,
-                                       lambda: runner.ready, metrics=metrics_text))
+            for option, port, metrics in (("--health-port", health_port, None),
+                                          ("--metrics-port", metrics_port, metrics_text)):
+                if port is None:
+                    continue
+                try:
+                    await tg.start(partial(serve_health, port, lambda: not runner.stopped,
+                                           lambda: runner.ready, metrics=metrics))
+                except OSError as exc:
+                    raise CliError(f"{option} {port}: cannot listen: "
+                                   f"{exc.strerror or exc}") from None
+            await _warn_if_unknown(settings, queue)
             await runner.run()
             tg.cancel_scope.cancel()
 
     run(settings, main)
+
+
+async def _warn_if_unknown(settings: Any, name: str) -> None:
+    """A worker may start before any producer, but a typo in its queue name should show."""
+    queue = Queue(name, settings=quick(settings))
+    try:
+        if not await queue_exists(queue.client, queue.keys):
+            known = await known_queues(queue.client, settings.prefix)
+            log.warning("queue %r has no keys yet (known queues: %s); waiting for jobs", name,
+                        ", ".join(known) or "none")
+    except Exception:
+        pass
+    finally:
+        await queue.close()
