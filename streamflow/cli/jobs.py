@@ -9,8 +9,10 @@ import typer
 from ..backoff import Backoff
 from ..queue import Queue
 from ._app import echo_safe
-from ._context import Need, run_with_queue
-from ._output import parse_duration, parse_json
+from ..codec import encode_data
+from ..errors import StreamflowError
+from ._context import Need, queue_of, run_with_queue
+from ._output import fail, parse_duration, parse_json
 
 CreateOption = Annotated[bool, typer.Option(
     "--create", help="Create the queue if it does not exist yet (a typo guard).")]
@@ -40,6 +42,15 @@ def add(
     payload = parse_json(data)
     delay_s = parse_duration(delay) if delay else None
     backoff_value = _parse_backoff(backoff) if backoff else None
+    if not name or job_id == "":
+        raise fail("a job needs a non-empty name" if not name else
+                   "--job-id must be a non-empty string", 2)
+    probe = queue_of(ctx, queue)
+    try:  # refused before Redis is asked anything
+        probe.level_index(priority)
+        encode_data(payload, probe.settings.queue.max_payload_bytes)
+    except StreamflowError as exc:
+        raise fail(str(exc), 2) from None
 
     async def go(q: Queue) -> str | None:
         return await q.add(name, payload, priority=priority, delay=delay_s, job_id=job_id,

@@ -74,7 +74,8 @@ class Admin(QueueBase):
         self.level_index(priority)
         every_ms = to_ms(every) if every is not None else None
         spec = RepeatSpec(
-            key=key or f"{name}:{cron if cron is not None else f'every-{every_ms}ms'}",
+            key=key or f"{name}:" + ("_".join(cron.split()).replace("*", "x")  # no quoting
+                                     if cron is not None else f"every-{every_ms}ms"),
             name=name, data=data, cron=cron, tz=tz, every_ms=every_ms,
             start_ms=int(start.timestamp() * 1000) if start else None,
             end_ms=int(end.timestamp() * 1000) if end else None, limit=limit,

@@ -175,3 +175,120 @@ def test_invalid_values_are_one_line_and_exit_2(
     code, _, err = run_main(argv, capsys)
     assert code == 2
     assert_one_line_error(err)
+
+
+# ------------------------------------------------ issue 18/13: one way to speak, both tools
+
+
+def test_bare_command_prints_help_with_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main([], capsys)
+    assert code == 0 and err == ""
+    assert "Usage: streamflow" in out and "Commands:" in out
+    code, out, _ = run_main(["dead"], capsys)
+    assert code == 0 and "Usage: streamflow dead" in out
+
+
+@pytest.mark.parametrize("argv", [["-h"], ["stats", "-h"], ["dead", "retry", "-h"]])
+def test_short_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(argv, capsys)
+    assert code == 0 and "Usage:" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from streamflow import __version__
+
+    code, out, _ = run_main(["--version"], capsys)
+    assert code == 0 and out.strip() == f"streamflow {__version__}"
+
+
+@pytest.mark.parametrize("argv", [
+    ["stats", "q", "--redis-url", "redis://127.0.0.1:1/0"],
+    ["stats", "--redis-url=redis://127.0.0.1:1/0", "q"],
+    ["dead", "list", "q", "--prefix", "pay", "--redis-url", "redis://127.0.0.1:1/0"],
+])
+def test_global_options_after_the_command(argv: list[str],
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(argv, capsys)
+    assert code == 1  # it got as far as Redis on port 1, with the URL given after the command
+    assert "redis://127.0.0.1:1/0" in assert_one_line_error(err)
+
+
+def test_hoisting_stops_at_double_dash() -> None:
+    from streamflow.cli._app import hoist
+
+    assert hoist(["add", "q", "j", "--prefix", "p", "--", "--redis-url", "x"],
+                 ("--redis-url", "--prefix")) == [
+        "--prefix", "p", "add", "q", "j", "--", "--redis-url", "x"]
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--redis-url", "redis://127.0.0.1:1/abc", "stats", "q"], "database must be a number"),
+    (["stats", "q", "--redis-url", "http://127.0.0.1:1/0"], "scheme"),
+    ([*NOWHERE, "add", "q", "job", "--delay", "99999999999999999999d"], "over the limit"),
+    ([*NOWHERE, "repeat", "add", "q", "job", "--every", "99999999999999999999d"],
+     "over the limit"),
+])
+def test_bad_url_and_absurd_durations_are_refused(argv: list[str], says: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(argv, capsys)
+    assert code == 2
+    assert says in assert_one_line_error(err)
+
+
+def test_a_settings_error_names_the_env_var(monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STREAMFLOW_QUEUE__ATTEMPTS", "abc")
+    code, _, err = run_main([*NOWHERE, "stats", "q"], capsys)
+    assert code == 2
+    assert "STREAMFLOW_QUEUE__ATTEMPTS='abc'" in assert_one_line_error(err)
+
+
+@pytest.fixture
+def app_modules(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pathlib import Path
+
+    folder = Path(str(tmp_path))
+    (folder / "sf_syntax.py").write_text("def broken(:\n")
+    (folder / "sf_raises.py").write_text("raise RuntimeError('no config')\n")
+    (folder / "sf_exits.py").write_text("import sys\nsys.exit(7)\n")
+    monkeypatch.syspath_prepend(str(folder))
+
+
+@pytest.mark.parametrize("module, says", [
+    ("sf_syntax", "invalid syntax"),
+    ("sf_raises", "raised RuntimeError: no config"),
+    ("sf_exits", "called sys.exit(7)"),
+])
+def test_a_bad_app_module_is_one_line(module: str, says: str, app_modules: None,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main([*NOWHERE, "worker", "q", "--app", f"{module}:router"], capsys)
+    assert code == 2
+    assert says in assert_one_line_error(err)
+
+
+def test_a_health_port_in_use_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run_main([*NOWHERE, "worker", "q", "--app", "tests.apps:router",
+                                 "--health-port", str(port)], capsys)
+    assert code == 2
+    line = assert_one_line_error(err.strip().splitlines()[-1])
+    assert f"--health-port {port}: cannot listen" in line and "Redis" not in line
+
+
+def test_metrics_port_without_the_otel_extra_exits_with_the_pip_hint(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("opentelemetry.sdk")
+                        else real(name, *a))
+    code, _, err = run_main([*NOWHERE, "worker", "q", "--app", "tests.apps:router",
+                             "--metrics-port", "0"], capsys)
+    assert code == 2
+    assert "pip install 'streamflow[otel]'" in assert_one_line_error(err)
