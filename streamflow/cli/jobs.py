@@ -7,10 +7,10 @@ from typing import Annotated
 import typer
 
 from ..backoff import Backoff
-from ..queue import Queue
-from ._app import echo_safe
 from ..codec import encode_data
 from ..errors import StreamflowError
+from ..queue import Queue
+from ._app import echo_safe
 from ._context import Need, queue_of, run_with_queue
 from ._output import fail, parse_duration, parse_json
 

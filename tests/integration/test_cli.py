@@ -183,7 +183,8 @@ def test_add_unknown_priority_exits_2_and_writes_nothing(
 def test_module_entry_point_adds_with_exit_0(
     redis_url: str, queue_name: str, keys: QueueKeys, sync_redis: Any
 ) -> None:
-    proc = run_module("--redis-url", redis_url, "add", queue_name, "x", "--priority", "low", "--create")
+    proc = run_module("--redis-url", redis_url, "add", queue_name, "x", "--priority", "low",
+                      "--create")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().startswith("low:")
     assert sync_redis.xlen(keys.level("low")) == 1
