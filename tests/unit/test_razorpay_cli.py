@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from consumers.razorpay.cli import app
+from consumers.razorpay.cli import app, main
 
 runner = CliRunner()
 
@@ -30,7 +30,7 @@ def test_a_bad_setting_is_one_line_not_a_traceback(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("RAZORPAY_TABLE_PREFIX", "Drop Table;")
     result = runner.invoke(app, ["schema"])
     assert result.exit_code == 2
-    assert "table_prefix" in result.output
+    assert "RAZORPAY_TABLE_PREFIX" in result.output
     assert "Traceback" not in result.output
 
 
@@ -39,3 +39,70 @@ def test_an_unsupported_database_url_is_refused(monkeypatch: pytest.MonkeyPatch)
     result = runner.invoke(app, ["schema"])
     assert result.exit_code == 2
     assert "mysql" in result.output
+
+
+def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[object, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exited.value.code, out, err
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("streamflow-razorpay: error: ")
+    return lines[0]
+
+
+@pytest.fixture(autouse=True)
+def no_outer_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: object) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith(("STREAMFLOW_", "RAZORPAY_")) or name.upper() in (
+                "REDIS_URL", "DATABASE_URL"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # type: ignore[arg-type]
+
+
+def test_bare_command_prints_help_with_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main([], capsys)
+    assert code == 0 and "Usage: streamflow-razorpay" in out
+    code, out, _ = run_main(["-h"], capsys)
+    assert code == 0 and "Usage: streamflow-razorpay" in out
+
+
+def test_an_unreachable_database_is_one_line_exit_1(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:hunter2@127.0.0.1:1/ledger")
+    code, _, err = run_main(["schema"], capsys)
+    assert code == 1
+    line = one_line(err)
+    assert "cannot open the ledger database" in line and "hunter2" not in line
+
+
+def test_a_route_to_an_unknown_level_is_one_line_exit_2(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("RAZORPAY_WEBHOOK_SECRET", "s")
+    monkeypatch.setenv("RAZORPAY_PRIORITY_ROUTES", '{"payment.*": "urgent"}')
+    code, _, err = run_main(["ingress", "--port", "1"], capsys)
+    assert code == 2
+    assert "unknown levels ['urgent']" in one_line(err)
+
+
+@pytest.mark.parametrize("argv", [
+    ["--redis-url", "redis://127.0.0.1:1/abc", "worker"],
+    ["worker", "--redis-url", "redis://127.0.0.1:1/abc"],
+])
+def test_redis_url_before_or_after_the_command(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(argv, capsys)
+    assert code == 2
+    assert "database must be a number" in one_line(err)
+
+
+def test_an_unknown_command_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["frobnicate"], capsys)
+    assert code == 2
+    assert "No such command" in one_line(err)
