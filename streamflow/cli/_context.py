@@ -162,9 +162,16 @@ async def check_queue(queue: Queue, need: Need, create: bool = False) -> None:
 
 async def unknown_queue_message(queue: Queue, need: Need) -> str:
     """``unknown queue 'x'`` with the known ones (what ``streamflow queues`` lists)."""
-    known = await known_queues(queue.client, queue.settings.prefix)
-    listed = (f"known: {', '.join(known[:20])}{' ...' if len(known) > 20 else ''}" if known
-              else f"no queues under prefix {queue.settings.prefix!r}")
+    try:
+        known = await known_queues(queue.client, queue.settings.prefix)
+    except NoPermissionError:
+        known = None
+    if known is None:
+        listed = "this Redis user may not list the queues (SCAN)"
+    elif known:
+        listed = f"known: {', '.join(known[:20])}{' ...' if len(known) > 20 else ''}"
+    else:
+        listed = f"no queues under prefix {queue.settings.prefix!r}"
     hint = "; pass --create to create it" if need is Need.WRITE else ""
     return f"unknown queue {queue.name!r} ({listed}){hint}"
 

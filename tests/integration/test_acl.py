@@ -197,6 +197,8 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *words: str)
 
 def test_cli_reads_as_the_worker_user(acl_server: RedisProcess) -> None:
     queue_name = QUEUE
+    created = cli(acl_server, "admin", "add", queue_name, "x", "--create")
+    assert created.returncode == 0, created.stderr  # reads refuse an unknown queue
     for command in (["stats", queue_name, "--json"], ["pending", queue_name],
                     ["dead", "list", queue_name]):
         result = cli(acl_server, "streamflow-worker", *command)

@@ -82,11 +82,11 @@ def test_cli_with_a_wrong_ca_fails_in_one_line(tls_redis_server: RedisProcess,
 def test_cli_with_the_right_ca_reads_stats(tls_redis_server: RedisProcess, tls_files: TlsFiles,
                                            queue_name: str) -> None:
     env = {**os.environ, "STREAMFLOW_REDIS__TLS_CA_FILE": str(tls_files.ca)}
-    result = subprocess.run(
-        [sys.executable, "-m", "streamflow", "--redis-url", tls_redis_server.url, "stats",
-         queue_name, "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-        check=False)
-    assert result.returncode == 0, result.stderr
+    for command in (["add", queue_name, "x", "--create"], ["stats", queue_name, "--json"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "streamflow", "--redis-url", tls_redis_server.url, *command],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
     assert '"pending": 0' in result.stdout
 
 
