@@ -76,7 +76,7 @@ def hoist(args: Sequence[str], names: Sequence[str]) -> list[str]:
 
 def new_app(name: str, help_text: str, cls: type[TyperGroup] = Group) -> typer.Typer:
     """A Typer app with the shared help style."""
-    return typer.Typer(name=name, help=help_text, cls=cls, add_completion=False,
+    return typer.Typer(name=name, help=help_text, cls=cls, add_completion=True,
                        pretty_exceptions_enable=False, rich_markup_mode=None,
                        context_settings=HELP_OPTIONS)
 

@@ -1,7 +1,8 @@
 """Every fenced Python and shell block of the docs runs as written, against a throwaway Redis.
 
 Each ``python``/``sh``/``bash``/``shell`` block in README.md, consumers/razorpay/README.md and
-docs/*.md carries a marker on the line before its fence (an HTML comment, invisible once rendered):
+docs/**/*.md carries a marker on the line before its fence (an HTML comment, invisible once
+rendered):
 
 ``<!-- snippet: run -->``
     run it; it must exit 0. Python blocks run as a script, shell blocks with ``bash -euo
@@ -37,7 +38,7 @@ from tests.servers import RedisProcess
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [REPO / "README.md", REPO / "consumers" / "razorpay" / "README.md",
-        *sorted((REPO / "docs").glob("*.md"))]
+        *sorted((REPO / "docs").rglob("*.md"))]
 LANGS = {"python": "python", "py": "python", "sh": "sh", "bash": "sh", "shell": "sh"}
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>```+|~~~+)\s*(?P<info>[\w+-]*)")
 MARKER = re.compile(r"^\s*<!--\s*snippet:\s*(?P<kind>run|fragment)\b(?P<rest>.*?)-->\s*$")
