@@ -66,7 +66,13 @@ def check_url(url: str) -> None:
     """Refuse a Redis URL the client would misread (a db that is not a number is not db 0)."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+        if parts.scheme.endswith("sentinel"):  # h1:26379,h2:26379: one port per sentinel
+            for host in parts.netloc.rpartition("@")[2].split(","):
+                port = host.rpartition("]")[2].partition(":")[2]
+                if port and not port.isdigit():
+                    raise ValueError(f"port {port!r} is not a number")
+        else:
+            parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
         raise typer.BadParameter(f"bad Redis URL {redact(url)}: {exc}") from None
     if parts.scheme not in _SCHEMES:

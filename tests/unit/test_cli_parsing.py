@@ -292,3 +292,25 @@ def test_metrics_port_without_the_otel_extra_exits_with_the_pip_hint(
                              "--metrics-port", "0"], capsys)
     assert code == 2
     assert "pip install 'streamflow[otel]'" in assert_one_line_error(err)
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:6379", "redis://127.0.0.1:6379/3", "rediss://u:p@h:6380/0",
+    "redis+sentinel://127.0.0.1:1,127.0.0.1:2,[::1]:3/streamflow/0",
+    "redis+sentinel://u:p@127.0.0.1:1/streamflow", "unix:///tmp/redis.sock?db=2",
+])
+def test_good_redis_urls_pass_the_check(url: str) -> None:
+    from streamflow.cli._context import check_url
+
+    check_url(url)
+
+
+@pytest.mark.parametrize("url", [
+    "redis://h/abc", "redis+sentinel://h:1,h:x/streamflow/0", "redis+sentinel://h:1/m/db",
+    "http://h:1/0",
+])
+def test_bad_redis_urls_fail_the_check(url: str) -> None:
+    from streamflow.cli._context import check_url
+
+    with pytest.raises(typer.BadParameter, match="bad Redis URL"):
+        check_url(url)
