@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from .codec import DEAD_PREFIX, F_ID, F_NAME
+from .codec import F_ID, F_NAME
 from .inspect import DeadEntry, JobInfo, PendingEntry, dead_entry, read_job
 from .keys import QueueKeys
 
@@ -202,7 +202,3 @@ async def pending_job_ids(client: Any, keys: QueueKeys,
         raw = rows[0][1].get(F_ID) if isinstance(rows, list) and rows else None
         out.append(_text(raw) if raw else f"{entry['level']}:{entry['entry_id']}")
     return out
-
-
-__all__ = ["DEAD_PREFIX", "find_dead", "find_job", "implicit_id", "known_queues",
-           "pending_job_ids", "queue_exists"]
