@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
-from .codec import F_ID, F_NAME
 from .inspect import DeadEntry, JobInfo, PendingEntry, dead_entry, read_job
 from .keys import QueueKeys
+from .protocol import F_ID, F_NAME, EventName, JobState, implicit_job_id
 
 ENTRY_ID = re.compile(r"^\d+-\d+$")
 SCAN_LIMIT = 200_000
@@ -23,11 +23,14 @@ SCAN_LIMIT = 200_000
 EVENTS_LIMIT = 20_000
 DEAD_LIMIT = 100_000
 
-_STATE_OF_EVENT = {
-    "added": "waiting", "waiting": "waiting", "reclaimed": "waiting", "delayed": "delayed",
-    "rate_limited": "delayed", "retrying": "retrying", "active": "active", "progress": "active",
-    "stalled": "active", "completed": "completed", "dead": "dead", "failed": "dead",
+_E, _S = EventName, JobState
+_STATE_OF_EVENT: dict[str, str] = {
+    _E.ADDED: _S.WAITING, _E.WAITING: _S.WAITING, _E.RECLAIMED: _S.WAITING,
+    _E.DELAYED: _S.DELAYED, _E.RATE_LIMITED: _S.DELAYED, _E.RETRYING: _S.RETRYING,
+    _E.ACTIVE: _S.ACTIVE, _E.PROGRESS: _S.ACTIVE, _E.STALLED: _S.ACTIVE,
+    _E.COMPLETED: _S.COMPLETED, _E.DEAD: _S.DEAD, _E.FAILED: _S.DEAD,
 }
+"""The state a job is in after its latest event."""
 
 
 def _text(value: Any) -> str:
@@ -200,5 +203,5 @@ async def pending_job_ids(client: Any, keys: QueueKeys,
     out = []
     for entry, rows in zip(entries, await pipe.execute(raise_on_error=False), strict=True):
         raw = rows[0][1].get(F_ID) if isinstance(rows, list) and rows else None
-        out.append(_text(raw) if raw else f"{entry['level']}:{entry['entry_id']}")
+        out.append(_text(raw) if raw else implicit_job_id(entry["level"], entry["entry_id"]))
     return out

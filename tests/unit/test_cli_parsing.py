@@ -314,3 +314,10 @@ def test_bad_redis_urls_fail_the_check(url: str) -> None:
 
     with pytest.raises(typer.BadParameter, match="bad Redis URL"):
         check_url(url)
+
+
+def test_events_print_every_protocol_field_by_its_full_name() -> None:
+    from streamflow.cli.inspect import FIELD_NAMES
+    from streamflow.protocol import EVENT_FIELDS
+
+    assert set(FIELD_NAMES) == EVENT_FIELDS - {"e"}
