@@ -126,6 +126,7 @@ def ingress(
     import uvicorn
 
     from .ingress import PriorityTable
+    from .server import server_options
 
     try:
         settings.secret()
@@ -140,7 +141,7 @@ def ingress(
         os.environ["STREAMFLOW_REDIS_URL"] = ctx.obj  # read by every server process
     uvicorn.run("consumers.razorpay.ingress:app_from_env", factory=True, host=host, port=port,
                 workers=workers, access_log=access_log, log_level=log_level.lower(),
-                lifespan="on", server_header=False)
+                lifespan="on", server_header=False, **server_options(settings))
 
 
 @app.command()
