@@ -76,5 +76,12 @@ def run_child(module: str, *args: str, env: dict[str, str] | None = None,
     return result
 
 
+async def redis_cpu_s(client: Any) -> float:
+    """The server's CPU time so far (user + sys, all its threads), in seconds: deltas are the
+    Redis CPU a workload cost when nothing else uses that server."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)

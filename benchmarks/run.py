@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--adds", type=int, default=10_000,
+                        help="single adds per run of the single-add rows")
     args = parser.parse_args()
     rows: list[list[Any]] = []
     with private_redis() as url:
@@ -37,6 +39,13 @@ def main() -> None:
                 runs[mode].append(run_child(
                     "benchmarks.throughput", url, "--jobs", str(args.jobs), "--concurrency",
                     str(args.concurrency), "--tracing", mode))
+        single: dict[int, list[dict[str, Any]]] = {200: [], 1: []}
+        for _ in range(args.runs):
+            for callers in single:
+                single[callers].append(run_child(
+                    "benchmarks.single_add", url, "--adds",
+                    str(args.adds if callers > 1 else args.adds // 4), "--callers",
+                    str(callers)))
         latency = [run_child("benchmarks.latency", url) for _ in range(args.runs)]
         memory = run_child("benchmarks.memory", url, "--jobs", "100000")
     off = runs["off"]
@@ -52,6 +61,18 @@ def main() -> None:
         rows.append([f"tracing overhead ({mode})", f"{(1 - rate / base) * 100:.1f}", "%"])
     rows.append(["worker CPU per job", spread([r["worker_cpu_us_per_job"] for r in off], ".1f"),
                  "us"])
+    rows.append(["Redis CPU per processed job (INFO cpu)",
+                 spread([r["redis_cpu_us_per_job"] for r in off], ".1f"), "us"])
+    for callers, results in single.items():
+        who = f"{callers} concurrent callers" if callers > 1 else "1 caller"
+        rows.append([f"single add (Queue.add), {who}",
+                     spread([r["adds_per_s"] for r in results], ",.0f"), "adds/s"])
+        rows.append([f"single add latency p50, {who}",
+                     spread([r["p50_ms"] for r in results], ".3f"), "ms"])
+        rows.append([f"single add latency p99, {who}",
+                     spread([r["p99_ms"] for r in results], ".3f"), "ms"])
+        rows.append([f"Redis CPU per single add, {who} (INFO cpu)",
+                     spread([r["redis_cpu_us_per_add"] for r in results], ".1f"), "us"])
     rows.append(["add-to-start latency p50 (1 job/ms)", spread([r["p50_ms"] for r in latency],
                                                                 ".3f"), "ms"])
     rows.append(["add-to-start latency p99 (1 job/ms)", spread([r["p99_ms"] for r in latency],

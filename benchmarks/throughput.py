@@ -12,7 +12,7 @@ import time
 import anyio
 import psutil
 
-from benchmarks.common import PAYLOAD, emit
+from benchmarks.common import PAYLOAD, emit, redis_cpu_s
 from streamflow import Job, Queue, StreamflowSettings, Worker
 
 
@@ -54,6 +54,7 @@ async def main(url: str, jobs: int, concurrency: int, tracing: str) -> None:
         worker = Worker(queue_name, noop, settings=settings, concurrency=concurrency)
         process = psutil.Process()
         cpu_before = process.cpu_times()
+        redis_before = await redis_cpu_s(q.client)
         async with anyio.create_task_group() as tg:
             start = time.perf_counter()
             tg.start_soon(lambda: worker.run(handle_signals=False))
@@ -61,10 +62,12 @@ async def main(url: str, jobs: int, concurrency: int, tracing: str) -> None:
             process_s = time.perf_counter() - start
             await worker.close()
         cpu_after = process.cpu_times()
+        redis_s = await redis_cpu_s(q.client) - redis_before
         cpu_s = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
         await q.client.delete(*q.keys.streams, q.keys.events, q.keys.done, q.keys.workers)
     emit({"enqueue_per_s": jobs / enqueue_s, "process_per_s": jobs / process_s,
           "worker_cpu_us_per_job": cpu_s / jobs * 1e6,
+          "redis_cpu_us_per_job": redis_s / jobs * 1e6,
           "rss_mb": process.memory_info().rss / 2**20})
 
 

@@ -57,6 +57,10 @@ class QueueKeys:
         """The status record of a tracked job."""
         return f"{self.base}:status:{job_id}"
 
+    def reply(self, owner: str) -> str:
+        """The answer of a producer slot's last add call, kept for a retry of that call."""
+        return f"{self.base}:reply:{owner}"
+
 
 def check_queue_name(name: str) -> str:
     """``name`` if it can name a queue: 1-100 letters, digits, ``.``, ``_`` or ``-``.

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
+from opentelemetry.metrics import _internal as _api
 
 from .inspect import QueueCounts, read_counts
 from .keys import QueueKeys
@@ -55,6 +56,7 @@ TIME_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 """Histogram bucket bounds (seconds) for ``streamflow.job.duration`` and ``.wait``."""
 
 _override: MeterProvider | None = None
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_METER_PROVIDER" in os.environ
 _cache: dict[str, QueueMetrics] = {}
 
 
@@ -76,6 +78,9 @@ def metrics_for(queue: str) -> QueueMetrics | NoMetrics:
     found = _cache.get(queue)
     if found is not None:
         return found
+    if _override is None and not _PROVIDER_FROM_ENV and getattr(
+            _api, "_METER_PROVIDER", True) is None:
+        return NO_METRICS  # no provider set: skip the API's lookup, which reads the environment
     provider = _override if _override is not None else metrics.get_meter_provider()
     if not _configured(provider):
         return NO_METRICS

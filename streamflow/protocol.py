@@ -108,6 +108,11 @@ NO_EMIT = "0"
 NOTHING_WAITS = -1
 """The marker in the fetch script's reply before the last id of each level stream."""
 
+PLAIN_RECORD = "p"
+"""First argument of an add-script job record with no id, delay or options (a short record)."""
+MARK_SEPARATOR = "#"
+"""Between a call's token and the job's place in the call, in a dedup mark (``<token>#<n>``)."""
+
 
 def flag(value: bool) -> str:
     """A boolean script argument (the events flag)."""
@@ -124,4 +129,4 @@ def protocol_literals() -> frozenset[str]:
     """Every name above: what a Lua script may spell out."""
     return (ENVELOPE_FIELDS | DEAD_FIELDS | DONE_FIELDS | STATUS_FIELDS | EVENT_FIELDS
             | META_FIELDS | {str(m) for m in (*DeadReason, *JobState, *EventName)}
-            | {DEAD_PREFIX.decode()})
+            | {DEAD_PREFIX.decode(), PLAIN_RECORD, MARK_SEPARATOR})

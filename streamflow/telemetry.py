@@ -50,6 +50,7 @@ ATTR_ATTEMPT = "streamflow.job.attempt"
 ATTR_LEVEL = "streamflow.job.priority"
 
 TRACER_NAME = "streamflow"
+_PROVIDER_FROM_ENV = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 _override: trace.TracerProvider | None = None
 _tracer: trace.Tracer = trace.get_tracer(TRACER_NAME)
 _drop_unsampled = False
@@ -76,6 +77,9 @@ def tracing_active() -> bool:
     Also binds the module's tracer to the real provider, skipping the API's proxy on every span.
     """
     global _tracer, _drop_unsampled
+    if _override is None and not _PROVIDER_FROM_ENV and getattr(
+            trace, "_TRACER_PROVIDER", True) is None:
+        return False  # no provider set: skip the API's lookup, which reads the environment
     provider = _override if _override is not None else trace.get_tracer_provider()
     if isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider):
         return False

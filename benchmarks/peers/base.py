@@ -8,6 +8,8 @@ A peer is a module with a ``PEER`` object of a subclass of :class:`Peer`. The dr
   calls ``common.TRACKER.hit(data)``, so the driver learns counts, first start, last finish and
   enqueue-to-start latencies through the benchmark Redis;
 * ``enqueue_one(data)`` / ``paced(count, interval)`` feed the latency workload;
+* ``single_adds(n, callers)`` makes ``n`` one-job adds from ``callers`` concurrent callers (the
+  webhook producer's pattern) and times each;
 * ``waiting_memory()`` reads what the server holds for the waiting jobs (Redis peers leave it to
   the driver, which reads ``INFO memory``).
 """
@@ -58,6 +60,28 @@ class Peer:
         """Add ``count`` jobs, one every ``interval`` seconds, the enqueue time (ns) in each;
         returns the seconds it took."""
         return await pace(count, interval, lambda: self.enqueue_one(payload(time.time_ns())))
+
+    async def single_adds(self, n: int, callers: int) -> dict[str, float]:
+        """``n`` one-job adds from ``callers`` concurrent callers, each awaiting its add before
+        the next (closed loop); returns seconds, p50_ms and p99_ms of the adds."""
+        latencies: list[float] = []
+        remaining = n
+
+        async def caller() -> None:
+            nonlocal remaining
+            while remaining > 0:
+                remaining -= 1
+                start = time.perf_counter()
+                await self.enqueue_one(payload())
+                latencies.append((time.perf_counter() - start) * 1000)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(callers)))
+        seconds = time.perf_counter() - start
+        latencies.sort()
+        return {"seconds": seconds, "adds": len(latencies),
+                "p50_ms": latencies[len(latencies) // 2],
+                "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]}
 
     def worker_command(self, workers: int = 1) -> list[str]:
         """The command line of one worker process."""

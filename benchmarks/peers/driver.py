@@ -3,7 +3,8 @@
     python -m benchmarks.peers.driver --peer arq --jobs 50000 --redis-url redis://127.0.0.1:PORT/0
 
 Lines (``workload`` tells which): ``info`` (versions, settings), ``enqueue`` (a), ``memory`` (d),
-``process`` (b, and (e) with ``workers`` > 1), ``latency`` (c), or any of them with ``error``.
+``process`` (b, and (e) with ``workers`` > 1), ``latency`` (c), ``single`` (f), or any of them
+with ``error``.
 The runner starts this in a subprocess with a timeout, so a crash or a hang of one peer
 costs that peer's figures only.
 """
@@ -215,6 +216,21 @@ class Driver:
              p50_ms=percentile(values, 50), p99_ms=percentile(values, 99),
              max_ms=max(values), median_ms=median(values))
 
+    async def single(self) -> None:
+        name, n, callers = self.args.peer, self.args.single_adds, self.args.single_callers
+        await self.reset()
+        await self.peer.single_adds(min(n, 200), callers)  # warm up: connections, scripts
+        before = await self.redis_cpu()
+        result = await self.peer.single_adds(n, callers)
+        cpu = (await self.redis_cpu() - before) / n * 1e6 if self.peer.on_redis else None
+        emit(name, "single", adds=n, callers=callers, rate=n / result["seconds"],
+             p50_ms=result["p50_ms"], p99_ms=result["p99_ms"], redis_cpu_us_per_add=cpu)
+
+    async def redis_cpu(self) -> float:
+        """The benchmark Redis's CPU time so far (user + sys), seconds."""
+        info = await self.redis.info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
     async def run(self) -> None:
         name = self.args.peer
         await self.peer.open()
@@ -252,7 +268,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-count", type=int, default=3000)
     p.add_argument("--latency-interval", type=float, default=0.001)
     p.add_argument("--scale", default="", help="extra worker-process counts, e.g. 2,4")
-    p.add_argument("--stages", default="throughput,scaled,latency")
+    p.add_argument("--single-adds", type=int, default=10_000)
+    p.add_argument("--single-callers", type=int, default=200)
+    p.add_argument("--stages", default="throughput,scaled,latency,single")
     p.add_argument("--stage-timeout", type=float, default=240.0)
     args = p.parse_args(argv)
     args.scale = [int(x) for x in args.scale.split(",") if x.strip()]

@@ -1,7 +1,8 @@
 """BullMQ for Node (``bullmq/bench.js`` with ioredis): ``Queue.addBulk`` in chunks of 1,000 (all
-chunks sent at once), ``Queue.add`` for the paced jobs, and one ``Worker`` process with
-concurrency 100 (BullMQ's default is 1; 100 matches streamflow). Job options are BullMQ's
-defaults (completed jobs are kept)."""
+chunks sent at once), ``Queue.add`` for the paced jobs and the single adds (from concurrent
+async callers of one Queue: ioredis pipelines what they send in the same tick), and one
+``Worker`` process with concurrency 100 (BullMQ's default is 1; 100 matches streamflow). Job
+options are BullMQ's defaults (completed jobs are kept)."""
 
 from __future__ import annotations
 
@@ -58,6 +59,9 @@ class BullPeer(Peer):
     async def paced(self, count: int, interval: float) -> float:
         result = await node("paced", env("BENCH_REDIS_URL"), str(count), str(interval * 1000))
         return float(result["seconds"])
+
+    async def single_adds(self, n: int, callers: int) -> dict[str, float]:
+        return await node("single", env("BENCH_REDIS_URL"), str(n), str(callers))
 
     def worker_command(self, workers: int = 1) -> list[str]:
         return [NODE, str(HERE / "bench.js"), "worker", env("BENCH_REDIS_URL"), str(CONCURRENCY)]

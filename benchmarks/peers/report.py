@@ -130,6 +130,17 @@ class Report:
                 rows.append([str(procs), cell(values, "rate"), self.ratio_to(values, "process")])
         return rows
 
+    def single_rows(self) -> list[list[str]]:
+        rows = []
+        for r in self.ran():
+            if "single" not in r.values:
+                continue
+            rows.append([r.name, cell(r.values["single"], "rate"),
+                         cell(r.values.get("single_p50"), "ms"),
+                         cell(r.values.get("single_p99"), "ms"),
+                         cell(r.values.get("single_cpu"), "ms"), self.ratio(r, "single")])
+        return rows
+
     def ratio_to(self, values: list[float], metric: str) -> str:
         base = self.results.get(BASELINE)
         theirs = base.values.get(metric) if base else None
@@ -151,6 +162,9 @@ class Report:
         for procs, rate, ratio in self.scaling_rows():
             lines.append(f"streamflow with {procs} worker process(es): {rate} jobs/s "
                          f"({ratio} BullMQ)")
+        for name, rate, p50, p99, cpu, ratio in self.single_rows():
+            lines.append(f"(f) {name} single add: {rate} adds/s, p50 {p50} ms, p99 {p99} ms, "
+                         f"Redis CPU {cpu} us/add ({ratio} BullMQ)")
         for name, why in self.not_run():
             lines.append(f"NOT RUN {name}: {why}")
         for r in self.results.values():
@@ -188,6 +202,11 @@ class Report:
             "private redis-server (no RDB, no AOF); RabbitMQ: the queue process memory from "
             "`rabbitmqctl list_queues memory`; PostgreSQL: table + index size on disk.",
             "- **(e)** streamflow's (b) with more worker processes.",
+            f"- **(f) single add**: {a.single_adds:,} one-job adds (the system's single add "
+            f"call, as a webhook producer makes them) from {a.single_callers} concurrent "
+            "callers of one process, each awaiting its add before the next; adds/s, the "
+            "latency of each add, and for Redis peers the server's CPU per add (`INFO cpu`, "
+            "user + sys, of the private server).",
             "",
             "## Results",
             "",
@@ -205,6 +224,11 @@ class Report:
             md += table(["worker processes", "process jobs/s", "vs BullMQ (1 process)"], scaling)
             md += ["", f"On {os.cpu_count()} cores, shared with redis-server: more processes "
                    "than cores cannot scale linearly."]
+        single = self.single_rows()
+        if single:
+            md += ["", f"### (f) single add, {a.single_callers} concurrent callers", ""]
+            md += table(["peer", "adds/s", "add latency p50 ms", "add latency p99 ms",
+                         "Redis CPU per add, us", "adds/s vs BullMQ"], single)
         md += ["", "## Peers, versions and settings", ""]
         rows = []
         for r in self.results.values():

@@ -137,6 +137,7 @@ def run_driver(peer: str, args: argparse.Namespace, redis_url: str, flush: str,
            "--amqp-url", args.amqp_url, "--pg-dsn", args.pg_dsn,
            "--latency-count", str(args.latency_count),
            "--latency-interval", str(1 / args.latency_rate),
+           "--single-adds", str(args.single_adds), "--single-callers", str(args.single_callers),
            "--stage-timeout", str(max(30.0, timeout - 20))]
     if peer == "streamflow" and args.scale:
         cmd += ["--scale", args.scale]
@@ -199,6 +200,12 @@ def collect(result: PeerResult, lines: list[dict[str, Any]]) -> bool:
             result.add("p50", line["p50_ms"])
             result.add("p99", line["p99_ms"])
             result.add("offered", line["offered_rate"])
+        elif workload == "single":
+            result.add("single", line["rate"])
+            result.add("single_p50", line["p50_ms"])
+            result.add("single_p99", line["p99_ms"])
+            if line.get("redis_cpu_us_per_add") is not None:
+                result.add("single_cpu", line["redis_cpu_us_per_add"])
     return gave
 
 
@@ -212,6 +219,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--latency-seconds", type=float, default=3.0)
     p.add_argument("--latency-rate", type=float, default=1000.0, help="jobs/s offered in (c)")
     p.add_argument("--scale", default="2,4", help="streamflow worker processes for (e)")
+    p.add_argument("--single-adds", type=int, default=10_000, help="one-job adds in (f)")
+    p.add_argument("--single-callers", type=int, default=200,
+                   help="concurrent callers making the (f) adds")
     p.add_argument("--budget", type=float, default=840.0,
                    help="seconds the whole run may take; runs that would not fit are skipped")
     p.add_argument("--peer-timeout", type=float, default=300.0,

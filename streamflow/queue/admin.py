@@ -117,7 +117,7 @@ class Admin(QueueBase):
         fixed = [*keys.streams, keys.delayed, keys.jobs, keys.dead, keys.events, keys.done,
                  keys.workers, keys.repeat, keys.repeat_last, keys.meta, keys.limiter]
         deleted = int(await self.client.delete(*fixed))
-        for pattern in (keys.dedup("*"), keys.status("*")):
+        for pattern in (keys.dedup("*"), keys.status("*"), keys.reply("*")):
             batch: list[Any] = []
             async for key in self.client.scan_iter(match=_glob_escape(pattern), count=1000):
                 batch.append(key)

@@ -10,12 +10,11 @@ from redis.exceptions import ResponseError
 
 from .. import scripts
 from ..connection import create_client
-from ..errors import UnknownPriority
+from ..enqueue import CHUNK, Enqueuer
 from ..keys import QueueKeys
 from ..settings import Durability, StreamflowSettings, resolve_settings
 
-CHUNK = 1000
-"""Jobs per script call of a bulk add, dead letters per call of a retry."""
+__all__ = ["CHUNK", "QueueBase", "ensure_groups"]
 
 
 class QueueBase:
@@ -30,12 +29,8 @@ class QueueBase:
         self.durability: Durability = durability or self.settings.queue.durability
         self._own_client = client is None
         self._client = client
-        self._level_index = {level: i for i, level in enumerate(self.settings.levels)}
-        self._default_level = self._level_index[self.settings.default_level]
-        defaults = self.settings.queue
-        self._emit_added = scripts.flag(defaults.emit_all)
-        self._emit_failures = scripts.flag(defaults.emit_failures)
-        self._dedup_ttl_ms = int(defaults.dedup_ttl * 1000)
+        self._emit_failures = scripts.flag(self.settings.queue.emit_failures)
+        self._enqueuer_: Enqueuer | None = None
 
     @property
     def client(self) -> Any:
@@ -69,14 +64,16 @@ class QueueBase:
 
     def level_index(self, priority: str | None) -> int:
         """The index of a priority level; ``UnknownPriority`` for a name not configured."""
-        if priority is None:
-            return self._default_level
-        try:
-            return self._level_index[priority]
-        except KeyError:
-            raise UnknownPriority(
-                f"unknown priority {priority!r}; levels are {', '.join(self.settings.levels)}"
-            ) from None
+        return self._enqueuer.level_index(priority)
+
+    @property
+    def _enqueuer(self) -> Enqueuer:
+        """The add path of this queue (made again with a new client)."""
+        enqueuer = self._enqueuer_
+        if enqueuer is None or enqueuer.client is not self.client:
+            enqueuer = self._enqueuer_ = Enqueuer(self.keys, self.settings, self.client,
+                                                  self.settings.queue.emit_all)
+        return enqueuer
 
 
 async def ensure_groups(client: Any, keys: QueueKeys, group: str) -> None:

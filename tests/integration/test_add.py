@@ -100,3 +100,14 @@ async def test_consumer_group_exists_at_zero_before_any_worker(
         assert groups[0]["name"] == b"workers" and groups[0]["lag"] == 1
     finally:
         await client.aclose()
+
+
+async def test_a_duplicate_across_bulk_chunks_is_refused(redis_url: str, queue_name: str) -> None:
+    from streamflow import JobSpec
+
+    async with Queue(queue_name, url=redis_url) as q:
+        specs = [JobSpec("n", {"i": i}, job_id=f"c-{i % 1000}") for i in range(1001)]
+        ids = await q.add_bulk(specs)
+        assert ids[1000] is None  # the first job of the second chunk repeats the first one
+        assert await q.client.xlen(q.keys.level("normal")) == 1000
+        await q.obliterate(force=True)

@@ -28,6 +28,7 @@ GROUP = "workers"
 HIGH, NORMAL, LOW = 0, 1, 2
 EVENTS_MAXLEN = 1000
 DEDUP_TTL_MS = 60_000
+REPLY_TTL_MS = 60_000
 
 
 @pytest.fixture
@@ -83,12 +84,13 @@ async def read(client: Any, stream: str, consumer: str = "c1", count: int = 100)
 
 
 def add_call(keys: QueueKeys, records: list[list[Any]], dedup_ids: tuple[str, ...] = (),
-             emit: str = "1", extra_keys: tuple[str, ...] = ()) -> tuple[list[str], list[Any]]:
+             emit: str = "1", extra_keys: tuple[str, ...] = (), token: str = ""
+             ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of add_jobs; dedup marks first, then ``extra_keys`` (status records)."""
-    keys_list = [keys.delayed, keys.jobs, keys.events, *keys.streams,
+    keys_list = [keys.delayed, keys.jobs, keys.events, keys.reply(token or "t"), *keys.streams,
                  *(keys.dedup(i) for i in dedup_ids), *extra_keys]
-    args: list[Any] = [now_ms(), len(keys.levels), emit, EVENTS_MAXLEN, DEDUP_TTL_MS,
-                       *keys.levels]
+    args: list[Any] = [now_ms(), len(keys.levels), emit, EVENTS_MAXLEN, DEDUP_TTL_MS, token,
+                       REPLY_TTL_MS, *keys.levels]
     for record in records:
         args += record
     return keys_list, args
@@ -168,6 +170,52 @@ async def test_add_jobs_without_events(client: Any, keys: QueueKeys) -> None:
         keys, [immediate(HIGH, "a")], emit="0"))
     assert await client.xlen(keys.level("high")) == 1
     assert await client.exists(keys.events) == 0
+
+
+async def test_add_jobs_plain_records_are_named_after_their_entry(
+        client: Any, keys: QueueKeys) -> None:
+    result = await scripts.call(client, scripts.ADD_JOBS, *add_call(keys, [
+        ["p", LOW, "a", b'{"n":1}', 0],
+        ["p", HIGH, "b", b"2", 2, "tp", "00-" + "1" * 32 + "-" + "2" * 16 + "-01"],
+        immediate(LOW, "c", job_id="evt_1", dedup_index=1)], ("evt_1",)))
+    low = [text(e) for e, _ in await client.xrange(keys.level("low"))]
+    high = await client.xrange(keys.level("high"))
+    assert text(result) == [f"low:{low[0]}", f"high:{text(high[0][0])}", "evt_1"]
+    assert text(high[0][1])["tp"].startswith("00-1111")
+    job = decode_job(high[0][0], high[0][1], keys.queue, "high")
+    assert (job.name, job.data, job.traceparent is not None) == ("b", 2, True)
+    assert [e["n"] for e in await events(client, keys)] == ["a", "b", "c"]
+
+
+async def test_add_jobs_sent_again_with_its_token_returns_the_first_answer(
+        client: Any, keys: QueueKeys) -> None:
+    call = add_call(keys, [["p", NORMAL, "a", b"1", 0],
+                           immediate(NORMAL, "b", job_id="evt_1", dedup_index=1)],
+                    ("evt_1",), token="tok1")
+    first = text(await scripts.call(client, scripts.ADD_JOBS, *call))
+    again = text(await scripts.call(client, scripts.ADD_JOBS, *call))
+    assert again == first and first[1] == "evt_1"
+    assert await client.xlen(keys.level("normal")) == 2
+    assert 0 < await client.pttl(keys.reply("tok1")) <= REPLY_TTL_MS
+    other = add_call(keys, [immediate(NORMAL, "b", job_id="evt_1", dedup_index=1)],
+                     ("evt_1",), token="tok2")
+    other[0][3] = keys.reply("tok1")  # the slot's next call: a new token, same reply key
+    assert await scripts.call(client, scripts.ADD_JOBS, *other) == [0]
+
+
+async def test_add_jobs_with_caller_ids_only_is_recognised_by_its_marks(
+        client: Any, keys: QueueKeys) -> None:
+    records = [immediate(NORMAL, "a", job_id="evt_1", dedup_index=1),
+               immediate(NORMAL, "b", job_id="evt_1", dedup_index=1),
+               delayed(NORMAL, "c", "evt_2", now_ms() + 60_000, dedup_index=2)]
+    call = add_call(keys, records, ("evt_1", "evt_2"), token="tok3")
+    call[1][6] = 0  # no reply record: the marks alone recognise the call
+    first = text(await scripts.call(client, scripts.ADD_JOBS, *call))
+    again = text(await scripts.call(client, scripts.ADD_JOBS, *call))
+    assert first == again == ["evt_1", 0, "evt_2"]  # the second evt_1 is a duplicate, twice
+    assert await client.exists(keys.reply("tok3")) == 0
+    assert await client.xlen(keys.level("normal")) == 1 and await client.zcard(keys.delayed) == 1
+    assert text(await client.get(keys.dedup("evt_1"))) == "tok3#1"
 
 
 # ----------------------------------------------------------------------------- fetch_jobs
@@ -840,7 +888,7 @@ def test_every_lua_file_is_registered_with_its_key_count() -> None:
         (scripts.TRIM_STREAM, 2),
         (scripts.RETRY_LATER, 3),
         (scripts.MOVE_TO_DEAD, 4),
-        (scripts.ADD_JOBS, 2),
+        (scripts.ADD_JOBS, 3),
         (scripts.RETRY_DEAD, 1),
     ],
 )

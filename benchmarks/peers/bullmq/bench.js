@@ -2,6 +2,8 @@
 // BullMQ peer of the streamflow benchmarks. Driven by benchmarks/peers/peer_bullmq.py:
 //   node bench.js enqueue <redis-url> <jobs>                -> {"seconds": s}   (Queue.addBulk)
 //   node bench.js paced <redis-url> <count> <interval-ms>   -> {"seconds": s}   (Queue.add)
+//   node bench.js single <redis-url> <adds> <callers>       -> {"seconds": s, "p50_ms", "p99_ms"}
+//                                                  (Queue.add from <callers> concurrent callers)
 //   node bench.js worker <redis-url> <concurrency>          runs until SIGTERM/SIGINT
 // The worker reports like the Python workers (see common.py): every 100 ms it writes
 // "count first_ns last_ns" into the hash BENCH_TRACK_KEY and pushes latencies (ns) onto
@@ -63,6 +65,36 @@ async function paced(url, count, intervalMs) {
   return seconds;
 }
 
+function percentile(sorted, q) {
+  const rank = Math.max(1, Math.min(sorted.length, Math.ceil((q / 100) * sorted.length)));
+  return sorted[rank - 1];
+}
+
+// Closed loop: each caller awaits its add before the next; one Queue (one ioredis connection,
+// auto-pipelining as ioredis does by default for commands issued in the same tick).
+async function single(url, adds, callers) {
+  const queue = new Queue(QUEUE, { connection: connection(url) });
+  await queue.waitUntilReady();
+  for (let i = 0; i < 200; i++) await queue.add('noop', { ts: 0, pad: PAD });
+  let remaining = adds;
+  const latencies = [];
+  const caller = async () => {
+    while (remaining > 0) {
+      remaining -= 1;
+      const t0 = performance.now();
+      await queue.add('noop', { ts: 0, pad: PAD });
+      latencies.push(performance.now() - t0);
+    }
+  };
+  const start = performance.now();
+  await Promise.all(Array.from({ length: callers }, caller));
+  const seconds = (performance.now() - start) / 1000;
+  await queue.close();
+  latencies.sort((a, b) => a - b);
+  return { seconds, adds: latencies.length, p50_ms: percentile(latencies, 50),
+    p99_ms: percentile(latencies, 99) };
+}
+
 async function worker(url, concurrency) {
   const trackKey = process.env.BENCH_TRACK_KEY;
   const reporter = new IORedis(process.env.BENCH_TRACK_URL);
@@ -122,10 +154,12 @@ async function main() {
     console.log(JSON.stringify({ seconds: await enqueue(url, Number(a)) }));
   } else if (mode === 'paced') {
     console.log(JSON.stringify({ seconds: await paced(url, Number(a), Number(b)) }));
+  } else if (mode === 'single') {
+    console.log(JSON.stringify(await single(url, Number(a), Number(b))));
   } else if (mode === 'worker') {
     await worker(url, Number(a));
   } else {
-    console.error('usage: node bench.js enqueue|paced|worker <redis-url> ...');
+    console.error('usage: node bench.js enqueue|paced|single|worker <redis-url> ...');
     process.exit(2);
   }
 }

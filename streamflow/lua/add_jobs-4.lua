@@ -1,0 +1,134 @@
+--[[
+  add_jobs: add one or many jobs atomically per job: dedup mark, then stream or delayed set.
+
+  A call that carries a token can be sent again (its reply was lost, the client retried) and
+  writes nothing twice: a job with a caller-given id stores "<token>#<its number in the call>"
+  as its dedup mark, so the same call finds its own mark and answers the id again (another job
+  finds someone else's mark: a duplicate); when a reply TTL is given, the whole answer is also
+  stored under the producer slot's reply key and a call finding its token there returns it at
+  once (needed for jobs without a caller-given id, which have no mark).
+
+  KEYS[1]  delayed zset
+  KEYS[2]  jobs hash (envelopes of delayed jobs)
+  KEYS[3]  events stream
+  KEYS[4]  reply key of the sending producer slot ("<token>:<answer as JSON>", overwritten by
+           the slot's next call)
+  KEYS[5 .. 4+L]          one stream per priority level, highest first (declared tail)
+  KEYS[5+L ..]            dedup marks and status records, referenced by index from the job
+                          records
+
+  ARGV[1]  now (ms)
+  ARGV[2]  L, the number of levels
+  ARGV[3]  1 to emit events, 0 not
+  ARGV[4]  events MAXLEN (approximate)
+  ARGV[5]  dedup TTL (ms)
+  ARGV[6]  token of this call ("" = none: marks hold the job id, no reply record)
+  ARGV[7]  reply record TTL (ms; 0 = no reply record)
+  ARGV[8 .. 7+L]  the level names, in KEYS order
+  ARGV[8+L ..] job records, each either
+           plain (no id, no delay, untracked): "p", level index (0-based), job name, data,
+           T, then T more stream fields (trace context)
+           or general: level index (0-based), due (ms, 0 = now), dedup key index (0 = none;
+           else KEYS[4+L+index]), status key index (0 = untracked; same numbering), job id
+           ("" = none: named after the entry), delayed record ("" when due is 0), job name,
+           field count F, then F stream fields
+
+  Returns  one item per job: the job id, or 0 when its dedup mark already existed (a
+           duplicate: nothing was written). A job added with no id is named "<level>:<entry id>":
+           entry ids are unique within one stream only.
+  Events   added | delayed, with i (job id) and n (name)
+]]
+local rcall = redis.call
+local delayed_key, jobs_key, events_key, reply_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = ARGV[1]
+local levels = tonumber(ARGV[2])
+local emit = ARGV[3] == "1"
+local events_maxlen = ARGV[4]
+local dedup_ttl = ARGV[5]
+local token = ARGV[6]
+local reply_ttl = ARGV[7]
+local record_reply = token ~= "" and reply_ttl ~= "0"
+
+if record_reply then
+  local previous = rcall("GET", reply_key)
+  if previous and string.sub(previous, 1, #token + 1) == token .. ":" then
+    return cjson.decode(string.sub(previous, #token + 2))
+  end
+end
+
+local results = {}
+local pos = 8 + levels
+local n = #ARGV
+while pos <= n do
+  if ARGV[pos] == "p" then
+    local level = tonumber(ARGV[pos + 1])
+    local name = ARGV[pos + 2]
+    local extra = tonumber(ARGV[pos + 4])
+    local entry_id
+    if extra == 0 then
+      entry_id = rcall("XADD", KEYS[5 + level], "*", "n", name, "d", ARGV[pos + 3])
+    else
+      entry_id = rcall("XADD", KEYS[5 + level], "*", "n", name, "d", ARGV[pos + 3],
+        unpack(ARGV, pos + 5, pos + 4 + extra))
+    end
+    pos = pos + 5 + extra
+    local job_id = ARGV[8 + level] .. ":" .. entry_id
+    results[#results + 1] = job_id
+    if emit then
+      rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+        "e", "added", "i", job_id, "n", name)
+    end
+  else
+    local level = tonumber(ARGV[pos])
+    local due = tonumber(ARGV[pos + 1])
+    local dedup_index = tonumber(ARGV[pos + 2])
+    local status_index = tonumber(ARGV[pos + 3])
+    local job_id = ARGV[pos + 4]
+    local record = ARGV[pos + 5]
+    local name = ARGV[pos + 6]
+    local first = pos + 8
+    local last = first + tonumber(ARGV[pos + 7]) - 1
+    pos = last + 1
+
+    local fresh = true
+    local replayed = false
+    if dedup_index > 0 then
+      local dedup_key = KEYS[4 + levels + dedup_index]
+      local mark = job_id
+      if token ~= "" then mark = token .. "#" .. (#results + 1) end
+      fresh = rcall("SET", dedup_key, mark, "NX", "PX", dedup_ttl)
+      replayed = not fresh and token ~= "" and rcall("GET", dedup_key) == mark
+    end
+    if replayed then
+      results[#results + 1] = job_id
+    elseif not fresh then
+      results[#results + 1] = 0
+    elseif due > 0 then
+      rcall("ZADD", delayed_key, due, job_id)
+      rcall("HSET", jobs_key, job_id, record)
+      results[#results + 1] = job_id
+      if emit then
+        rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+          "e", "delayed", "i", job_id, "n", name, "due", due)
+      end
+    else
+      local entry_id = rcall("XADD", KEYS[5 + level], "*", unpack(ARGV, first, last))
+      if job_id == "" then job_id = ARGV[8 + level] .. ":" .. entry_id end
+      results[#results + 1] = job_id
+      if emit then
+        rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+          "e", "added", "i", job_id, "n", name)
+      end
+    end
+    if fresh and status_index > 0 then
+      local status_key = KEYS[4 + levels + status_index]
+      rcall("HSET", status_key, "state", due > 0 and "delayed" or "waiting", "name", name,
+        "attempt", 1, "added_ms", now)
+      rcall("PEXPIRE", status_key, dedup_ttl)
+    end
+  end
+end
+if record_reply then
+  rcall("SET", reply_key, token .. ":" .. cjson.encode(results), "PX", reply_ttl)
+end
+return results

@@ -1,0 +1,99 @@
+"""A reply lost after Redis ran an add: redis-py's retry sends it again, and it must not count
+twice (a retried add returns what the first try did; a retried add with a job_id returns that
+id, not "duplicate")."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamflow import Queue, StreamflowSettings, scripts
+from tests.faultproxy import FaultProxy
+from tests.servers import RedisServer
+
+pytestmark = pytest.mark.anyio
+
+
+def _settings(proxy: FaultProxy) -> StreamflowSettings:
+    settings = StreamflowSettings.from_url(proxy.url)
+    settings.redis.retry_backoff_base = 0.01
+    return settings
+
+
+async def _entries(q: Queue) -> list[str]:
+    return [f"normal:{entry_id.decode()}"
+            for entry_id, _ in await q.client.xrange(q.keys.level("normal"))]
+
+
+async def test_a_retried_add_with_a_job_id_returns_its_id(redis_server: RedisServer,
+                                                          queue_name: str) -> None:
+    with FaultProxy(redis_server.port) as proxy:
+        async with Queue(queue_name, settings=_settings(proxy)) as q:
+            await scripts.load_scripts(q.client)
+            proxy.drop_reply_after(b"EVALSHA")
+            assert await q.add("payment.captured", {"id": "pay_1"}, job_id="evt_1") == "evt_1"
+            assert proxy.dropped_replies == 1
+            assert len(await _entries(q)) == 1
+            assert await q.add("payment.captured", {"id": "pay_1"}, job_id="evt_1") is None
+            await q.obliterate(force=True)
+
+
+async def test_a_retried_add_without_an_id_writes_one_entry(redis_server: RedisServer,
+                                                           queue_name: str) -> None:
+    with FaultProxy(redis_server.port) as proxy:
+        async with Queue(queue_name, settings=_settings(proxy)) as q:
+            await scripts.load_scripts(q.client)
+            proxy.drop_reply_after(b"EVALSHA")
+            job_id = await q.add("payment.captured", {"id": "pay_1"})
+            assert proxy.dropped_replies == 1
+            assert await _entries(q) == [job_id]
+            await q.obliterate(force=True)
+
+
+async def test_a_retried_bulk_add_never_writes_twice(redis_server: RedisServer,
+                                                     queue_name: str) -> None:
+    with FaultProxy(redis_server.port) as proxy:
+        async with Queue(queue_name, settings=_settings(proxy)) as q:
+            await scripts.load_scripts(q.client)
+            proxy.drop_reply_after(b"EVALSHA")
+            ids = await q.add_bulk([("refund.created", {"n": i}) for i in range(100)])
+            assert proxy.dropped_replies == 1
+            assert await _entries(q) == ids and len(set(ids)) == 100
+            await q.obliterate(force=True)
+
+
+async def test_a_bulk_add_whose_reply_is_lost_in_a_later_chunk(redis_server: RedisServer,
+                                                               queue_name: str) -> None:
+    with FaultProxy(redis_server.port) as proxy:
+        async with Queue(queue_name, settings=_settings(proxy)) as q:
+            await scripts.load_scripts(q.client)
+            jobs = [("refund.created", {"n": i}) for i in range(2500)]
+            proxy.drop_reply_after(b"EVALSHA", count=2)
+            ids = await q.add_bulk(jobs)
+            assert proxy.dropped_replies >= 1
+            assert await _entries(q) == ids and len(set(ids)) == 2500
+            await q.obliterate(force=True)
+
+
+async def test_a_coalesced_call_whose_reply_is_lost_answers_every_caller_once(
+        redis_server: RedisServer, queue_name: str) -> None:
+    import anyio
+
+    with FaultProxy(redis_server.port) as proxy:
+        async with Queue(queue_name, settings=_settings(proxy)) as q:
+            await scripts.load_scripts(q.client)
+            proxy.drop_reply_after(b"EVALSHA", count=3)
+            answers: dict[int, str | None] = {}
+
+            async def call(i: int) -> None:
+                answers[i] = await q.add("n", {"i": i}, job_id=f"evt_{i}" if i % 2 else None)
+
+            async with anyio.create_task_group() as tg:
+                for i in range(60):
+                    tg.start_soon(call, i)
+            assert proxy.dropped_replies >= 1
+            entries = await q.client.xrange(q.keys.level("normal"))
+            assert len(entries) == 60
+            plain = {f"normal:{e.decode()}" for e, f in entries if b"i" not in f}
+            assert {answers[i] for i in range(0, 60, 2)} == plain
+            assert all(answers[i] == f"evt_{i}" for i in range(1, 60, 2))
+            await q.obliterate(force=True)

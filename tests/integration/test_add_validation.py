@@ -1,0 +1,112 @@
+"""Bad input to ``add`` is refused at the boundary: one clear line, nothing written."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamflow import JobSpec, Queue, StreamflowError
+from streamflow.errors import InvalidJob, PayloadNotSerializable
+
+pytestmark = pytest.mark.anyio
+
+
+async def _nothing_written(q: Queue) -> bool:
+    return not [key async for key in q.client.scan_iter(match=f"*{q.name}*", count=1000)]
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"data": {"amount": float("nan")}}, PayloadNotSerializable, "NaN"),
+    ({"data": [1.0, {"x": math.inf}]}, PayloadNotSerializable, "infinity"),
+    ({"timeout": -1}, InvalidJob, "timeout"),
+    ({"timeout": math.nan}, InvalidJob, "timeout"),
+    ({"attempts": 0}, InvalidJob, "attempts"),
+    ({"attempts": 2.5}, InvalidJob, "attempts"),
+    ({"name": "pay\ud800ment"}, InvalidJob, "surrogate"),
+    ({"job_id": "evt\udc00"}, InvalidJob, "surrogate"),
+    ({"job_id": ""}, InvalidJob, "job_id"),
+    ({"name": ""}, InvalidJob, "name"),
+    ({"name": 42}, InvalidJob, "name"),
+    ({"delay": math.inf}, InvalidJob, "delay"),
+    ({"delay": "soon"}, InvalidJob, "delay"),
+    ({"backoff": "exponential"}, InvalidJob, "backoff"),
+    ({"durability": "fsync"}, InvalidJob, "durability"),
+])
+async def test_bad_input_is_one_line_and_writes_nothing(
+        redis_url: str, queue_name: str, kwargs: dict[str, Any], error: type[Exception],
+        words: str) -> None:
+    call = {"name": "payment.captured", "data": {"id": "pay_1"}, **kwargs}
+    async with Queue(queue_name, url=redis_url) as q:
+        await q.client.delete(*q.keys.streams)
+        with pytest.raises(error, match=words) as caught:
+            await q.add(call.pop("name"), call.pop("data"), **call)
+        assert "\n" not in str(caught.value)
+        with pytest.raises(error, match=words):  # a bad job refuses its whole bulk
+            await q.add_bulk([JobSpec("ok", {}), JobSpec(
+                kwargs.get("name", "n"), kwargs.get("data"),
+                **{k: v for k, v in kwargs.items()
+                   if k not in ("name", "data", "durability")})]
+                if "durability" not in kwargs else [("ok", {})],
+                **({"durability": kwargs["durability"]} if "durability" in kwargs else {}))
+        assert await _nothing_written(q)
+
+
+BAD: dict[str, st.SearchStrategy[Any]] = {
+    "name": st.one_of(st.just(""), st.integers(), st.none(), st.binary(min_size=1),
+                      st.text(st.characters(categories=["Cs"]), min_size=1)),
+    "data": st.one_of(
+        st.sampled_from([math.nan, math.inf, -math.inf]).flatmap(
+            lambda bad: st.recursive(st.just(bad), lambda inner: st.one_of(
+                st.lists(inner, min_size=1, max_size=3),
+                st.dictionaries(st.text(max_size=5), inner, min_size=1, max_size=3)),
+                max_leaves=4)),
+        st.builds(object), st.sets(st.integers(), min_size=1),
+        st.integers(min_value=2**64), st.text(st.characters(categories=["Cs"]), min_size=1)),
+    "priority": st.one_of(st.text(max_size=8).filter(
+        lambda p: p not in ("high", "normal", "low")), st.integers()),
+    "job_id": st.one_of(st.just(""), st.integers(), st.text(
+        st.characters(categories=["Cs"]), min_size=1), st.just("x" * 2000)),
+    "attempts": st.one_of(st.integers(max_value=0), st.floats(), st.text(max_size=3)),
+    "timeout": st.one_of(st.floats(max_value=0), st.just(math.nan), st.just(math.inf),
+                         st.text(max_size=3)),
+    "delay": st.one_of(st.just(math.nan), st.just(math.inf), st.floats(min_value=1e10,
+                                                                        allow_infinity=False),
+                       st.text(max_size=3), st.just(timedelta.max)),
+    "backoff": st.one_of(st.text(max_size=5), st.integers(), st.just((1, 2))),
+}
+
+
+@st.composite
+def bad_add(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid add with one argument (or more) replaced by a bad value."""
+    call: dict[str, Any] = {"name": "payment.captured", "data": {"id": "pay_1"}}
+    for field in draw(st.lists(st.sampled_from(sorted(BAD)), min_size=1, max_size=3,
+                               unique=True)):
+        call[field] = draw(BAD[field])
+    if draw(st.booleans()):
+        call.setdefault("job_id", "evt_fuzz")
+    return call
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(call=bad_add())
+def test_generated_bad_adds_are_refused_before_anything_is_written(
+        redis_url: str, queue_name: str, call: dict[str, Any]) -> None:
+    async def attempt() -> None:
+        async with Queue(queue_name, url=redis_url) as q:
+            await q.client.delete(*q.keys.streams)  # the group, created on enter, is no job
+            name, data = call.pop("name"), call.pop("data")
+            with pytest.raises(StreamflowError) as caught:
+                await q.add(name, data, **call)
+            message = str(caught.value)
+            assert message and "\n" not in message
+            assert await _nothing_written(q)
+
+    anyio.run(attempt)

@@ -1,0 +1,210 @@
+"""Coalescer: concurrent submits share sends, each caller gets its own outcome."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from streamflow.coalesce import Coalescer
+
+pytestmark = pytest.mark.anyio
+
+
+async def until(condition: Callable[[], object]) -> None:
+    """Let other tasks run until ``condition()`` holds."""
+    for _ in range(10_000):
+        if condition():
+            return
+        await anyio.lowlevel.checkpoint()
+    raise AssertionError("condition never held")
+
+
+class Recorder:
+    """A send that answers ``item * 10`` and refuses negative items one by one."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate: anyio.Event | None = None
+
+    async def send(self, items: list[int]) -> Sequence[int | BaseException]:
+        self.batches.append(items)
+        if self.gate is not None:
+            await self.gate.wait()
+        await anyio.lowlevel.checkpoint()  # a round trip: others arrive meanwhile
+        return [ValueError(f"bad {i}") if i < 0 else i * 10 for i in items]
+
+
+async def test_a_lone_caller_sends_at_once() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.send)
+    for i in range(5):
+        assert await coalescer.submit(i) == i * 10
+    assert recorder.batches == [[0], [1], [2], [3], [4]]
+
+
+async def test_concurrent_callers_share_sends_and_get_their_own_answers() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.send, max_items=64)
+    results: dict[int, int | str] = {}
+
+    async def call(i: int) -> None:
+        try:
+            results[i] = await coalescer.submit(i)
+        except ValueError as exc:
+            results[i] = str(exc)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(-5, 495):
+            tg.start_soon(call, i)
+    assert results == {i: f"bad {i}" if i < 0 else i * 10 for i in range(-5, 495)}
+    assert sum(len(b) for b in recorder.batches) == 500
+    assert max(len(b) for b in recorder.batches) == 64
+    assert len(recorder.batches) < 20
+
+
+async def test_a_batch_is_bounded_by_bytes_and_the_first_item_always_goes() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.send, max_bytes=100)
+    async with anyio.create_task_group() as tg:
+        for i in range(10):
+            tg.start_soon(coalescer.submit, i, 40)
+        tg.start_soon(coalescer.submit, 99, 500)
+    assert sorted(x for b in recorder.batches for x in b) == [*range(10), 99]
+    for batch in recorder.batches:
+        assert len(batch) == 1 or 40 * len(batch) <= 100
+
+
+async def test_a_failed_send_reaches_exactly_the_callers_of_its_batch() -> None:
+    calls = 0
+
+    async def send(items: list[int]) -> Sequence[int]:
+        nonlocal calls
+        calls += 1
+        await anyio.lowlevel.checkpoint()
+        if 13 in items:
+            raise ConnectionError("lost")
+        return items
+
+    coalescer = Coalescer(send, max_items=4)
+    outcomes: dict[int, object] = {}
+
+    async def call(i: int) -> None:
+        try:
+            outcomes[i] = await coalescer.submit(i)
+        except ConnectionError:
+            outcomes[i] = "lost"
+
+    async with anyio.create_task_group() as tg:
+        for i in range(40):
+            tg.start_soon(call, i)
+    lost = [i for i, o in outcomes.items() if o == "lost"]
+    assert 13 in lost and 1 <= len(lost) <= 4
+    assert all(outcomes[i] == i for i in outcomes if i not in lost)
+
+
+async def test_a_cancelled_waiter_leaves_the_queue_and_the_rest_go_on() -> None:
+    recorder = Recorder()
+    recorder.gate = anyio.Event()
+    coalescer = Coalescer(recorder.send)
+    results: dict[int, int] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await coalescer.submit(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, 0)
+        await until(lambda: recorder.batches)  # 0 is in flight, held at the gate
+        tg.start_soon(call, 1)
+        victim = anyio.CancelScope()
+
+        async def cancelled_call() -> None:
+            with victim:
+                await coalescer.submit(2)
+
+        tg.start_soon(cancelled_call)
+        tg.start_soon(call, 3)
+        await until(lambda: coalescer.waiting == 3)
+        victim.cancel()
+        await until(lambda: coalescer.waiting == 2)
+        recorder.gate.set()
+    assert results == {0: 0, 1: 10, 3: 30}
+    assert [x for b in recorder.batches for x in b] == [0, 1, 3]
+
+
+async def test_the_caller_that_sends_is_shielded_for_its_batchmates() -> None:
+    recorder = Recorder()
+    recorder.gate = anyio.Event()
+    coalescer = Coalescer(recorder.send)
+    results: dict[int, int] = {}
+    leader = anyio.CancelScope()
+
+    async def lead() -> None:
+        with leader:
+            await coalescer.submit(0)
+
+    async def call(i: int) -> None:
+        results[i] = await coalescer.submit(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lead)
+        await until(lambda: recorder.batches)
+        tg.start_soon(call, 1)
+        await until(lambda: coalescer.waiting == 1)
+        leader.cancel()  # the leader's send runs on; 1 is sent when it ends
+        recorder.gate.set()
+    assert results == {1: 10}
+    assert [x for b in recorder.batches for x in b] == [0, 1]
+
+
+async def test_an_asyncio_timeout_on_the_sending_caller_spares_its_batchmates() -> None:
+    first, second = anyio.Event(), anyio.Event()
+    batches: list[list[int]] = []
+
+    async def send(items: list[int]) -> Sequence[int]:
+        batches.append(items)
+        await (first if len(batches) == 1 else second).wait()
+        return [i * 10 for i in items]
+
+    coalescer = Coalescer(send)
+    results: dict[int, object] = {}
+
+    async def lead() -> None:
+        try:
+            async with asyncio.timeout(0.05):  # native cancellation, as the webhook ingress uses
+                results[0] = await coalescer.submit(0)
+        except TimeoutError:
+            results[0] = "timed out"
+            second.set()
+
+    async def call(i: int) -> None:
+        results[i] = await coalescer.submit(i)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(call, 9)  # 9 sends at once, held at the first gate
+        await until(lambda: batches)
+        tg.start_soon(lead)
+        await until(lambda: coalescer.waiting == 1)
+        tg.start_soon(call, 1)
+        await until(lambda: coalescer.waiting == 2)
+        first.set()  # 0 now sends [0, 1]; its caller times out while that send is in flight
+    assert batches == [[9], [0, 1]]
+    assert results == {9: 90, 0: "timed out", 1: 10}
+
+
+async def test_several_sends_in_flight_never_send_an_item_twice() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.send, max_items=8, max_in_flight=3)
+    results: dict[int, int] = {}
+
+    async def call(i: int) -> None:
+        results[i] = await coalescer.submit(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(300):
+            tg.start_soon(call, i)
+    assert results == {i: i * 10 for i in range(300)}
+    assert sorted(x for b in recorder.batches for x in b) == list(range(300))
