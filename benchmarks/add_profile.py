@@ -39,7 +39,7 @@ Make = Callable[[int], tuple[Any, ...]]
 
 def add_variants(q: Queue, label: str, tag: str, depth: int) -> list[tuple[str, Make, int]]:
     """The add script as ``Queue.add`` calls it: one job or 100, plain or with a job_id."""
-    producer = q.producer
+    producer = q._enqueuer
     plain = producer.prepare(JobSpec("noop", PAYLOAD), 0)
     single = producer.command([plain], "prof", "", 0)
     hundred = producer.command([plain] * 100, "prof", "", 0)

@@ -49,7 +49,7 @@ async def test_500_concurrent_callers_each_get_their_own_answer(
             for i, kind in enumerate(kinds):
                 tg.start_soon(call, i, kind)
 
-        sends = q.producer._coalescers[False].sends
+        sends = q._enqueuer._coalescers[False].sends
         by_kind: dict[str, list[tuple[int, Any]]] = {}
         for i, kind in enumerate(kinds):
             by_kind.setdefault(kind, []).append((i, outcomes[i]))
@@ -85,6 +85,6 @@ async def test_one_caller_at_a_time_sends_each_add_alone(redis_url: str,
                                                          queue_name: str) -> None:
     async with Queue(queue_name, url=redis_url) as q:
         ids = [await q.add("n", {"i": i}) for i in range(5)]
-        assert q.producer._coalescers[False].sends == 5
+        assert q._enqueuer._coalescers[False].sends == 5
         assert len(set(ids)) == 5
         await q.obliterate(force=True)

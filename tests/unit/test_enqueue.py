@@ -21,7 +21,7 @@ def prepare(**kwargs: Any) -> Prepared:
     call: dict[str, Any] = {"name": "n", "data": {"a": 1}, "priority": None, "delay": None,
                             "job_id": None, "attempts": None, "backoff": None,
                             "timeout": None, "track": False, "keep_result": None, **kwargs}
-    return q.producer.prepare_job(*call.values(), now=NOW, traceparent=TP)
+    return q._enqueuer.prepare_job(*call.values(), now=NOW, traceparent=TP)
 
 
 @pytest.mark.parametrize("kwargs", [
