@@ -42,6 +42,7 @@ from .protocol import (
     F_OPTIONS,
     F_TRACEPARENT,
     F_TRACESTATE,
+    KEYED_RECORD,
     PLAIN_RECORD,
 )
 from .settings import Durability, StreamflowSettings, to_seconds
@@ -90,6 +91,8 @@ class Prepared:
     size: int = 0
     keyed: bool = False
     """Whether the job has a caller-given id (its dedup mark recognises a repeated call)."""
+    indexes: tuple[int, int] = (2, 3)
+    """Where ``record`` holds its dedup and status key indexes."""
 
 
 def _text(value: object, what: str) -> str:
@@ -238,6 +241,14 @@ class Enqueuer:
             due = 0
         if (due or track) and job_id is None:
             job_id = os.urandom(10).hex()
+        keys: list[str] = []
+        if given_id is not None:
+            keys.append(self.keys.dedup(given_id))
+        if track:
+            keys.append(self.keys.status(job_id))
+        if given_id is not None and not due:  # the webhook's add: a short record
+            return Prepared([KEYED_RECORD, level, job_id, name, raw, wire or "", 1, 2,
+                             len(trace), *trace], tuple(keys), len(raw), True, (6, 7))
         fields: list[bytes | str] = [F_NAME, name, F_DATA, raw]
         if job_id is not None:
             fields += [F_ID, job_id]
@@ -246,11 +257,6 @@ class Enqueuer:
         if wire is not None:
             fields += [F_OPTIONS, wire]
         fields += trace
-        keys: list[str] = []
-        if given_id is not None:
-            keys.append(self.keys.dedup(given_id))
-        if track:
-            keys.append(self.keys.status(job_id))
         dedup_index = 1 if given_id is not None else 0
         status_index = len(keys) if track else 0
         if due:
@@ -274,10 +280,9 @@ class Enqueuer:
             if job.keys:
                 record = list(record)
                 offset = len(extra)
-                if record[2]:
-                    record[2] += offset
-                if record[3]:
-                    record[3] += offset
+                for at in job.indexes:
+                    if record[at]:
+                        record[at] += offset
                 extra += job.keys
             args += record
         return scripts.ADD_JOBS.command(

@@ -110,6 +110,8 @@ NOTHING_WAITS = -1
 
 PLAIN_RECORD = "p"
 """First argument of an add-script job record with no id, delay or options (a short record)."""
+KEYED_RECORD = "k"
+"""First argument of an add-script record of a job with a caller-given id and no delay."""
 MARK_SEPARATOR = "#"
 """Between a call's token and the job's place in the call, in a dedup mark (``<token>#<n>``)."""
 
@@ -129,4 +131,4 @@ def protocol_literals() -> frozenset[str]:
     """Every name above: what a Lua script may spell out."""
     return (ENVELOPE_FIELDS | DEAD_FIELDS | DONE_FIELDS | STATUS_FIELDS | EVENT_FIELDS
             | META_FIELDS | {str(m) for m in (*DeadReason, *JobState, *EventName)}
-            | {DEAD_PREFIX.decode(), PLAIN_RECORD, MARK_SEPARATOR})
+            | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, MARK_SEPARATOR})

@@ -28,6 +28,9 @@
   ARGV[8+L ..] job records, each either
            plain (no id, no delay, untracked): "p", level index (0-based), job name, data,
            T, then T more stream fields (trace context)
+           or keyed (a caller-given id, no delay): "k", level index, job id, job name, data,
+           options JSON ("" = none), dedup key index, status key index (as below), T, then T
+           more stream fields (trace context)
            or general: level index (0-based), due (ms, 0 = now), dedup key index (0 = none;
            else KEYS[4+L+index]), status key index (0 = untracked; same numbering), job id
            ("" = none: named after the entry), delayed record ("" when due is 0), job name,
@@ -57,6 +60,23 @@ if record_reply then
 end
 
 local results = {}
+
+-- the dedup mark of the job at `index`: fresh (first add), or not fresh and replayed when it is
+-- this call's own mark (the call was sent again)
+local function mark(index, job_id)
+  local dedup_key = KEYS[4 + levels + index]
+  local value = job_id
+  if token ~= "" then value = token .. "#" .. (#results + 1) end
+  if rcall("SET", dedup_key, value, "NX", "PX", dedup_ttl) then return true, false end
+  return false, token ~= "" and rcall("GET", dedup_key) == value
+end
+
+local function track(status_index, state, name)
+  local status_key = KEYS[4 + levels + status_index]
+  rcall("HSET", status_key, "state", state, "name", name, "attempt", 1, "added_ms", now)
+  rcall("PEXPIRE", status_key, dedup_ttl)
+end
+
 local pos = 8 + levels
 local n = #ARGV
 while pos <= n do
@@ -78,6 +98,30 @@ while pos <= n do
       rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
         "e", "added", "i", job_id, "n", name)
     end
+  elseif ARGV[pos] == "k" then
+    local level = tonumber(ARGV[pos + 1])
+    local job_id = ARGV[pos + 2]
+    local name = ARGV[pos + 3]
+    local options = ARGV[pos + 5]
+    local status_index = tonumber(ARGV[pos + 7])
+    local extra = tonumber(ARGV[pos + 8])
+    local fresh, replayed = mark(tonumber(ARGV[pos + 6]), job_id)
+    if fresh then
+      local fields = {"n", name, "d", ARGV[pos + 4], "i", job_id}
+      if options ~= "" then
+        fields[7] = "o"
+        fields[8] = options
+      end
+      for i = pos + 9, pos + 8 + extra do fields[#fields + 1] = ARGV[i] end
+      rcall("XADD", KEYS[5 + level], "*", unpack(fields))
+      if emit then
+        rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+          "e", "added", "i", job_id, "n", name)
+      end
+      if status_index > 0 then track(status_index, "waiting", name) end
+    end
+    pos = pos + 9 + extra
+    results[#results + 1] = (fresh or replayed) and job_id or 0
   else
     local level = tonumber(ARGV[pos])
     local due = tonumber(ARGV[pos + 1])
@@ -90,15 +134,8 @@ while pos <= n do
     local last = first + tonumber(ARGV[pos + 7]) - 1
     pos = last + 1
 
-    local fresh = true
-    local replayed = false
-    if dedup_index > 0 then
-      local dedup_key = KEYS[4 + levels + dedup_index]
-      local mark = job_id
-      if token ~= "" then mark = token .. "#" .. (#results + 1) end
-      fresh = rcall("SET", dedup_key, mark, "NX", "PX", dedup_ttl)
-      replayed = not fresh and token ~= "" and rcall("GET", dedup_key) == mark
-    end
+    local fresh, replayed = true, false
+    if dedup_index > 0 then fresh, replayed = mark(dedup_index, job_id) end
     if replayed then
       results[#results + 1] = job_id
     elseif not fresh then
@@ -121,10 +158,7 @@ while pos <= n do
       end
     end
     if fresh and status_index > 0 then
-      local status_key = KEYS[4 + levels + status_index]
-      rcall("HSET", status_key, "state", due > 0 and "delayed" or "waiting", "name", name,
-        "attempt", 1, "added_ms", now)
-      rcall("PEXPIRE", status_key, dedup_ttl)
+      track(status_index, due > 0 and "delayed" or "waiting", name)
     end
   end
 end

@@ -111,3 +111,21 @@ async def test_a_duplicate_across_bulk_chunks_is_refused(redis_url: str, queue_n
         assert ids[1000] is None  # the first job of the second chunk repeats the first one
         assert await q.client.xlen(q.keys.level("normal")) == 1000
         await q.obliterate(force=True)
+
+
+async def test_a_job_with_its_own_id_is_stored_as_its_envelope(redis_url: str,
+                                                             queue_name: str) -> None:
+    from streamflow import Backoff
+    from streamflow.codec import decode_job
+
+    async with Queue(queue_name, url=redis_url) as q:
+        assert await q.add("payment.captured", {"id": "pay_1"}, job_id="evt_9", attempts=5,
+                           timeout=2.5, backoff=Backoff.fixed(1), priority="high") == "evt_9"
+        [(entry_id, fields)] = await q.client.xrange(q.keys.level("high"))
+        job = decode_job(entry_id, fields, queue_name, "high")
+        assert (job.id, job.name, job.data, job.attempt) == ("evt_9", "payment.captured",
+                                                             {"id": "pay_1"}, 1)
+        assert (job.options.attempts, job.options.timeout, job.options.backoff,
+                job.options.track) == (5, 2.5, Backoff.fixed(1), True)
+        assert (await q.get_job("evt_9")) is not None
+        await q.obliterate(force=True)

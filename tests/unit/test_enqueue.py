@@ -25,19 +25,27 @@ def prepare(**kwargs: Any) -> Prepared:
 
 
 @pytest.mark.parametrize("kwargs", [
-    {"job_id": "evt_1"},
-    {"job_id": "evt_1", "attempts": 5, "timeout": 2.5, "backoff": Backoff.fixed(1)},
+    {"track": True},
+    {"attempts": 5, "timeout": 2.5, "backoff": Backoff.fixed(1)},
     {"keep_result": False, "priority": "high"},
 ])
 def test_general_records_carry_the_envelope_codec_writes(kwargs: dict[str, Any]) -> None:
     job = prepare(**kwargs)
     _, due, dedup, status, job_id, record, name, count, *fields = job.record
     options = JobOptions(kwargs.get("attempts"), kwargs.get("backoff"), kwargs.get("timeout"),
-                         "job_id" in kwargs, kwargs.get("keep_result"))
+                         kwargs.get("track", False), kwargs.get("keep_result"))
     assert fields == envelope_fields("n", b'{"a":1}', job_id=job_id or None, options=options,
                                      traceparent=TP)
     assert (due, record, name, count) == (0, "", "n", len(fields))
-    assert dedup == (1 if "job_id" in kwargs else 0) and status == len(job.keys)
+    assert dedup == 0 and status == len(job.keys)
+
+
+def test_a_job_with_its_own_id_has_a_short_record() -> None:
+    job = prepare(job_id="evt_1", attempts=5)
+    assert job.record == ["k", 1, "evt_1", "n", b'{"a":1}', b'{"a":5,"tr":1}', 1, 2, 2, b"tp",
+                          TP]
+    assert job.keys == ("sf:{unit}:dedup:evt_1", "sf:{unit}:status:evt_1")
+    assert job.keyed and job.indexes == (6, 7)
 
 
 def test_a_delayed_record_is_the_promoters_format() -> None:
