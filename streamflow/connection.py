@@ -117,39 +117,15 @@ def permanent(error: BaseException) -> bool:
     return "CERTIFICATE_VERIFY_FAILED" in text or "WRONG_VERSION_NUMBER" in text
 
 
-_SCRIPT_NOPERM = re.compile(
-    r"^The user executing the script can't run this command or subcommand"
-    r".*script: (?P<sha>[0-9a-f]{40}), on @user_script:(?P<line>\d+)", re.DOTALL)
-_LUA_COMMAND = re.compile(r'"(?P<command>[A-Za-z]+)"(?:\s*,\s*"(?P<sub>[A-Za-z]+)")?')
-_WITH_SUBCOMMANDS = frozenset({"XGROUP", "XINFO", "CLIENT", "SCRIPT", "CONFIG", "OBJECT"})
-
-
 def script_permission_error(error: BaseException) -> NoPermissionError | None:
     """A NoPermissionError naming the command for Redis's ACL refusal inside one of our
-    scripts, which names neither (``ERR The user executing the script can't run this command
-    or subcommand script: <sha>, on @user_script:<line>``); None for any other error."""
-    if not isinstance(error, ResponseError) or isinstance(error, NoPermissionError):
-        return None
-    match = _SCRIPT_NOPERM.match(str(error))
-    if match is None:
+    scripts or functions, which names neither; None for any other error."""
+    if (not isinstance(error, ResponseError) or isinstance(error, NoPermissionError)
+            or not str(error).startswith("The user executing the script can't run")):
         return None
     from . import scripts  # here: scripts is not needed to build a client
 
-    script = next((s for s in scripts.SCRIPTS.values() if s.sha == match["sha"]), None)
-    where = f"a Lua script (sha {match['sha'][:12]})"
-    command = "?"
-    if script is not None:
-        number = int(match["line"])
-        where = f"the {script.name} script, line {number}"
-        lines = script.body.splitlines()
-        found = _LUA_COMMAND.search(lines[number - 1]) if 0 < number <= len(lines) else None
-        if found is not None:
-            command = found["command"].lower()
-            if found["sub"] and command.upper() in _WITH_SUBCOMMANDS:
-                command += f"|{found['sub'].lower()}"
-    return NoPermissionError(
-        f"this user has no permissions to run the '{command}' command (called by {where}); "
-        "grant it in the ACL (see deploy/redis/users.acl.md)")
+    return scripts.permission_error(str(error))
 
 
 class _MasterOnly:
@@ -237,6 +213,16 @@ _CONNECTION_CLASSES: dict[str, type[Any]] = {
 }
 
 
+class FastCluster(RedisCluster):
+    """redis-py's Cluster client, routing FCALL by its declared keys as it does EVALSHA
+    (redis-py asks the server, COMMAND GETKEYS, for every FCALL: one more round trip)."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() == "FCALL" and len(args) >= 2 and int(args[1]) > 0:
+            return await super()._determine_slot("EVALSHA", *args)
+        return await super()._determine_slot(command, *args)
+
+
 class FailoverRetry(Retry):
     """redis-py's ``Retry`` that gives up at once on errors no retry can cure (refused
     credentials, TLS verification): those fail in milliseconds instead of after the backoff."""
@@ -282,6 +268,16 @@ def create_client(settings: RedisSettings, *, max_connections: int = 64,
 
     Pools block (up to the connect timeout) instead of failing when all connections are busy.
     """
+    client = _create_client(settings, max_connections, client_name)
+    if settings.lua != "auto":
+        from . import scripts
+
+        scripts.use(client, settings.lua)
+    return client
+
+
+def _create_client(settings: RedisSettings, max_connections: int,
+                   client_name: str | None) -> Any:
     url = settings.url
     common: dict[str, Any] = {
         "socket_timeout": settings.socket_timeout,
@@ -302,7 +298,7 @@ def create_client(settings: RedisSettings, *, max_connections: int = 64,
         common.pop("health_check_interval")
         common.pop("client_name")
         tls = {"ssl": True, **_tls_options(settings)} if scheme == "rediss" else {}
-        return RedisCluster.from_url(url, max_connections=max_connections, **common, **tls)
+        return FastCluster.from_url(url, max_connections=max_connections, **common, **tls)
     if scheme not in ("redis", "rediss", "unix"):
         raise ConfigurationError(f"unsupported Redis URL scheme {scheme!r} in {redact(url)}")
     extra = _tls_options(settings) if scheme == "rediss" else {}

@@ -1,8 +1,15 @@
-"""The Lua registry: every ``lua/*.lua`` file loaded once, called by EVALSHA.
+"""The Lua registry: every ``lua/*.lua`` file, called as a Redis Function (FCALL) or as a
+script (EVALSHA).
 
 A file ``verb_object-N.lua`` takes exactly N keys, or at least N when its header declares a
-variadic tail. After a failover or a SCRIPT FLUSH the server answers NOSCRIPT: the scripts are
-loaded again and only the commands that failed are sent again.
+variadic tail. Call sites build EVALSHA commands (``Script.command``); ``call`` and ``pipeline``
+send them as FCALL of the move's function when the server holds this version's functions
+library (Redis >= 7, see ``streamflow.functions``), else as EVALSHA. The first call on a client
+settles which: the library is probed, and loaded when missing if the user may (``FUNCTION
+LOAD``: an admin, or an unrestricted development user); a server without FCALL (Redis 6.2), or a
+user without the right to call it, gets EVALSHA. ``RedisSettings.lua`` forces either. After a
+failover, a SCRIPT FLUSH or a FUNCTION FLUSH the moves are loaded again (when the user may) and
+only the commands that failed are sent again.
 """
 
 from __future__ import annotations
@@ -11,14 +18,16 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
+from weakref import WeakKeyDictionary
 
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
-from . import protocol
+from . import functions, protocol
 from .errors import ScriptCode, ScriptError
 
 Command = tuple[Any, ...]
+Mode = Literal["auto", "fcall", "evalsha"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +41,8 @@ class Script:
     variadic: bool
     coded: bool
     """Whether negative results are error codes (``-2 (NOT_PENDING)`` in the header)."""
+    function: str
+    """Its name in the functions library."""
 
     def command(self, keys: list[str] | tuple[str, ...], args: list[Any]) -> Command:
         """The EVALSHA command calling this script."""
@@ -63,27 +74,26 @@ def _expand(body: str) -> str:
     return _INCLUDE.sub(fragment, body)
 
 
-def _load_all() -> dict[str, Script]:
-    scripts: dict[str, Script] = {}
+def _load_all() -> tuple[dict[str, Script], functions.Library]:
+    found: dict[str, tuple[str, str, int]] = {}
     for entry in resources.files("streamflow.lua").iterdir():
         match = _FILE.match(entry.name)
         if match is None:
             continue
         source = entry.read_text(encoding="utf-8")
-        header = source.split("]]", 1)[0]
-        body = _expand(source)
-        scripts[match["name"]] = Script(
-            name=match["name"],
-            body=body,
-            sha=hashlib.sha1(body.encode()).hexdigest(),
-            nkeys=int(match["nkeys"]),
-            variadic="(declared tail)" in header,
-            coded=_CODE.search(header) is not None,
-        )
-    return scripts
+        found[match["name"]] = (source.split("]]", 1)[0], _expand(source), int(match["nkeys"]))
+    library = functions.build({name: body for name, (_, body, _) in found.items()})
+    scripts = {
+        name: Script(name=name, body=body, sha=hashlib.sha1(body.encode()).hexdigest(),
+                     nkeys=nkeys, variadic="(declared tail)" in header,
+                     coded=_CODE.search(header) is not None,
+                     function=library.functions[name])
+        for name, (header, body, nkeys) in found.items()
+    }
+    return scripts, library
 
 
-SCRIPTS: dict[str, Script] = _load_all()
+SCRIPTS, LIBRARY = _load_all()
 
 ADD_JOBS = SCRIPTS["add_jobs"]
 FETCH_JOBS = SCRIPTS["fetch_jobs"]
@@ -103,41 +113,195 @@ SCHEDULE_REPEAT = SCRIPTS["schedule_repeat"]
 flag = protocol.flag
 
 
-async def load_scripts(client: Any) -> None:
-    """SCRIPT LOAD every script (on a Cluster client, redis-py sends it to every primary)."""
+_FUNCTIONS = {script.sha: script.function for script in SCRIPTS.values()}
+_modes: WeakKeyDictionary[Any, str] = WeakKeyDictionary()
+
+
+class LibraryNotLoaded(NoPermissionError):
+    """Raised when the server lacks this version's functions library and the user may not
+    load it (producers and workers may not: an admin loads it, ``streamflow load-functions``)."""
+
+
+def use(client: Any, mode: Mode) -> None:
+    """Call the moves on ``client`` by FCALL or EVALSHA; "auto" (the default): FCALL where
+    the server has Functions and the user may call them."""
+    if mode == "auto":
+        _modes.pop(client, None)
+    else:
+        _modes[client] = mode
+
+
+def locate(ident: str, line: int) -> tuple[Script, int] | None:
+    """The script and the line of its body that Redis names in an error raised inside it
+    (``script: <sha or function>, on @user_script:<line>`` or ``@user_function:<line>``)."""
     for script in SCRIPTS.values():
-        await client.script_load(script.body)
+        if ident == script.sha:
+            return script, line
+    found = LIBRARY.locate(ident, line)
+    return (SCRIPTS[found[0]], found[1]) if found is not None else None
+
+
+_NOPERM = re.compile(r"script: (?P<ident>\w+), on @user_(?:script|function):(?P<line>\d+)")
+_LUA_COMMAND = re.compile(r'"(?P<command>[A-Za-z]+)"(?:\s*,\s*"(?P<sub>[A-Za-z]+)")?')
+_WITH_SUBCOMMANDS = frozenset({"XGROUP", "XINFO", "CLIENT", "SCRIPT", "CONFIG", "OBJECT"})
+
+
+def permission_error(text: str) -> NoPermissionError | None:
+    """A NoPermissionError naming the command for Redis's ACL refusal inside a move, which
+    names neither (``The user executing the script can't run this command or subcommand
+    script: <sha or function>, on @user_script:<line>`` or ``@user_function:<line>``)."""
+    match = _NOPERM.search(text)
+    if match is None:
+        return None
+    found = locate(match["ident"], int(match["line"]))
+    where = f"a Lua script ({match['ident'][:40]})"
+    command = "?"
+    if found is not None:
+        script, number = found
+        where = f"the {script.name} script, line {number}"
+        lines = script.body.splitlines()
+        hit = _LUA_COMMAND.search(lines[number - 1]) if 0 < number <= len(lines) else None
+        if hit is not None:
+            command = hit["command"].lower()
+            if hit["sub"] and command.upper() in _WITH_SUBCOMMANDS:
+                command += f"|{hit['sub'].lower()}"
+    return NoPermissionError(
+        f"this user has no permissions to run the '{command}' command (called by {where}); "
+        "grant it in the ACL (see deploy/redis/users.acl.md)")
+
+
+async def load_functions(client: Any) -> bool:
+    """FUNCTION LOAD this version's library (Redis >= 7; on a Cluster client, on every
+    primary); False when it was loaded already. ``LibraryNotLoaded`` when the user may not."""
+    try:
+        await client.function_load(LIBRARY.text)
+    except NoPermissionError as exc:
+        raise LibraryNotLoaded(
+            f"the functions library {LIBRARY.name} of this streamflow version is not loaded "
+            f"and this user may not load it ({exc}): load it once as an admin user, "
+            "`streamflow load-functions`") from exc
+    except ResponseError as exc:
+        if "already exists" not in str(exc):
+            raise
+        return False
+    return True
+
+
+async def prune_functions(client: Any) -> list[str]:
+    """Delete the functions libraries of other streamflow versions (run it once no worker or
+    producer of those versions is left); returns their names."""
+    listing = await client.function_list(library="streamflow_*")
+    if isinstance(listing, dict):  # a Cluster client: one reply per primary
+        listing = [library for reply in listing.values() for library in reply]
+    names = set()
+    for library in listing:
+        fields = dict(zip(library[::2], library[1::2], strict=True))
+        name = fields.get(b"library_name", fields.get("library_name"))
+        names.add(name.decode() if isinstance(name, bytes) else str(name))
+    stale = sorted(names - {LIBRARY.name})
+    for name in stale:
+        await client.function_delete(name)
+    return stale
+
+
+async def load_scripts(client: Any) -> str:
+    """Make every move callable on the server of ``client``; returns how they are called:
+    "fcall" (the library is loaded, by this call when missing and the user may), else
+    "evalsha" after SCRIPT LOAD of every script (on a Cluster client, on every primary)."""
+    mode = _modes.get(client)
+    if mode != "evalsha":
+        mode = await _settle(client)
+    if mode == "evalsha":
+        for script in SCRIPTS.values():
+            await client.script_load(script.body)
+    return mode
+
+
+async def _settle(client: Any) -> str:
+    forced = _modes.get(client)
+    try:
+        await client.execute_command("FCALL", LIBRARY.probe, 0)
+    except ResponseError as exc:
+        if _gone(exc):
+            await load_functions(client)
+        elif forced is None and _without_functions(exc):
+            _modes[client] = "evalsha"
+            return "evalsha"
+        else:
+            raise
+    _modes[client] = "fcall"
+    return "fcall"
+
+
+def _without_functions(error: ResponseError) -> bool:
+    """A server without FCALL (Redis 6.2), or a user who may not call it (an older ACL)."""
+    text = str(error)
+    return text.lower().startswith("unknown command") or (
+        isinstance(error, NoPermissionError) and "'fcall'" in text)
+
+
+def _gone(error: Any) -> bool:
+    """NOSCRIPT, or the functions library's counterpart (a FUNCTION FLUSH, a new server)."""
+    return isinstance(error, NoScriptError) or (
+        isinstance(error, ResponseError) and str(error).startswith("Function not found"))
+
+
+async def _reload(client: Any, mode: str) -> None:
+    if mode == "fcall":
+        await load_functions(client)
+    else:
+        await load_scripts(client)
+
+
+def _as_fcall(command: Command) -> Command:
+    if command[0] == "EVALSHA":
+        function = _FUNCTIONS.get(command[1])
+        if function is not None:
+            return ("FCALL", function, *command[2:])
+    return command
 
 
 async def call(client: Any, script: Script, keys: list[str] | tuple[str, ...],
                args: list[Any]) -> Any:
-    """Run one script; loads the scripts again after a NOSCRIPT."""
+    """Run one move; loads the moves again when the server lost them."""
     command = script.command(keys, args)
+    mode = _modes.get(client) or await _settle(client)
+    if mode == "fcall":
+        command = ("FCALL", script.function, *command[2:])
     try:
         return script.check(await client.execute_command(*command))
-    except NoScriptError:
-        await load_scripts(client)
-        return script.check(await client.execute_command(*command))
+    except ResponseError as exc:
+        if not _gone(exc):
+            raise
+    await _reload(client, mode)
+    return script.check(await client.execute_command(*command))
 
 
 async def pipeline(client: Any, commands: list[Command]) -> list[Any]:
     """Send ``commands`` in one non-transactional pipeline; per-command errors are returned
-    in place, not raised. Commands that met NOSCRIPT are sent again once the scripts are loaded.
+    in place, not raised. Commands that met NOSCRIPT ("Function not found") are sent again once
+    the moves are loaded.
     """
     if not commands:
         return []
+    mode = _modes.get(client) or await _settle(client)
+    if mode == "fcall":
+        commands = [_as_fcall(command) for command in commands]
     if len(commands) == 1:  # no pipeline object for one command: less work on the hot path
         try:
             return [await client.execute_command(*commands[0])]
-        except NoScriptError:
-            await load_scripts(client)
-            return await pipeline(client, commands)
+        except ResponseError as exc:
+            if not _gone(exc):
+                return [exc]
+        await _reload(client, mode)
+        try:
+            return [await client.execute_command(*commands[0])]
         except ResponseError as exc:
             return [exc]
     results = await _send(client, commands)
-    retry = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+    retry = [i for i, result in enumerate(results) if _gone(result)]
     if retry:
-        await load_scripts(client)
+        await _reload(client, mode)
         again = await _send(client, [commands[i] for i in retry])
         for i, result in zip(retry, again, strict=True):
             results[i] = result

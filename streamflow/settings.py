@@ -46,6 +46,9 @@ class RedisSettings(BaseModel):
     retry_backoff_base: float = 0.05
     retry_backoff_cap: float = 2.0
     health_check_interval: float = 15.0
+    lua: Literal["auto", "fcall", "evalsha"] = "auto"
+    """How the Lua moves are called: "fcall" (the functions library, Redis >= 7), "evalsha"
+    (scripts; Redis 6.2, or users granted EVALSHA), "auto": FCALL where possible."""
 
     _split_sentinels = field_validator("sentinels", mode="before")(_comma_list)
 
