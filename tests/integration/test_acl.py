@@ -1,5 +1,6 @@
 """ACL users of deploy/redis/users.acl, scoped to the queue ``payments``: producer, worker and
-monitor can each do their whole job, every move the review found too wide is refused with one
+monitor can each do their whole job (producer and worker call the Lua moves by FCALL only, with
+no EVAL, EVALSHA or SCRIPT right), every move the review found too wide is refused with one
 line naming the missing right, and a user without a right gets one clear line from the CLI.
 
 The server loads a copy of the real file with the placeholder passwords replaced (as
@@ -24,7 +25,7 @@ import redis.asyncio as aioredis
 from streamflow import Discard, Job, JobSpec, Queue, StreamflowSettings, Worker
 from streamflow.connection import eviction_policy, warn_if_evicting
 from streamflow.retention import remove_gone_consumers, trim_streams
-from streamflow.scripts import load_scripts
+from streamflow import scripts
 from tests.servers import RedisProcess
 from tests.support import fast_settings, running, wait_until
 from tests.workers import ROOT
@@ -101,10 +102,11 @@ def refusals(server: RedisProcess, *users: str) -> list[dict[str, Any]]:
 
 async def test_producer_and_worker_do_their_whole_job(acl_server: RedisProcess) -> None:
     queue_name = QUEUE
-    # Producers may not load scripts (SCRIPT LOAD + EVALSHA is arbitrary Lua): an admin, or
-    # the first worker, loads them once.
-    async with aioredis.Redis.from_url(url_of(acl_server, "admin")) as admin_client:
-        await load_scripts(admin_client)
+    # Producers and workers may not load Lua (FUNCTION LOAD or SCRIPT LOAD + EVALSHA is
+    # arbitrary Lua): an admin loads the functions library once per streamflow version.
+    result = cli(acl_server, "admin", "load-functions")
+    assert result.returncode == 0, result.stderr
+    assert scripts.LIBRARY.name in result.stdout
     producer = settings_for(acl_server, "streamflow-producer")
     worker_settings = settings_for(acl_server, "streamflow-worker")
     attempts: dict[str, int] = {}
@@ -119,6 +121,7 @@ async def test_producer_and_worker_do_their_whole_job(acl_server: RedisProcess) 
 
     async with Queue(queue_name, settings=producer) as q:
         # Producer: single add, bulk with caller ids, dedup, delayed, priority, replicated.
+        assert await scripts.load_scripts(q.client) == "fcall"
         await q.add("ok", {"n": 0}, job_id="single")
         ids = await q.add_bulk([JobSpec("ok", {"n": i}, job_id=f"bulk-{i}") for i in range(20)])
         assert all(ids)
@@ -167,6 +170,30 @@ async def test_producer_and_worker_do_their_whole_job(acl_server: RedisProcess) 
         assert await operator.purge_dead() == 0
 
     assert refusals(acl_server, "streamflow-producer", "streamflow-worker") == []
+    with admin(acl_server) as client:
+        stats = client.info("commandstats")
+    assert stats["cmdstat_fcall"]["calls"] > 30  # every move went out as FCALL ...
+    assert "cmdstat_evalsha" not in stats  # ... and none as EVALSHA
+
+
+def test_without_the_library_workers_say_so_in_one_line(acl_server: RedisProcess) -> None:
+    with admin(acl_server) as client:
+        client.function_delete(scripts.LIBRARY.name)
+    try:
+        result = cli(acl_server, "streamflow-worker", "worker", QUEUE, "--app",
+                     "tests.apps:router", "--log-level", "ERROR", timeout=30)
+        assert_one_line_error(result, scripts.LIBRARY.name, "'function|load' command",
+                              "streamflow load-functions")
+        result = cli(acl_server, "streamflow-worker", "load-functions")
+        assert_one_line_error(result, "'function|load' command")
+    finally:
+        result = cli(acl_server, "admin", "load-functions")
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == f"{scripts.LIBRARY.name} loaded"
+    assert cli(acl_server, "admin", "load-functions").stdout.strip() == (
+        f"{scripts.LIBRARY.name} already loaded")
+    with admin(acl_server) as client:
+        client.execute_command("ACL", "LOG", "RESET")
 
 
 async def _settled(q: Queue) -> bool:
@@ -216,7 +243,8 @@ def test_cli_worker_as_the_producer_user_fails_in_one_line(acl_server: RedisProc
                                                            ) -> None:
     result = cli(acl_server, "streamflow-producer", "worker", QUEUE, "--app",
                  "tests.apps:router", "--log-level", "ERROR", timeout=30)
-    assert_one_line_error(result, "no permissions to run the '")
+    # It may call the moves (FCALL) but not write the workers' heartbeat hash.
+    assert_one_line_error(result, "no permissions to access one of the keys")
 
 
 # ---------------------------------------------------------------- what each user may not do
@@ -233,6 +261,11 @@ FORBIDDEN: list[tuple[str, tuple[str, ...], str]] = [
     ("streamflow-producer", ("EVAL", "local i = 0 while i < 3000000 do i = i + 1 end", "0"),
      "'eval' command"),
     ("streamflow-producer", ("SCRIPT", "LOAD", "return 1"), "'script|load' command"),
+    ("streamflow-producer", ("EVALSHA", scripts.ADD_JOBS.sha, "0"), "'evalsha' command"),
+    ("streamflow-producer", ("FUNCTION", "LOAD", "#!lua name=x\nreturn 1"),
+     "'function|load' command"),
+    ("streamflow-producer", ("FUNCTION", "DELETE", scripts.LIBRARY.name),
+     "'function|delete' command"),
     ("streamflow-producer", ("DEL", "sf:{payments}:p:normal"), "'del' command"),
     # The monitor (KEDA): no payloads, no customer data.
     ("monitor", ("XINFO", "STREAM", "sf:{payments}:p:high", "FULL"), "'xinfo|stream' command"),
@@ -244,6 +277,12 @@ FORBIDDEN: list[tuple[str, tuple[str, ...], str]] = [
     ("streamflow-worker", ("XREADGROUP", "GROUP", "workers", "w", "STREAMS",
                            "sf:{refunds}:p:high", ">"), "access one of the keys"),
     ("streamflow-worker", ("EVAL", "return 1", "0"), "'eval' command"),
+    ("streamflow-worker", ("EVALSHA", scripts.FETCH_JOBS.sha, "0"), "'evalsha' command"),
+    ("streamflow-worker", ("SCRIPT", "LOAD", "return 1"), "'script|load' command"),
+    ("streamflow-worker", ("FUNCTION", "LOAD", "#!lua name=x\nreturn 1"),
+     "'function|load' command"),
+    ("streamflow-worker", ("FUNCTION", "FLUSH"), "'function|flush' command"),
+    ("streamflow-worker", ("FCALL_RO", scripts.LIBRARY.probe, "0"), "'fcall_ro' command"),
     ("streamflow-worker", ("KEYS", "*"), "'keys' command"),
     ("streamflow-worker", ("CONFIG", "SET", "maxmemory-policy", "allkeys-lru"),
      "'config|set' command"),

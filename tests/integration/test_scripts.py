@@ -31,9 +31,16 @@ DEDUP_TTL_MS = 60_000
 REPLY_TTL_MS = 60_000
 
 
+@pytest.fixture(params=["fcall", "evalsha"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Every move is tested as a function of the library (FCALL) and as a script (EVALSHA)."""
+    return str(request.param)
+
+
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[Any]:
+async def client(redis_url: str, mode: str) -> AsyncIterator[Any]:
     settings = StreamflowSettings.from_url(redis_url)
+    settings.redis.lua = mode  # type: ignore[assignment]
     redis = create_client(settings.redis, max_connections=8)
     try:
         yield redis
@@ -907,22 +914,31 @@ async def test_variadic_scripts_accept_more_keys(client: Any, keys: QueueKeys) -
         scripts.FETCH_JOBS.command([keys.meta], [])
 
 
-async def test_call_recovers_from_script_flush(client: Any, keys: QueueKeys) -> None:
+FLUSH = {"evalsha": ("SCRIPT", "FLUSH"), "fcall": ("FUNCTION", "FLUSH")}
+
+
+async def loaded(client: Any, mode: str) -> bool:
+    if mode == "evalsha":
+        return bool((await client.script_exists(scripts.FETCH_JOBS.sha))[0])
+    return bool(await client.function_list(library=scripts.LIBRARY.name))
+
+
+async def test_call_recovers_from_a_flush(client: Any, keys: QueueKeys, mode: str) -> None:
     await create_groups(client, keys)
     await client.xadd(keys.level("normal"), {"n": "j", "d": "1"})
-    await client.script_flush()
-    assert await client.script_exists(scripts.FETCH_JOBS.sha) == [False]
+    await client.execute_command(*FLUSH[mode])
+    assert not await loaded(client, mode)
     reply = text(await fetch(client, keys, 1))
     assert reply[0] == NORMAL and len(reply[1]) == 1
-    assert await client.script_exists(scripts.FETCH_JOBS.sha) == [True]
+    assert await loaded(client, mode)
 
 
-async def test_pipeline_recovers_from_script_flush(client: Any, keys: QueueKeys) -> None:
+async def test_pipeline_recovers_from_a_flush(client: Any, keys: QueueKeys, mode: str) -> None:
     await create_groups(client, keys)
     stream = keys.level("high")
     entry = text(await client.xadd(stream, {"n": "j", "d": "1"}))
     await read(client, stream)
-    await client.script_flush()
+    await client.execute_command(*FLUSH[mode])
     results = await scripts.pipeline(client, [
         ("SET", f"{keys.base}:probe", "1"),
         scripts.COMPLETE_JOBS.command([stream, keys.events, keys.done],
@@ -934,6 +950,16 @@ async def test_pipeline_recovers_from_script_flush(client: Any, keys: QueueKeys)
     assert await pending_ids(client, stream) == []
     assert await client.xlen(keys.done) == 1  # sent again once, not twice
     await client.delete(f"{keys.base}:probe")
+
+
+async def test_one_command_pipeline_recovers_from_a_flush(client: Any, keys: QueueKeys,
+                                                          mode: str) -> None:
+    await create_groups(client, keys)
+    await client.execute_command(*FLUSH[mode])
+    results = await scripts.pipeline(client, [scripts.TRIM_STREAM.command(
+        [keys.level("low")], ["="])])
+    assert results == [0]
+    assert await loaded(client, mode)
 
 
 async def test_pipeline_returns_script_errors_in_place(client: Any, keys: QueueKeys) -> None:
