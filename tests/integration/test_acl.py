@@ -22,10 +22,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from streamflow import Discard, Job, JobSpec, Queue, StreamflowSettings, Worker
+from streamflow import Discard, Job, JobSpec, Queue, StreamflowSettings, Worker, scripts
 from streamflow.connection import eviction_policy, warn_if_evicting
 from streamflow.retention import remove_gone_consumers, trim_streams
-from streamflow import scripts
 from tests.servers import RedisProcess
 from tests.support import fast_settings, running, wait_until
 from tests.workers import ROOT

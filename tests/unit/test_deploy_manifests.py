@@ -781,18 +781,25 @@ def test_acl_worker_and_producer_can_do_their_job_and_no_more(master: Server) ->
     with master.client("streamflow-producer") as producer:
         producer.xgroup_create(stream, "workers", id="0", mkstream=True)
         producer.xadd(stream, {"n": "payment.captured"})
-        # A script runs with the caller's permissions: a script an admin loaded may run the
-        # add commands...
+        # A function runs with the caller's permissions: a function an admin loaded may run
+        # the add commands...
         with master.client("admin") as admin:
-            sha = admin.script_load(
-                "redis.call('SET', KEYS[1], 1, 'NX', 'PX', 1000); return redis.call('XADD',"
-                " KEYS[2], '*', 'n', 'x')")
-        producer.evalsha(sha, 2, keys.dedup("pay_1"), stream)
+            admin.function_load(
+                "#!lua name=acl_test\n"
+                "redis.register_function('acl_add', function(keys)"
+                " redis.call('SET', keys[1], 1, 'NX', 'PX', 1000);"
+                " return redis.call('XADD', keys[2], '*', 'n', 'x') end)\n"
+                "redis.register_function('acl_ack', function(keys, args)"
+                " return redis.call('XACK', keys[1], args[1], args[2]) end)", replace=True)
+            sha = admin.script_load("return 1")
+        producer.fcall("acl_add", 2, keys.dedup("pay_1"), stream)
         assert producer.xlen(stream) == 2
         # ...but a producer may not run Lua of its own, schedule, change the queue's settings,
         # read, ack, delete, or touch another queue's keys.
         deny(lambda: producer.eval("return 1", 0))
+        deny(lambda: producer.evalsha(sha, 0))
         deny(lambda: producer.script_load("return 1"))
+        deny(lambda: producer.function_load("#!lua name=mine\nreturn 1"))
         deny(lambda: producer.zadd(keys.delayed, {"job": 1}))
         deny(lambda: producer.hset(keys.meta, "paused", "1"))
         deny(lambda: producer.xadd(QueueKeys("refunds").level("normal"), {"n": "x"}))
@@ -810,9 +817,11 @@ def test_acl_worker_and_producer_can_do_their_job_and_no_more(master: Server) ->
         assert len(ids) == 2
         worker.xautoclaim(stream, "workers", "worker-2", 0, "0-0", count=10)
         assert worker.xpending(stream, "workers")["pending"] == 2
-        sha = worker.script_load("return redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])")
-        assert worker.evalsha(sha, 1, stream, "workers", ids[0]) == 1
+        assert worker.fcall("acl_ack", 1, stream, "workers", ids[0]) == 1
         deny(lambda: worker.eval("return 1", 0))
+        deny(lambda: worker.evalsha(sha, 0))
+        deny(lambda: worker.script_load("return 1"))
+        deny(lambda: worker.function_load("#!lua name=mine\nreturn 1"))
         worker.xack(stream, "workers", ids[1])
         worker.hset(keys.workers, "worker-1", "{}")
         worker.zrangebyscore(keys.delayed, 0, 2)
