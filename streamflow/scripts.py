@@ -2,14 +2,14 @@
 script (EVALSHA).
 
 A file ``verb_object-N.lua`` takes exactly N keys, or at least N when its header declares a
-variadic tail. Call sites build EVALSHA commands (``Script.command``); ``call`` and ``pipeline``
-send them as FCALL of the move's function when the server holds this version's functions
-library (Redis >= 7, see ``streamflow.functions``), else as EVALSHA. The first call on a client
-settles which: the library is probed, and loaded when missing if the user may (``FUNCTION
-LOAD``: an admin, or an unrestricted development user); a server without FCALL (Redis 6.2), or a
-user without the right to call it, gets EVALSHA. ``RedisSettings.lua`` forces either. After a
-failover, a SCRIPT FLUSH or a FUNCTION FLUSH the moves are loaded again (when the user may) and
-only the commands that failed are sent again.
+variadic tail. Call sites build FCALL commands (``Script.command``); ``call`` and ``pipeline``
+send them as built when the server holds this version's functions library (Redis >= 7, see
+``streamflow.functions``), else as EVALSHA: Redis 7 pays nothing for the choice. The first
+call on a client settles which: the library is probed, and loaded when missing if the user may
+(``FUNCTION LOAD``: an admin, or an unrestricted development user); a server without FCALL
+(Redis 6.2), or a user without the right to call it, gets EVALSHA. ``RedisSettings.lua``
+forces either. After a failover, a SCRIPT FLUSH or a FUNCTION FLUSH the moves are loaded again
+(when the user may) and only the commands that failed are sent again.
 """
 
 from __future__ import annotations
@@ -45,11 +45,12 @@ class Script:
     """Its name in the functions library."""
 
     def command(self, keys: list[str] | tuple[str, ...], args: list[Any]) -> Command:
-        """The EVALSHA command calling this script."""
+        """The FCALL command calling this move (``call`` and ``pipeline`` send it as EVALSHA
+        where the server has no functions library)."""
         if len(keys) < self.nkeys or (not self.variadic and len(keys) != self.nkeys):
             wanted = f"at least {self.nkeys}" if self.variadic else str(self.nkeys)
             raise ValueError(f"{self.name} takes {wanted} keys, got {len(keys)}")
-        return ("EVALSHA", self.sha, len(keys), *keys, *args)
+        return ("FCALL", self.function, len(keys), *keys, *args)
 
     def check(self, result: Any) -> Any:
         """``result``, or ``ScriptError`` for a negative code."""
@@ -113,7 +114,7 @@ SCHEDULE_REPEAT = SCRIPTS["schedule_repeat"]
 flag = protocol.flag
 
 
-_FUNCTIONS = {script.sha: script.function for script in SCRIPTS.values()}
+_SHAS = {script.function: script.sha for script in SCRIPTS.values()}
 _modes: WeakKeyDictionary[Any, str] = WeakKeyDictionary()
 
 
@@ -253,11 +254,11 @@ async def _reload(client: Any, mode: str) -> None:
         await load_scripts(client)
 
 
-def _as_fcall(command: Command) -> Command:
-    if command[0] == "EVALSHA":
-        function = _FUNCTIONS.get(command[1])
-        if function is not None:
-            return ("FCALL", function, *command[2:])
+def _as_evalsha(command: Command) -> Command:
+    if command[0] == "FCALL":
+        sha = _SHAS.get(command[1])
+        if sha is not None:
+            return ("EVALSHA", sha, *command[2:])
     return command
 
 
@@ -266,8 +267,8 @@ async def call(client: Any, script: Script, keys: list[str] | tuple[str, ...],
     """Run one move; loads the moves again when the server lost them."""
     command = script.command(keys, args)
     mode = _modes.get(client) or await _settle(client)
-    if mode == "fcall":
-        command = ("FCALL", script.function, *command[2:])
+    if mode == "evalsha":
+        command = ("EVALSHA", script.sha, *command[2:])
     try:
         return script.check(await client.execute_command(*command))
     except ResponseError as exc:
@@ -285,8 +286,8 @@ async def pipeline(client: Any, commands: list[Command]) -> list[Any]:
     if not commands:
         return []
     mode = _modes.get(client) or await _settle(client)
-    if mode == "fcall":
-        commands = [_as_fcall(command) for command in commands]
+    if mode == "evalsha":
+        commands = [_as_evalsha(command) for command in commands]
     if len(commands) == 1:  # no pipeline object for one command: less work on the hot path
         try:
             return [await client.execute_command(*commands[0])]

@@ -27,11 +27,11 @@ FINAL_FLUSH_S = 3.0
 REFUSALS_KEPT = 3
 """How many times a command Redis refused is sent again before it is given up."""
 
-_BY_SHA = {script.sha: script for script in scripts.SCRIPTS.values()}
+_BY_FUNCTION = {script.function: script for script in scripts.SCRIPTS.values()}
 
 
 def _script_of(command: scripts.Command) -> scripts.Script | None:
-    return _BY_SHA.get(command[1]) if command[0] == "EVALSHA" else None
+    return _BY_FUNCTION.get(command[1]) if command[0] == "FCALL" else None
 
 
 class Acker:

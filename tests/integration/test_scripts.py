@@ -909,7 +909,7 @@ async def test_wrong_key_count_raises_value_error_before_sending(
 async def test_variadic_scripts_accept_more_keys(client: Any, keys: QueueKeys) -> None:
     command = scripts.FETCH_JOBS.command([keys.meta, keys.limiter, *keys.streams],
                                          [GROUP, "c", 1, 0])
-    assert command[:3] == ("EVALSHA", scripts.FETCH_JOBS.sha, 5)
+    assert command[:3] == ("FCALL", scripts.FETCH_JOBS.function, 5)
     with pytest.raises(ValueError, match="at least 2 keys, got 1"):
         scripts.FETCH_JOBS.command([keys.meta], [])
 
