@@ -70,6 +70,9 @@ MEANINGS = {
     "redis.retry_backoff_base": "First retry delay, seconds (exponential, with jitter).",
     "redis.retry_backoff_cap": "Longest retry delay, seconds.",
     "redis.health_check_interval": "Seconds a pooled connection may idle before a PING checks it.",
+    "redis.lua": "How the Lua moves are called: `fcall` (the functions library, Redis >= 7), "
+                 "`evalsha` (scripts: Redis 6.2, or an ACL that grants EVALSHA), `auto`: FCALL "
+                 "where the server and the user allow it.",
     "queue.attempts": "Runs of a job before it is dead-lettered.",
     "queue.backoff": "Delay between attempts: fixed, exponential, or exponential with jitter.",
     "queue.backoff_delay": "Base delay between attempts, seconds.",
