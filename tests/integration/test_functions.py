@@ -9,12 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
+from redis.exceptions import (
+    NoPermissionError,
+    OutOfMemoryError,
+    RedisClusterException,
+    ResponseError,
+)
 
 from streamflow import StreamflowSettings, functions, scripts
-from streamflow.connection import create_client
+from streamflow.connection import FastCluster, create_client
 from streamflow.keys import QueueKeys
-from tests.servers import RedisProcess
+from tests.servers import ClusterTopology, RedisProcess
 from tests.support import wait_until
 
 pytestmark = pytest.mark.anyio
@@ -219,3 +224,33 @@ async def test_prune_deletes_other_versions_only(admin: Any) -> None:
     names = {entry[1] for entry in await admin.function_list()}
     assert names == {scripts.LIBRARY.name.encode(), b"other_app"}
 
+
+
+# ----------------------------------------------------------------------------------- Cluster
+
+
+async def test_cluster_routes_fcall_by_its_keys_without_asking_the_server() -> None:
+    client = FastCluster(host="127.0.0.1", port=1)  # routing needs no connection
+    keys = QueueKeys("fn-slot")
+    command = scripts.TRIM_STREAM.command(*trim_call(keys))
+    assert await client._determine_slot(*command) == client.keyslot(keys.level("normal"))
+    with pytest.raises(RedisClusterException, match="same key slot"):
+        await client._determine_slot("FCALL", "f", 2, "{a}x", "{b}y")
+
+
+async def test_every_primary_gets_the_library(cluster_topology: ClusterTopology) -> None:
+    settings = StreamflowSettings.from_url(cluster_topology.url)
+    settings.redis.cluster = True
+    client = create_client(settings.redis, max_connections=8)
+    try:
+        assert await scripts.load_scripts(client) == "fcall"
+        for name in ("fn-a", "fn-b", "fn-c", "fn-d"):
+            keys = QueueKeys(name)
+            assert await scripts.pipeline(client, [scripts.TRIM_STREAM.command(
+                *trim_call(keys))] * 2) == [0, 0]
+    finally:
+        await client.aclose()
+    for node in cluster_topology.nodes:
+        with node.client() as direct:
+            assert direct.function_list(library=scripts.LIBRARY.name), node
+            assert "cmdstat_command|getkeys" not in direct.info("commandstats"), node
