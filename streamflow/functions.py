@@ -27,8 +27,16 @@ A script called by EVALSHA is refused on a full Redis only when its first write 
 memory; a function without flags is refused as a whole, before it runs. The moves by which
 workers drain a full Redis (fetch, ack, retry, dead-letter, reclaim, trim, cleanup) carry
 ``allow-oom``; adds, promotions and retries of dead letters are refused, as with EVALSHA.
-With ``allow-oom`` Redis refuses no write inside the function, so events and kept results
-(capped streams) are written even when Redis is full."""
+
+Inside an ``allow-oom`` function Redis refuses no write, so a move that sends its optional
+writes through ``redis.pcall`` first (``lua/includes/full_redis.lua``: an OOM answer there means
+"Redis is full, skip the optional writes") could not tell. Such a move is registered twice: as
+``<move>_<version>`` without ``allow-oom`` (refused as a whole, before it runs, when Redis is
+full) and as ``<move>_full_<version>`` with it, where ``redis.pcall`` answers OOM as Redis
+answers a script's first growing write. Clients call the first and, refused, the second."""
+
+_FULL_PCALL = ("local function full_pcall() return "
+               "{err = \"OOM command not allowed when used memory > 'maxmemory'.\"} end")
 
 _SHEBANG = re.compile(r"^#!lua\b(?P<options>[^\n]*)")
 _FLAGS = re.compile(r"\bflags=(?P<flags>[a-z,-]*)")
@@ -45,17 +53,16 @@ class Library:
     """Move name -> function name."""
     probe: str
     """A function that writes nothing and returns the version: is the library loaded?"""
-    starts: dict[str, int] = field(repr=False)
-    """Function name -> the library line just before the first line of its body."""
+    full: dict[str, str]
+    """Move name -> its function for a full Redis, for moves registered twice."""
+    starts: dict[str, tuple[str, int]] = field(repr=False)
+    """Function name -> its move and the library line just before the first of its body."""
 
     def locate(self, function: str, line: int) -> tuple[str, int] | None:
         """The move and the line of its ``.lua`` file for line ``line`` of the library, which
         Redis names in errors raised inside ``function``; None for another library's."""
-        start = self.starts.get(function)
-        if start is None:
-            return None
-        move = next(m for m, f in self.functions.items() if f == function)
-        return move, line - start
+        found = self.starts.get(function)
+        return (found[0], line - found[1]) if found is not None else None
 
 
 def flags_of(move: str, body: str) -> tuple[str, ...]:
@@ -86,15 +93,28 @@ def build(moves: dict[str, str]) -> Library:
         f"  callback=function() return '{version}' end}}",
     ]
     functions: dict[str, str] = {}
-    starts: dict[str, int] = {}
-    for move in sorted(moves):
-        function = functions[move] = f"{move}_{version}"
-        flags = ", ".join(f"'{flag}'" for flag in flags_of(move, moves[move]))
-        lines.append(f"redis.register_function{{function_name='{function}', flags={{{flags}}},")
-        lines.append("  callback=function(KEYS, ARGV)")
-        starts[function] = len(lines)
+    full: dict[str, str] = {}
+    starts: dict[str, tuple[str, int]] = {}
+
+    def register(move: str, function: str, flags: tuple[str, ...], preamble: str = "") -> None:
+        listed = ", ".join(f"'{flag}'" for flag in flags)
+        lines.append(f"redis.register_function{{function_name='{function}', flags={{{listed}}},")
+        lines.append(f"  callback=function(KEYS, ARGV){preamble}")
+        starts[function] = (move, len(lines))
         # A shebang is for EVAL only; as a comment the body keeps its line numbers.
         lines.extend(_SHEBANG.sub(r"--\g<0>", moves[move]).rstrip("\n").split("\n"))
         lines.append("end}")
+
+    lines.append(_FULL_PCALL)
+    for move in sorted(moves):
+        flags = flags_of(move, moves[move])
+        functions[move] = f"{move}_{version}"
+        if "allow-oom" in flags and "redis.pcall(" in moves[move]:
+            register(move, functions[move], tuple(f for f in flags if f != "allow-oom"))
+            full[move] = f"{move}_full_{version}"
+            register(move, full[move], flags,
+                     " local redis = setmetatable({pcall = full_pcall}, {__index = redis})")
+        else:
+            register(move, functions[move], flags)
     return Library(name=name, version=version, text="\n".join(lines) + "\n",
-                   functions=functions, probe=probe, starts=starts)
+                   functions=functions, probe=probe, full=full, starts=starts)

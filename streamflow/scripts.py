@@ -21,7 +21,7 @@ from importlib import resources
 from typing import Any, Literal
 from weakref import WeakKeyDictionary
 
-from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, OutOfMemoryError, ResponseError
 
 from . import functions, protocol
 from .errors import ScriptCode, ScriptError
@@ -43,6 +43,9 @@ class Script:
     """Whether negative results are error codes (``-2 (NOT_PENDING)`` in the header)."""
     function: str
     """Its name in the functions library."""
+    full_function: str | None = None
+    """Its function for a full Redis, sent when Redis refused ``function`` (see
+    ``functions.ALLOW_OOM``)."""
 
     def command(self, keys: list[str] | tuple[str, ...], args: list[Any]) -> Command:
         """The FCALL command calling this move (``call`` and ``pipeline`` send it as EVALSHA
@@ -88,7 +91,7 @@ def _load_all() -> tuple[dict[str, Script], functions.Library]:
         name: Script(name=name, body=body, sha=hashlib.sha1(body.encode()).hexdigest(),
                      nkeys=nkeys, variadic="(declared tail)" in header,
                      coded=_CODE.search(header) is not None,
-                     function=library.functions[name])
+                     function=library.functions[name], full_function=library.full.get(name))
         for name, (header, body, nkeys) in found.items()
     }
     return scripts, library
@@ -115,6 +118,8 @@ flag = protocol.flag
 
 
 _SHAS = {script.function: script.sha for script in SCRIPTS.values()}
+_FULL = {script.function: script.full_function for script in SCRIPTS.values()
+         if script.full_function is not None}
 _modes: WeakKeyDictionary[Any, str] = WeakKeyDictionary()
 
 
@@ -271,45 +276,55 @@ async def call(client: Any, script: Script, keys: list[str] | tuple[str, ...],
         command = ("EVALSHA", script.sha, *command[2:])
     try:
         return script.check(await client.execute_command(*command))
+    except OutOfMemoryError:
+        if mode == "evalsha" or script.full_function is None:
+            raise
+        command = ("FCALL", script.full_function, *command[2:])
     except ResponseError as exc:
         if not _gone(exc):
             raise
-    await _reload(client, mode)
+        await _reload(client, mode)
     return script.check(await client.execute_command(*command))
 
 
 async def pipeline(client: Any, commands: list[Command]) -> list[Any]:
     """Send ``commands`` in one non-transactional pipeline; per-command errors are returned
     in place, not raised. Commands that met NOSCRIPT ("Function not found") are sent again once
-    the moves are loaded.
+    the moves are loaded; moves a full Redis refused, again as their function for a full Redis.
     """
     if not commands:
         return []
     mode = _modes.get(client) or await _settle(client)
     if mode == "evalsha":
         commands = [_as_evalsha(command) for command in commands]
-    if len(commands) == 1:  # no pipeline object for one command: less work on the hot path
-        try:
-            return [await client.execute_command(*commands[0])]
-        except ResponseError as exc:
-            if not _gone(exc):
-                return [exc]
-        await _reload(client, mode)
-        try:
-            return [await client.execute_command(*commands[0])]
-        except ResponseError as exc:
-            return [exc]
     results = await _send(client, commands)
     retry = [i for i, result in enumerate(results) if _gone(result)]
     if retry:
         await _reload(client, mode)
-        again = await _send(client, [commands[i] for i in retry])
-        for i, result in zip(retry, again, strict=True):
-            results[i] = result
+        await _send_again(client, commands, results, retry)
+    full = [i for i, result in enumerate(results) if isinstance(result, OutOfMemoryError)
+            and commands[i][0] == "FCALL" and commands[i][1] in _FULL]
+    if full:
+        commands = list(commands)
+        for i in full:
+            commands[i] = ("FCALL", _FULL[commands[i][1]], *commands[i][2:])
+        await _send_again(client, commands, results, full)
     return results
 
 
+async def _send_again(client: Any, commands: list[Command], results: list[Any],
+                      indexes: list[int]) -> None:
+    again = await _send(client, [commands[i] for i in indexes])
+    for i, result in zip(indexes, again, strict=True):
+        results[i] = result
+
+
 async def _send(client: Any, commands: list[Command]) -> list[Any]:
+    if len(commands) == 1:  # no pipeline object for one command: less work on the hot path
+        try:
+            return [await client.execute_command(*commands[0])]
+        except ResponseError as exc:
+            return [exc]
     pipe = client.pipeline(transaction=False)
     for command in commands:
         pipe.execute_command(*command)

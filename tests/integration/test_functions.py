@@ -76,7 +76,7 @@ def test_library_lines_map_back_to_each_script() -> None:
     for script in scripts.SCRIPTS.values():
         body = script.body.splitlines()
         for number in (1, len(body)):
-            start = scripts.LIBRARY.starts[script.function]
+            start = scripts.LIBRARY.starts[script.function][1]
             assert lines[start + number - 1] == body[number - 1]
             assert scripts.locate(script.function, start + number) == (script, number)
         assert scripts.locate(script.sha, 7) == (script, 7)
@@ -194,6 +194,46 @@ async def test_on_a_full_redis_workers_moves_run_and_adds_are_refused(admin: Any
         [0, len(keys.levels), "0", 10, 1000, *keys.levels])
     with pytest.raises(OutOfMemoryError, match=r"^command not allowed when used memory"):
         await admin.execute_command(*("FCALL", scripts.ADD_JOBS.function, *add[2:]))
+
+
+OPTIONAL_WRITES = """local full = false
+local function optional(...)
+  if full then return false end
+  local reply = redis.pcall(...)
+  if type(reply) == "table" and reply.err then
+    if string.sub(reply.err, 1, 3) ~= "OOM" then error(reply) end
+    full = true
+    return false
+  end
+  return reply
+end
+optional("XADD", KEYS[2], "*", "e", "optional")
+redis.call("XADD", KEYS[1], "*", "required", "1")
+return full and 1 or 0
+"""
+"""A move in the style of lua/includes/full_redis.lua: its first write is optional, sent by
+redis.pcall, and an OOM answer there means "Redis is full: skip the optional writes"."""
+
+
+async def test_a_move_with_optional_writes_skips_them_on_a_full_redis(
+        admin: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    library = functions.build({"complete_jobs": OPTIONAL_WRITES})
+    plain, full = library.functions["complete_jobs"], library.full["complete_jobs"]
+    assert f"function_name='{plain}', flags={{}}" in library.text
+    assert f"function_name='{full}', flags={{'allow-oom'}}" in library.text
+    assert library.locate(full, library.starts[full][1] + 12) == ("complete_jobs", 12)
+    move = scripts.Script(name="complete_jobs", body=OPTIONAL_WRITES, sha="0" * 40, nkeys=2,
+                          variadic=False, coded=False, function=plain, full_function=full)
+    await admin.function_load(library.text)
+    keys = ["fn-opt:required", "fn-opt:events"]
+    assert await scripts.call(admin, move, keys, []) == 0  # not full: both writes
+    await admin.config_set("maxmemory", 1)
+    assert await scripts.call(admin, move, keys, []) == 1  # full: the required write only
+    monkeypatch.setitem(scripts._FULL, plain, full)  # what SCRIPTS registers for real moves
+    assert await scripts.pipeline(admin, [move.command(keys, [])] * 2 + [("PING",)]) == [
+        1, 1, True]
+    await admin.config_set("maxmemory", 0)
+    assert (await admin.xlen(keys[0]), await admin.xlen(keys[1])) == (4, 1)
 
 
 # ------------------------------------------------------------------ replication, old versions
