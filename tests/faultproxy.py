@@ -5,7 +5,7 @@ subprocesses can all go through it. Point a client at ``proxy.url`` instead of t
 
     with FaultProxy(server.port) as proxy:
         q = Queue(name, url=proxy.url)
-        proxy.drop_reply_after(b"EVALSHA")   # the next EVALSHA runs, its reply never arrives
+        proxy.drop_reply_after(b"FCALL")     # the next FCALL runs, its reply never arrives
         proxy.reset()                        # RST every open connection now
         proxy.stall()                        # hold every byte until proxy.resume()
         proxy.delay(0.05)                    # 50 ms before each forwarded chunk
