@@ -29,7 +29,7 @@ async def test_a_retried_add_with_a_job_id_returns_its_id(redis_server: RedisSer
     with FaultProxy(redis_server.port) as proxy:
         async with Queue(queue_name, settings=_settings(proxy)) as q:
             await scripts.load_scripts(q.client)
-            proxy.drop_reply_after(b"EVALSHA")
+            proxy.drop_reply_after(b"FCALL")
             assert await q.add("payment.captured", {"id": "pay_1"}, job_id="evt_1") == "evt_1"
             assert proxy.dropped_replies == 1
             assert len(await _entries(q)) == 1
@@ -42,7 +42,7 @@ async def test_a_retried_add_without_an_id_writes_one_entry(redis_server: RedisS
     with FaultProxy(redis_server.port) as proxy:
         async with Queue(queue_name, settings=_settings(proxy)) as q:
             await scripts.load_scripts(q.client)
-            proxy.drop_reply_after(b"EVALSHA")
+            proxy.drop_reply_after(b"FCALL")
             job_id = await q.add("payment.captured", {"id": "pay_1"})
             assert proxy.dropped_replies == 1
             assert await _entries(q) == [job_id]
@@ -54,7 +54,7 @@ async def test_a_retried_bulk_add_never_writes_twice(redis_server: RedisServer,
     with FaultProxy(redis_server.port) as proxy:
         async with Queue(queue_name, settings=_settings(proxy)) as q:
             await scripts.load_scripts(q.client)
-            proxy.drop_reply_after(b"EVALSHA")
+            proxy.drop_reply_after(b"FCALL")
             ids = await q.add_bulk([("refund.created", {"n": i}) for i in range(100)])
             assert proxy.dropped_replies == 1
             assert await _entries(q) == ids and len(set(ids)) == 100
@@ -67,7 +67,7 @@ async def test_a_bulk_add_whose_reply_is_lost_in_a_later_chunk(redis_server: Red
         async with Queue(queue_name, settings=_settings(proxy)) as q:
             await scripts.load_scripts(q.client)
             jobs = [("refund.created", {"n": i}) for i in range(2500)]
-            proxy.drop_reply_after(b"EVALSHA", count=2)
+            proxy.drop_reply_after(b"FCALL", count=2)
             ids = await q.add_bulk(jobs)
             assert proxy.dropped_replies >= 1
             assert await _entries(q) == ids and len(set(ids)) == 2500
@@ -81,7 +81,7 @@ async def test_a_coalesced_call_whose_reply_is_lost_answers_every_caller_once(
     with FaultProxy(redis_server.port) as proxy:
         async with Queue(queue_name, settings=_settings(proxy)) as q:
             await scripts.load_scripts(q.client)
-            proxy.drop_reply_after(b"EVALSHA", count=3)
+            proxy.drop_reply_after(b"FCALL", count=3)
             answers: dict[int, str | None] = {}
 
             async def call(i: int) -> None:
