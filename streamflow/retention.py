@@ -12,10 +12,13 @@ from . import scripts
 from .keys import QueueKeys
 
 
-async def trim_streams(client: Any, keys: QueueKeys, *, exact: bool = False) -> int:
-    """Drop entries no consumer group still needs from every level stream; returns how many.
+async def trim_streams(client: Any, keys: QueueKeys, *, exact: bool = True) -> int:
+    """Drop every entry no consumer group still needs from every level stream; returns how
+    many. One call catches up however many entries were acknowledged since the last one, so
+    calling it every second keeps a stream at its backlog plus one second of processed work.
 
-    ``exact=False`` removes whole stream nodes only (cheap, for the periodic janitor).
+    ``exact=False`` removes whole stream nodes only (the entries of a partly acknowledged
+    node stay until the next call).
     """
     commands = [scripts.TRIM_STREAM.command([stream], ["=" if exact else "~"])
                 for stream in keys.streams]

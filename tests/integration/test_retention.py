@@ -35,6 +35,31 @@ async def test_trim_keeps_pending_and_unread_entries(redis_url: str, queue_name:
         assert len(await q.client.xrange(stream)) == 20
 
 
+async def test_one_trim_catches_up_with_any_number_of_acked_entries(
+        redis_url: str, queue_name: str) -> None:
+    """Sustained load acks more than XTRIM's default approximate cap (10,000 entries a call)
+    between two janitor rounds; one call must still remove them all (issue 11, item 1)."""
+    async with Queue(queue_name, url=redis_url) as q:
+        stream = q.keys.level("normal")
+        total = 25_000
+        await q.add_bulk([("j", i) for i in range(total)])
+        read = await q.client.xreadgroup("workers", "c1", {stream: ">"}, count=total)
+        ids = [entry_id for entry_id, _ in read[0][1]]
+        for start in range(0, total, 5000):
+            await q.client.xack(stream, "workers", *ids[start:start + 5000])
+        # the last delivered entry stays: it marks where the group has read up to
+        assert await trim_streams(q.client, q.keys) == total - 1
+        assert await q.client.xlen(stream) == 1
+        await q.add_bulk([("j", i) for i in range(total)])
+        read = await q.client.xreadgroup("workers", "c1", {stream: ">"}, count=total)
+        ids = [entry_id for entry_id, _ in read[0][1]]
+        for start in range(0, total - 1, 5000):
+            await q.client.xack(stream, "workers", *ids[start:min(start + 5000, total - 1)])
+        # whole nodes only: everything before the node holding the last (pending) entry
+        assert await trim_streams(q.client, q.keys, exact=False) >= total - 200
+        assert (await q.counts())["pending"] == 1
+
+
 async def test_worker_janitor_trims_processed_entries(redis_url: str, queue_name: str) -> None:
     settings = fast_settings(redis_url)
 
