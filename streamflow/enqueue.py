@@ -26,12 +26,19 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
+from redis.exceptions import OutOfMemoryError
 
 from . import scripts
 from .backoff import Backoff
 from .coalesce import Coalescer
 from .codec import delayed_record, encode_data
-from .errors import DurabilityError, InvalidJob, PayloadNotSerializable, UnknownPriority
+from .errors import (
+    DurabilityError,
+    InvalidJob,
+    PayloadNotSerializable,
+    QueueFull,
+    UnknownPriority,
+)
 from .job import JobOptions
 from .keys import QueueKeys
 from .protocol import (
@@ -332,6 +339,10 @@ class Enqueuer:
             commands = [*commands, ("WAIT", 1, int(queue.replicated_timeout * 1000))]
         results = await scripts.pipeline(self.client, commands)
         for result in results:
+            if isinstance(result, OutOfMemoryError):
+                raise QueueFull("Redis is full (maxmemory reached) and refused the add; retry "
+                                "later" + (" (chunks of 1,000 before the refused one were "
+                                           "added)" if len(commands) > 1 else "")) from result
             if isinstance(result, Exception):
                 raise result
         if replicated and results.pop() < 1:

@@ -10,6 +10,7 @@
     ├── UnknownPriority
     ├── ScriptError
     ├── QueueBusy
+    ├── QueueFull
     ├── DurabilityError
     ├── JobTimeout           (the worker's deadline for a handler fired)
     └── JobSignal            (raised by handlers)
@@ -58,6 +59,12 @@ class UnknownPriority(StreamflowError, ValueError):
 
 class QueueBusy(StreamflowError):
     """Raised when an operation that destroys a queue meets active workers."""
+
+
+class QueueFull(StreamflowError):
+    """Raised when Redis refused an add because it reached ``maxmemory`` (``noeviction``):
+    nothing of the refused add was written. Retry later: workers free memory as they work
+    (a webhook ingress answers 503 so the provider redelivers)."""
 
 
 class DurabilityError(StreamflowError):
