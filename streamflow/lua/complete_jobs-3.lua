@@ -15,9 +15,11 @@
            (0 not), result (JSON or "")
 
   Returns  the number of entries acknowledged
-  Events   completed, with i (job id), n (name), ms (duration)
+  Events   completed, with i (job id), n (name), ms (duration); skipped, with the results,
+           when Redis is full (see includes/full_redis): the acks still go through
 ]]
 local rcall = redis.call
+--- @include "full_redis"
 local stream_key, events_key, done_key = KEYS[1], KEYS[2], KEYS[3]
 local group = ARGV[1]
 local emit = ARGV[2] == "1"
@@ -25,8 +27,22 @@ local events_maxlen = ARGV[3]
 local done_maxlen = tonumber(ARGV[4])
 local done_minid = ARGV[5]
 
-local acked = 0
 local kept = 0
+local function record(pos)
+  if emit then
+    optional("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+      "e", "completed", "i", ARGV[pos + 1], "n", ARGV[pos + 2], "ms", ARGV[pos + 3])
+  end
+  if done_maxlen > 0 and ARGV[pos + 4] == "1" and optional("XADD", done_key, "MAXLEN", "~",
+      done_maxlen, "*", "i", ARGV[pos + 1], "n", ARGV[pos + 2], "ms", ARGV[pos + 3],
+      "r", ARGV[pos + 5]) then
+    kept = kept + 1
+  end
+end
+
+-- the first job's event or result comes first: it tells whether Redis is full
+record(6)
+local acked = 0
 local ids = {}
 for pos = 6, #ARGV, 6 do
   ids[#ids + 1] = ARGV[pos]
@@ -34,18 +50,12 @@ for pos = 6, #ARGV, 6 do
     acked = acked + rcall("XACK", stream_key, group, unpack(ids))
     ids = {}
   end
-  if emit then
-    rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
-      "e", "completed", "i", ARGV[pos + 1], "n", ARGV[pos + 2], "ms", ARGV[pos + 3])
-  end
-  if done_maxlen > 0 and ARGV[pos + 4] == "1" then
-    rcall("XADD", done_key, "MAXLEN", "~", done_maxlen, "*",
-      "i", ARGV[pos + 1], "n", ARGV[pos + 2], "ms", ARGV[pos + 3], "r", ARGV[pos + 5])
-    kept = kept + 1
-  end
 end
 if #ids > 0 then
   acked = acked + rcall("XACK", stream_key, group, unpack(ids))
+end
+if not full then
+  for pos = 12, #ARGV, 6 do record(pos) end
 end
 if kept > 0 then
   rcall("XTRIM", done_key, "MAXLEN", done_maxlen)

@@ -20,24 +20,28 @@
   ARGV[13 ..] the entry's original fields, flat
 
   Returns  the dead-letter entry id; -2 (NOT_PENDING) when the entry was no longer pending
-  Events   dead, with i, reason, err
+  Events   dead, with i, reason, err; skipped when Redis is full
 ]]
 local rcall = redis.call
 --- @include "dead_letters"
+--- @include "full_redis"
 local stream_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
 
--- the ack comes last: a write refused on the way (out of memory) raises before it, and the
--- entry stays pending instead of being acknowledged without its dead letter
+-- the ack comes last: a write refused on the way (wrong type) raises before it, and the entry
+-- stays pending instead of being acknowledged without its dead letter. A full Redis refuses
+-- none of them (includes/full_redis): an entry left pending would keep the stream from being
+-- trimmed
 if #rcall("XPENDING", stream_key, ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return -2
 end
+if ARGV[9] == "1" then
+  optional("XADD", events_key, "MAXLEN", "~", ARGV[10], "*",
+    "e", "dead", "i", ARGV[3], "reason", ARGV[4], "err", ARGV[5])
+end
+allow_writes(stream_key, ARGV[1])
 local dead_id = rcall("XADD", dead_key, "*",
   "x:reason", ARGV[4], "x:error", ARGV[5], "x:tb", ARGV[6], "x:at", ARGV[7],
   "x:level", ARGV[8], "x:src", ARGV[2], unpack(ARGV, 13))
 trim_dead(dead_key, ARGV[11], ARGV[12])
-if ARGV[9] == "1" then
-  rcall("XADD", events_key, "MAXLEN", "~", ARGV[10], "*",
-    "e", "dead", "i", ARGV[3], "reason", ARGV[4], "err", ARGV[5])
-end
 rcall("XACK", stream_key, ARGV[1], ARGV[2])
 return dead_id

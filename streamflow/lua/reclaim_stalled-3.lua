@@ -20,17 +20,23 @@
   ARGV[11] drop dead letters older than this entry id (MINID; "0" for no age limit)
 
   Returns  {claimed entries (XCLAIM reply: {{id, {f1, v1, ...}}, ...}), dead-lettered count}
-  Events   stalled (per dead-lettered entry), reclaimed (per claimed entry), with i (job id)
+  Events   stalled (per dead-lettered entry), reclaimed (per claimed entry), with i (job id);
+           written when Redis is full too
 ]]
 local rcall = redis.call
 --- @include "dead_letters"
 --- @include "job_id"
+--- @include "full_redis"
 local stream_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
 local group, consumer, min_idle = ARGV[1], ARGV[2], ARGV[3]
 local max_stalled = tonumber(ARGV[5])
 local emit = ARGV[8] == "1"
 
 local pending = rcall("XPENDING", stream_key, group, "IDLE", min_idle, "-", "+", ARGV[4])
+if #pending == 0 then return {{}, 0} end
+-- a full Redis must not refuse the dead letters: an entry left pending would keep the stream
+-- from being trimmed (includes/full_redis). The events are capped: at their cap they add nothing
+allow_writes(stream_key, group)
 local to_claim = {}
 local dead = 0
 for _, item in ipairs(pending) do

@@ -20,22 +20,26 @@
 
   Returns  1 when scheduled; -2 (NOT_PENDING) when the entry was no longer pending
            (another worker finished it): nothing is scheduled
-  Events   retrying | rate_limited, with i, n, a (attempt), err, due
+  Events   retrying | rate_limited, with i, n, a (attempt), err, due; skipped when Redis is
+           full
 ]]
 local rcall = redis.call
+--- @include "full_redis"
 local stream_key, delayed_key, jobs_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local job_id = ARGV[3]
 
--- the ack comes last: a write refused on the way (out of memory, wrong type) raises before
--- it, and the entry stays pending instead of being acknowledged with no next attempt
+-- the ack comes last: a write refused on the way (wrong type) raises before it, and the entry
+-- stays pending instead of being acknowledged with no next attempt. A full Redis refuses none
+-- of them (includes/full_redis): an entry left pending would keep the stream from being trimmed
 if #rcall("XPENDING", stream_key, ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return -2
 end
-rcall("ZADD", delayed_key, ARGV[4], job_id)
-rcall("HSET", jobs_key, job_id, ARGV[5])
 if ARGV[6] == "1" then
-  rcall("XADD", events_key, "MAXLEN", "~", ARGV[7], "*",
+  optional("XADD", events_key, "MAXLEN", "~", ARGV[7], "*",
     "e", ARGV[11], "i", job_id, "n", ARGV[8], "a", ARGV[9], "err", ARGV[10], "due", ARGV[4])
 end
+allow_writes(stream_key, ARGV[1])
+rcall("ZADD", delayed_key, ARGV[4], job_id)
+rcall("HSET", jobs_key, job_id, ARGV[5])
 rcall("XACK", stream_key, ARGV[1], ARGV[2])
 return 1

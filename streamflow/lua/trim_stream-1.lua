@@ -48,4 +48,4 @@ if floor == "0-0" then return 0 end
 if ARGV[1] == "~" then
   return rcall("XTRIM", stream_key, "MINID", "~", floor, "LIMIT", 0)
 end
-return rcall("XTRIM", stream_key, "MINID", "=", floor)
+return rcall("XTRIM", stream_key, "MINID", floor)  -- exact
