@@ -6,11 +6,12 @@ import os
 from types import TracebackType
 from typing import Any, Self
 
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from .. import scripts
 from ..connection import create_client
 from ..enqueue import CHUNK, Enqueuer
+from ..errors import QueueFull
 from ..keys import QueueKeys
 from ..settings import Durability, StreamflowSettings, resolve_settings
 
@@ -77,10 +78,28 @@ class QueueBase:
 
 
 async def ensure_groups(client: Any, keys: QueueKeys, group: str) -> None:
-    """XGROUP CREATE ... 0 MKSTREAM on every level stream; an existing group is kept."""
+    """XGROUP CREATE ... 0 MKSTREAM on every level stream; an existing group is kept.
+
+    A full Redis refuses XGROUP CREATE even for a group that exists: then only a group that is
+    missing is an error (``QueueFull``), so workers and producers start against a full Redis.
+    """
     pipe = client.pipeline(transaction=False)
     for stream in keys.streams:
         pipe.xgroup_create(stream, group, id="0", mkstream=True)
-    for result in await pipe.execute(raise_on_error=False):
-        if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
+    results = await pipe.execute(raise_on_error=False)
+    for stream, result in zip(keys.streams, results, strict=True):
+        if isinstance(result, OutOfMemoryError):
+            if not await _group_exists(client, stream, group):
+                raise QueueFull(f"Redis is full (maxmemory reached): cannot create the "
+                                f"consumer group {group!r} of {stream}") from result
+        elif isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
             raise result
+
+
+async def _group_exists(client: Any, stream: str, group: str) -> bool:
+    try:
+        groups = await client.xinfo_groups(stream)
+    except ResponseError:  # no such stream
+        return False
+    names = {g["name"].decode() if isinstance(g["name"], bytes) else g["name"] for g in groups}
+    return group in names

@@ -3,8 +3,9 @@
 A round takes everything the runners buffered since the last one (acks with their events and
 results, retries, dead letters, status records). A connection error keeps the round for the
 next try; a command Redis refused is logged with the job it was about and tried again a few
-times (an out-of-memory or read-only answer passes), then given up: its entry stays pending and
-is reclaimed, and the log line says why.
+times (a read-only answer passes), then given up: its entry stays pending and is reclaimed,
+and the log line says why. A command refused because Redis is full (the ack scripts are not:
+see ``lua/includes/full_redis.lua``; a status record can be) is kept until memory frees.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import anyio
 from anyio.abc import TaskStatus
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import scripts
@@ -26,6 +28,8 @@ FINAL_FLUSH_S = 3.0
 """How long the final flush may try at shutdown."""
 REFUSALS_KEPT = 3
 """How many times a command Redis refused is sent again before it is given up."""
+FULL_RETRY_S = 0.5
+"""How long commands refused by a full Redis wait before they are sent again."""
 
 _BY_FUNCTION = {script.function: script for script in scripts.SCRIPTS.values()}
 
@@ -45,6 +49,8 @@ class Acker:
         self._about: list[About] = []
         self._refused: list[int] = []  # per kept command: how many times Redis refused it
         self._lock = anyio.Lock()  # the loop's round and the final flush never overlap
+        self.full = False
+        """Whether Redis refused a command of the last round because it is full."""
 
     def wanted(self) -> None:
         """Ask for a round soon."""
@@ -68,10 +74,15 @@ class Acker:
             return
         results = await scripts.pipeline(self.client, commands)
         kept: list[int] = []
+        full = False
         for i, result in enumerate(results):
             if isinstance(result, REDIS_ERRORS):
                 raise result
-            if isinstance(result, Exception):
+            if isinstance(result, OutOfMemoryError):
+                kept.append(i)
+                self._refused[i] -= 1  # not a refusal that counts: kept until memory frees
+                full = True
+            elif isinstance(result, Exception):
                 if self._refused[i] < REFUSALS_KEPT:
                     kept.append(i)
                 self._report_refusal(commands[i], self._about[i], result, self._refused[i])
@@ -80,6 +91,14 @@ class Acker:
         self._commands = [commands[i] for i in kept]
         self._about = [self._about[i] for i in kept]
         self._refused = [self._refused[i] + 1 for i in kept]
+        if full != self.full:
+            self.full = full
+            if full:
+                log.warning("Redis is full (maxmemory): %d commands refused (status records, "
+                            "a queue-wide rate limit) are kept and sent again every %.1fs; "
+                            "acks go on", len(kept), FULL_RETRY_S)
+            else:
+                log.warning("Redis took the commands it had refused when full")
 
     @staticmethod
     def _report_refusal(command: scripts.Command, about: About, error: Exception,
@@ -121,7 +140,7 @@ class Acker:
                 await self.flush()
                 failures = 0
                 if self._commands:  # refused ones, sent again with the next round
-                    await anyio.sleep(0.05)
+                    await anyio.sleep(FULL_RETRY_S if self.full else 0.05)
                     self._wanted.set()
             except REDIS_ERRORS as exc:
                 failures += 1

@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
+from redis.exceptions import OutOfMemoryError
 
 from .. import scripts
 from ..connection import create_client, redact, warn_if_evicting
@@ -179,7 +180,10 @@ class Worker:
         await ensure_groups(client, self.keys, self.group)
         await scripts.load_scripts(client)
         self.dispatcher.progress = progress_reporter(client, self.keys, self.settings.queue)
-        await self.maintenance.heartbeat()
+        try:
+            await self.maintenance.heartbeat()
+        except OutOfMemoryError:  # acks free memory: start anyway, the next heartbeat says so
+            log.warning("Redis is full (maxmemory reached): starting without a heartbeat")
         log.info("worker %s started on %s queue=%s group=%s concurrency=%d", self.consumer,
                  redact(self.settings.redis.url), self.queue, self.group, self.concurrency)
 
