@@ -27,7 +27,7 @@ from tests.workers import start_worker
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.timeout(300)]
 
-MAXMEMORY = ["maxmemory 12mb", "maxmemory-policy noeviction"]
+MAXMEMORY = ["maxmemory 6mb", "maxmemory-policy noeviction"]
 BATCH = 500
 
 
