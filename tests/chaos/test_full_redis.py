@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from streamflow import JobSpec, Queue
+from streamflow import JobSpec, Queue, scripts
 from streamflow.errors import QueueFull
 from tests.servers import RedisProcess, RedisServer
 from tests.support import wait_until
@@ -151,3 +152,40 @@ async def test_a_worker_starts_against_a_full_redis_and_drains_it(
 
 async def _workers_registered(q: Queue, n: int) -> bool:
     return int(await q.client.hlen(q.keys.workers)) >= n
+
+
+async def test_every_ack_script_goes_through_when_redis_is_full_and_skips_its_event(
+        full_redis: RedisProcess, queue_name: str) -> None:
+    """Completed, retried and dead-lettered entries are acknowledged (and the retry and the
+    dead letter written) although Redis refuses growing writes; the optional events and results
+    are skipped."""
+    async with Queue(queue_name, url=full_redis.url) as q:
+        keys, group = q.keys, q.settings.worker.group
+        stream = keys.level("normal")
+        await fill(q)
+        read = await q.client.xreadgroup(group, "c", {stream: ">"}, count=3)
+        done_id, retry_id, dead_id = (entry_id.decode() for entry_id, _ in read[0][1])
+        over_the_limit(full_redis)
+        with pytest.raises(redis.OutOfMemoryError):
+            await q.client.xadd(keys.events, {"e": "probe"})  # really full
+        events_before = await q.client.xlen(keys.events)
+
+        completed = await scripts.call(q.client, scripts.COMPLETE_JOBS,
+                                       [stream, keys.events, keys.done],
+                                       [group, "1", 10_000, 1000, "0",
+                                        done_id, "j1", "record", 5, 1, b'"ok"'])
+        retried = await scripts.call(q.client, scripts.RETRY_LATER,
+                                     [stream, keys.delayed, keys.jobs, keys.events],
+                                     [group, retry_id, "j2", int(time.time() * 1000) + 60_000,
+                                      "record", "1", 10_000, "record", 1, "boom", "retrying"])
+        dead = await scripts.call(q.client, scripts.MOVE_TO_DEAD,
+                                  [stream, keys.dead, keys.events],
+                                  [group, dead_id, "j3", "failed", "boom", "", 0, "normal", "1",
+                                   10_000, 0, "0", "n", "record"])
+        assert (completed, retried) == (1, 1) and dead
+        assert (await q.client.xpending(stream, group))["pending"] == 0
+        assert await q.client.zscore(keys.delayed, "j2") is not None
+        assert await q.client.hget(keys.jobs, "j2") == b"record"
+        assert await q.client.xlen(keys.dead) == 1
+        assert await q.client.xlen(keys.events) == events_before  # skipped: Redis was full
+        assert await q.client.xlen(keys.done) == 0
