@@ -33,6 +33,11 @@ from .dispatch import Dispatcher
 
 log = logging.getLogger("streamflow.worker")
 
+RECLAIM_BATCH = 1000
+"""Stalled entries looked at per call of the reclaim script."""
+RECLAIM_ROUNDS = 10
+"""Calls per level and check: up to 10,000 stalled entries of a level are taken at once."""
+
 
 class Maintenance:
     """The loops that keep a queue healthy, run by every worker."""
@@ -110,29 +115,33 @@ class Maintenance:
                 await self.survive("reclaimer", exc, 1.0)
 
     async def reclaim(self, stalled_ms: int) -> int:
-        """Claim stalled entries of every level, as many as there is room for; they run
-        before entries already fetched."""
+        """Claim the stalled entries of every level, however busy this worker is: they run
+        before the entries already fetched, so a dead worker's jobs wait ``stalled_interval``
+        plus one check, not for the backlog (the fetcher waits while this worker holds more
+        than its concurrency)."""
         dispatcher = self._dispatcher
         defaults = self._settings.queue
         claimed_total = 0
         for level, name in enumerate(self.keys.levels):
-            free = dispatcher.free
-            if free <= 0 or dispatcher.finished or self._stopping.is_set():
-                break
-            claimed, dead = await reclaim_stalled(
-                self.client, self.keys, level, group=self._group, consumer=self._consumer,
-                min_idle_ms=stalled_ms, count=min(free, 100),
-                max_stalled=self._settings.worker.max_stalled_count,
-                emit=defaults.emit_failures, events_maxlen=defaults.events_maxlen,
-                dead_retention=dead_retention(defaults))
-            if dead:
-                self.metrics.dead(name, None, "stalled", dead)
-                log.warning("%d stalled entries of %s dead-lettered", dead, name)
-            if claimed:
-                self.metrics.reclaimed(name, len(claimed))
-                log.info("reclaimed %d stalled entries of %s", len(claimed), name)
-                dispatcher.dispatch(level, claimed, first=True)
-                claimed_total += len(claimed)
+            for _ in range(RECLAIM_ROUNDS):
+                if dispatcher.finished or self._stopping.is_set():
+                    return claimed_total
+                claimed, dead = await reclaim_stalled(
+                    self.client, self.keys, level, group=self._group, consumer=self._consumer,
+                    min_idle_ms=stalled_ms, count=RECLAIM_BATCH,
+                    max_stalled=self._settings.worker.max_stalled_count,
+                    emit=defaults.emit_failures, events_maxlen=defaults.events_maxlen,
+                    dead_retention=dead_retention(defaults))
+                if dead:
+                    self.metrics.dead(name, None, "stalled", dead)
+                    log.warning("%d stalled entries of %s dead-lettered", dead, name)
+                if claimed:
+                    self.metrics.reclaimed(name, len(claimed))
+                    log.info("reclaimed %d stalled entries of %s", len(claimed), name)
+                    dispatcher.dispatch(level, claimed, first=True)
+                    claimed_total += len(claimed)
+                if len(claimed) + dead < RECLAIM_BATCH:
+                    break
         return claimed_total
 
     async def heartbeat(self) -> None:
