@@ -45,7 +45,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from streamflow import Queue, StreamflowSettings, telemetry
-from streamflow.errors import PayloadError, PayloadTooLarge
+from streamflow.errors import PayloadError, PayloadTooLarge, QueueFull
 
 from .server import set_header_timeout
 from .settings import RazorpaySettings
@@ -56,6 +56,8 @@ log = logging.getLogger("consumers.razorpay")
 TRACER_NAME = "consumers.razorpay"
 WEBHOOK_PATH = "/webhooks/razorpay"
 REDIS_DOWN = (RedisError, OSError, TimeoutError)
+FULL_RETRY_AFTER_S = 30
+"""Retry-After of a 503 while Redis is full (workers drain it; Razorpay retries anyway)."""
 _ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
 
 
@@ -201,6 +203,11 @@ class WebhookIngress:
             return self._refuse(Refused(413, str(exc), "too_large"), len(body))
         except PayloadError as exc:
             return self._refuse(Refused(400, str(exc), "payload"), len(body))
+        except QueueFull:
+            log.warning("webhook %s (%s) not enqueued: Redis is full", event.id, event.type)
+            response = _json(503, {"error": "queue full, retry later"})
+            response.headers["Retry-After"] = str(FULL_RETRY_AFTER_S)
+            return response
         except REDIS_DOWN as exc:
             log.warning("webhook %s (%s) not enqueued, Redis unavailable: %s", event.id,
                         event.type, type(exc).__name__)

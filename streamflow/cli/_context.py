@@ -18,7 +18,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..connection import redact
 from ..discovery import known_queues, queue_exists
-from ..errors import StreamflowError
+from ..errors import QueueFull, StreamflowError
 from ..queue import Queue
 from ..settings import StreamflowSettings, settings_error
 from ._app import StdoutClosed
@@ -125,6 +125,8 @@ def run(settings: StreamflowSettings, fn: Callable[[], Awaitable[T]]) -> T:
         raise fail(f"cannot reach Redis at {redact(settings.redis.url)}: {exc}", 1) from None
     except NoPermissionError as exc:
         raise fail(f"the Redis user lacks a permission: {exc}", 1) from None
+    except QueueFull as exc:
+        raise fail(str(exc), 1) from None
     except (StreamflowError, ValueError) as exc:
         raise fail(str(exc), 2) from None
     except RedisError as exc:

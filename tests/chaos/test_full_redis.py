@@ -17,11 +17,16 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
+from consumers.razorpay.ingress import create_app
+from consumers.razorpay.sample import sample_event, sign_event
+from consumers.razorpay.settings import RazorpaySettings
 from streamflow import JobSpec, Queue, scripts
 from streamflow.errors import QueueFull
+from tests.integration.razorpay_support import SECRET
 from tests.servers import RedisProcess, RedisServer
 from tests.support import wait_until
 from tests.workers import start_worker
@@ -189,3 +194,22 @@ async def test_every_ack_script_goes_through_when_redis_is_full_and_skips_its_ev
         assert await q.client.xlen(keys.dead) == 1
         assert await q.client.xlen(keys.events) == events_before  # skipped: Redis was full
         assert await q.client.xlen(keys.done) == 0
+
+
+async def test_the_ingress_answers_503_with_retry_after_when_redis_is_full(
+        full_redis: RedisProcess, queue_name: str) -> None:
+    """Razorpay retries a 503: the webhook is neither lost nor half-written."""
+    async with Queue(queue_name, url=full_redis.url) as q:
+        await fill(q)
+        over_the_limit(full_redis)
+        waiting = (await q.counts())["waiting"]
+        app = create_app(RazorpaySettings(webhook_secret=SECRET, queue=queue_name), queue=q)
+        webhook = sign_event(sample_event("payment.captured"), SECRET, "evt_full_1")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://ingress") as client:
+            response = await client.post("/webhooks/razorpay", content=webhook.body,
+                                         headers=webhook.headers())
+        assert response.status_code == 503
+        assert int(response.headers["Retry-After"]) > 0
+        assert (await q.counts())["waiting"] == waiting
+        assert await q.get_job("evt_full_1") is None
