@@ -1,6 +1,7 @@
 """Soak: the full pipeline at its highest sustained rate, with faults, for ``--seconds``.
 
     python -m benchmarks.soak --seconds 600 [--workers 2] [--concurrency 200] [--stalled 30]
+                              [--markdown docs/benchmarks.md]
 
 A producer process keeps ``--backlog`` jobs waiting (so the workers never starve), ``--workers``
 worker processes run them, and every job records that it ran (``benchmarks.apps``: a bitmap on
@@ -19,6 +20,7 @@ adds the client re-sent after a reset).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -225,13 +227,61 @@ class Soak:
                 "minutes": rows}
 
 
+MARK_BEGIN, MARK_END = "<!-- soak: begin -->", "<!-- soak: end -->"
+
+
+def markdown(result: dict[str, Any], args: argparse.Namespace) -> str:
+    """The soak section of docs/benchmarks.md."""
+    lines = [MARK_BEGIN, "## Soak: the full pipeline under faults", "",
+             f"`python -m benchmarks.soak --seconds {args.seconds}` on "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {args.workers} worker "
+             f"processes (concurrency {args.concurrency}, `stalled_interval` {args.stalled:g} "
+             f"s), a producer keeping {args.backlog:,} jobs waiting, every connection reset "
+             f"every {args.reset_every:g} s through a fault proxy, one worker SIGKILLed and "
+             f"replaced every {args.kill_every:g} s. {os.cpu_count()} cores, load average "
+             f"{os.getloadavg()[0]:.2f} at the end. Each job records that it ran on a second "
+             "Redis before it is acknowledged.", "",
+             "| t (s) | jobs/s | stream length | pending | oldest pending (s) | used_memory MB "
+             "| worker RSS MB | duplicates so far | waiting > 60 s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in result["minutes"]:
+        rss = ", ".join(str(r) for r in row["worker_rss_mb"])
+        lines.append(f"| {row['t_s']} | {row['jobs_per_s']:,} | {row['stream_length']:,} | "
+                     f"{row['pending']:,} | {row['oldest_pending_s']} | "
+                     f"{row['used_memory_mb']} | {rss} | {row['duplicates']:,} | "
+                     f"{row['late_60s']:,} |")
+    lines += ["", f"Added (acknowledged) {result['added']:,}, ran {result['ran']:,}, "
+              f"**lost {result['lost']:,}**, ran twice {result['duplicates']:,} "
+              f"(at-least-once: jobs a killed worker ran but had not acknowledged, and adds "
+              f"the client sent again after a reset); {result['jobs_per_s']:,} jobs/s overall; "
+              f"{result['kills']} kills, {result['resets']} connections reset, "
+              f"{result['crashes']} worker crashes.", "",
+              "The stream grows while a killed worker's entries wait for `stalled_interval`: "
+              "trimming stops at the oldest pending entry (MINID), then catches up in one call "
+              "once they are reclaimed and acknowledged.", MARK_END]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path: Path, section: str) -> None:
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if MARK_BEGIN in text and MARK_END in text:
+        before, rest = text.split(MARK_BEGIN, 1)
+        text = before + section.rstrip("\n") + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
 def main(args: argparse.Namespace) -> None:
     logs = Path(tempfile.mkdtemp(prefix="streamflow-soak-"))
     with private_redis() as url, private_redis() as record_url:
         port = int(url.rsplit(":", 1)[1].split("/")[0])
         with FaultProxy(port) as proxy:
             redis.Redis.from_url(record_url).delete(SEEN, PROCESSED, DUPLICATES, ADDED)
-            emit(Soak(args, url, record_url, proxy, logs).run())
+            result = Soak(args, url, record_url, proxy, logs).run()
+    emit(result)
+    if args.markdown:
+        write_markdown(Path(args.markdown), markdown(result, args))
 
 
 if __name__ == "__main__":
@@ -244,6 +294,7 @@ if __name__ == "__main__":
     parser.add_argument("--kill-every", type=float, default=60.0)
     parser.add_argument("--reset-every", type=float, default=30.0)
     parser.add_argument("--report-every", type=float, default=60.0)
+    parser.add_argument("--markdown", default="", help="write the table into this file")
     parser.add_argument("--role", choices=["soak", "producer"], default="soak")
     parser.add_argument("--url", default="")
     parser.add_argument("--record-url", default="")
