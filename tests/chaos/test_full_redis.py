@@ -120,6 +120,7 @@ async def test_a_full_redis_drains_with_workers_running_and_takes_adds_again(
             ids = await fill(q)
             used, limit = used_memory(full_redis)
             assert used > limit * 0.9  # it really was full
+            over_the_limit(full_redis)  # and stays so until the workers free 1 MB
             await wait_until(lambda: drained_and_recorded(q, record, ids, workers), timeout=150,
                              interval=0.2)
             again = await add_again(q)
