@@ -99,8 +99,7 @@ class Maintenance:
         """Keep our long jobs' entries fresh; take over stalled entries of others."""
         ws = self._settings.worker
         stalled_ms = int(ws.stalled_interval * 1000)
-        tick = ws.stalled_interval / 3
-        last_reclaim = 0.0
+        tick = ws.stalled_interval / 3  # an entry stalls at most one tick before it is taken
         task_status.started()
         while True:
             await anyio.sleep(tick)
@@ -108,9 +107,7 @@ class Maintenance:
                 await keep_alive(self.client, self.keys, group=self._group,
                                  consumer=self._consumer, held=list(self._dispatcher.held),
                                  min_idle_ms=int(tick * 1000))
-                if time.monotonic() - last_reclaim >= ws.stalled_interval:
-                    last_reclaim = time.monotonic()
-                    await self.reclaim(stalled_ms)
+                await self.reclaim(stalled_ms)
             except (*REDIS_ERRORS, ResponseError) as exc:
                 await self.survive("reclaimer", exc, 1.0)
 
