@@ -1,0 +1,150 @@
+"""Read-only pages: overview, workers, queue (tabs, paging, search) and job."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..queue import Queue
+from . import jobs_api
+from .jobs_api import STATES, NotAvailable
+from .masking import mask
+from .snapshot import consumer_rows, queue_rows
+from .web import config_of, dashboard_of, render
+
+CHART_MINUTES = 60
+_SEARCH = re.compile(r"^\s*([A-Za-z0-9_.\-]+)\s*[=:]\s*(\S.*?)\s*$")
+
+
+async def _chart(queues: list[Queue]) -> dict[str, Any]:
+    """Completed/failed per minute over the last hour, summed over ``queues``."""
+    now_min = int(time.time() // 60) * 60_000
+    since = now_min - (CHART_MINUTES - 1) * 60_000
+    completed = [0] * CHART_MINUTES
+    failed = [0] * CHART_MINUTES
+    stored = False
+    for q in queues:
+        points = await jobs_api.metrics(q, since)
+        if points is None:
+            continue
+        stored = True
+        for minute_ms, done, bad in points:
+            slot = (minute_ms - since) // 60_000
+            if 0 <= slot < CHART_MINUTES:
+                completed[slot] += done
+                failed[slot] += bad
+    return {"stored": stored, "since_ms": since, "completed": completed, "failed": failed}
+
+
+async def _snapshot(request: Request, names: list[str] | None = None) -> dict[str, Any]:
+    dashboard = dashboard_of(request)
+    queues = [dashboard.handle(name) for name in (names or await dashboard.names())]
+    rows = await queue_rows(queues, config_of(request).worker_group)
+    return {"queues": rows, "chart": await _chart(queues), "now_ms": int(time.time() * 1000)}
+
+
+async def overview(request: Request) -> Response:
+    snapshot = await _snapshot(request)
+    return render(request, "overview.html", {"snap": snapshot})
+
+
+async def api_overview(request: Request) -> Response:
+    return JSONResponse(await _snapshot(request))
+
+
+async def api_queue(request: Request) -> Response:
+    q = await dashboard_of(request).queue(request.path_params["queue"])
+    return JSONResponse(await _snapshot(request, [q.name]))
+
+
+async def workers(request: Request) -> Response:
+    dashboard = dashboard_of(request)
+    rows = []
+    for name in await dashboard.names():
+        rows += await consumer_rows(dashboard.handle(name))
+    return render(request, "workers.html", {"consumers": rows})
+
+
+async def queue_page(request: Request) -> Response:
+    q = await dashboard_of(request).queue(request.path_params["queue"])
+    params = request.query_params
+    state = params.get("state", "waiting")
+    if state not in STATES:
+        state = "waiting"
+    level = params.get("level") or None
+    if level not in q.settings.levels:
+        level = None
+    name = params.get("name", "").strip() or None
+    cursor = params.get("cursor") or None
+    jobs: list[Any] = []
+    next_cursor = None
+    unavailable = None
+    try:
+        jobs, next_cursor = await jobs_api.list_jobs(q, state, level=level, cursor=cursor,
+                                                     name=name)
+    except NotAvailable as exc:
+        unavailable = str(exc)
+    snapshot = await _snapshot(request, [q.name])
+    return render(request, "queue.html", {
+        "q": q, "row": snapshot["queues"][0], "snap": snapshot, "state": state,
+        "level": level, "name": name or "", "cursor": cursor, "jobs": jobs,
+        "next_cursor": next_cursor, "unavailable": unavailable, "states": STATES,
+        "browse": jobs_api.BROWSE, "search": ""})
+
+
+async def search(request: Request) -> Response:
+    q = await dashboard_of(request).queue(request.path_params["queue"])
+    text = request.query_params.get("q", "").strip()
+    results: list[Any] = []
+    problem = None
+    match = _SEARCH.match(text)
+    try:
+        if match:
+            results = await jobs_api.find(q, match.group(1), match.group(2).strip("\"'"))
+        elif text:
+            job = await jobs_api.get_job(q, text)
+            results = [job] if job is not None else []
+        else:
+            problem = "type a job id, or a business key such as payment_id = pay_123"
+    except NotAvailable as exc:
+        problem = str(exc)
+    return render(request, "search.html", {"q": q, "search": text, "results": results,
+                                           "problem": problem})
+
+
+async def job_page(request: Request) -> Response:
+    q = await dashboard_of(request).queue(request.path_params["queue"])
+    job_id = request.path_params["job_id"]
+    entry_id = request.query_params.get("entry") or None
+    try:
+        job = await jobs_api.get_job(q, job_id, entry_id)
+    except NotAvailable as exc:
+        return render(request, "message.html", {"title": "Job", "message": str(exc)}, 404)
+    if job is None:
+        return render(request, "message.html", {
+            "title": "Job not found",
+            "message": f"no job {job_id!r} in queue {q.name!r} (removed, or expired)"}, 404)
+    config = config_of(request)
+    sensitive = config.sensitive_for(q.name)
+    trace_link = (config.trace_url.replace("{trace_id}", job.trace_id)
+                  if config.trace_url and job.trace_id else None)
+    return render(request, "job.html", {
+        "q": q, "job": job, "data": mask(job.data, sensitive), "masked": bool(sensitive),
+        "logs": await jobs_api.job_logs(q, job.id), "audit": await jobs_api.audit(q, job.id),
+        "actions": jobs_api.actions_for(job), "trace_link": trace_link, "entry": entry_id})
+
+
+routes = [
+    Route("/", overview, name="overview"),
+    Route("/workers", workers, name="workers"),
+    Route("/api/overview", api_overview, name="api_overview"),
+    Route("/api/queues/{queue}", api_queue, name="api_queue"),
+    Route("/queues/{queue}", queue_page, name="queue"),
+    Route("/queues/{queue}/search", search, name="search"),
+    Route("/queues/{queue}/jobs/{job_id:path}", job_page, name="job"),
+]
