@@ -129,8 +129,8 @@ async def job_action(request: Request) -> Response:
     action, job_id = _field(form, "action"), _field(form, "job_id")
     entry_id = _field(form, "entry") or None
     target = str(request.url_for("job", queue=q.name, job_id=job_id))
-    if entry_id:
-        target += f"?entry={quote(entry_id)}"
+    if entry_id and action not in ("retry", "edit"):
+        target += f"?entry={quote(entry_id)}"  # the dead entry is gone once retried
     if action == "remove":
         target = _queue_url(request, q)
 

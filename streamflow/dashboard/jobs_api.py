@@ -57,6 +57,35 @@ class DeadJob:
     index: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class TrackedJob:
+    """The status record of a tracked job, shaped like ``JobView`` (no payload is kept)."""
+
+    id: str
+    name: str
+    state: str
+    attempt: int
+    enqueued_ms: int | None
+    started_ms: int | None
+    finished_ms: int | None
+    error: str | None
+    reason: str | None
+    progress: Any
+    result: Any
+    level: str | None = None
+    entry_id: str | None = None
+    data: Any = None
+    data_size: int = 0
+    data_truncated: bool = False
+    traceback: str | None = None
+    due_ms: int | None = None
+    trace_id: str | None = None
+    consumer: str | None = None
+    idle_ms: int | None = None
+    deliveries: int | None = None
+    index: dict[str, str] = field(default_factory=dict)
+
+
 def _dead_job(entry: DeadEntry) -> DeadJob:
     raw = entry["data"]
     try:
@@ -98,7 +127,14 @@ async def get_job(q: Queue, job_id: str, entry_id: str | None = None) -> Any | N
         if entries and entries[0]["entry_id"] == entry_id:
             return _dead_job(entries[0])
         return None
-    raise NotAvailable
+    info = await q.get_job(job_id)
+    if info is None:
+        return None
+    return TrackedJob(id=info["id"], name=info["name"], state=info["state"],
+                      attempt=info["attempt"], enqueued_ms=info["added_ms"],
+                      started_ms=info["started_ms"], finished_ms=info["finished_ms"],
+                      error=info["error"], reason=info["reason"], progress=info["progress"],
+                      result=info["result"])
 
 
 async def find(q: Queue, key: str, value: str, limit: int = 100) -> list[Any]:
