@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-fast lint typecheck format bench bench-peers dist smoke docs \
-        docs-serve clean
+        docs-serve clean dashboard screenshots
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -16,13 +16,19 @@ help: ## List the targets
 $(STAMP): pyproject.toml consumers/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,otel,docs]' -e ./consumers
+	$(BIN)/pip install --quiet -e '.[dev,otel,docs,dashboard]' -e ./consumers
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install streamflow with its dev tools
 
 run: install ## The payment pipeline on a local Redis (started if none answers): webhooks in, ledger out
 	$(BIN)/streamflow-razorpay demo
+
+dashboard: install ## The web dashboard on a seeded demo queue: http://127.0.0.1:8090/
+	$(BIN)/python -m streamflow.dashboard.demo
+
+screenshots: install ## Dashboard screenshots for docs/ (headless Chromium, seeded demo queue)
+	$(BIN)/python scripts/screenshots.py
 
 test: install ## The whole test suite on real redis-server processes
 	$(BIN)/pytest -q

@@ -104,7 +104,7 @@ async def seed(q: Queue, *, backlog: int = 1500, seed_value: int = 14) -> None:
     await q.add_bulk(specs)
 
 
-async def _serve(settings: StreamflowSettings, port: int) -> None:
+async def _seed_once(settings: StreamflowSettings) -> None:
     async with Queue(DEMO_QUEUE, settings=settings) as q:
         counts = await q.counts()
         if counts["waiting"] or counts["dead"] or counts["delayed"]:
@@ -123,7 +123,7 @@ def main() -> int:
         print(f"redis     {redact(url)}{' (started for the demo)' if started else ''}")
         settings = settings.model_copy(deep=True)
         settings.redis.url = url
-        anyio.run(_serve, settings, port)
+        anyio.run(_seed_once, settings)
         env = {**os.environ, "STREAMFLOW_REDIS_URL": url, "STREAMFLOW_PREFIX": settings.prefix,
                "STREAMFLOW_DEMO_DELAY": "0.5"}
         worker = subprocess.Popen(

@@ -28,10 +28,8 @@
         r.appendChild(t); svg.appendChild(r);
       });
     }
-    var label = document.createElementNS(SVG, "text");
-    label.setAttribute("x", 4); label.setAttribute("y", 12); label.setAttribute("font-size", "10");
-    label.setAttribute("fill", "#656d76"); label.textContent = "max " + max + "/min";
-    svg.appendChild(label);
+    var label = document.getElementById("chart-max");
+    if (label) label.textContent = "peak " + max + "/min";
   }
   function nums(text) { return text ? text.split(",").map(Number) : []; }
   function stateHtml(row) {
