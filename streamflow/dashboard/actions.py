@@ -28,7 +28,7 @@ from .state import UnknownQueue
 from .web import config_of, dashboard_of, redirect, render
 
 log = logging.getLogger("streamflow.dashboard")
-CLEAN_STATES = ("completed", "dead", "waiting", "delayed")
+CLEAN_STATES = ("completed", "dead", "delayed")
 
 
 async def _guard(request: Request) -> tuple[Queue, FormData] | Response:

@@ -8,6 +8,7 @@ installed streamflow predates that API, only dead letters can be listed, opened 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -156,11 +157,12 @@ async def audit(q: Queue, job_id: str) -> list[Any]:
     return list(await _api(q).audit(job_id=job_id, limit=50))
 
 
-async def metrics(q: Queue, since_ms: int) -> list[tuple[int, int, int]] | None:
-    """(minute ms, completed, failed) per minute since ``since_ms``; None if not stored."""
+async def metrics(q: Queue, minutes: int) -> list[tuple[int, int, int]] | None:
+    """(minute ms, completed, failed) per minute over the last ``minutes``; None if this
+    streamflow stores no per-minute metrics."""
     if not hasattr(q, "metrics"):
         return None
-    points = await _api(q).metrics(since=since_ms)
+    points = await _api(q).metrics(since=timedelta(minutes=minutes))
     return [(int(p.minute_ms), int(p.completed), int(p.failed)) for p in points]
 
 
@@ -178,13 +180,17 @@ async def act(q: Queue, action: str, job_id: str, *, entry_id: str | None = None
         kwargs: dict[str, Any] = {"actor": actor}
         if data is not UNSET:
             kwargs["data"] = data
-        new_state = await api.retry(job_id, **kwargs)
-        return f"job {job_id} retried ({new_state})"
+        await api.retry(job_id, **kwargs)
+        edited = " with the edited payload" if data is not UNSET else ""
+        return f"job {job_id} put back on its queue{edited}"
     if action == "cancel":
-        return f"job {job_id} {await api.cancel(job_id)}"
-    if action in ("remove", "promote"):
-        await getattr(api, action)(job_id)
-        return f"job {job_id} {action}d" if action == "remove" else f"job {job_id} promoted"
+        return f"job {job_id} {await api.cancel(job_id, actor=actor)}"
+    if action == "remove":
+        await api.remove(job_id, actor=actor)
+        return f"job {job_id} removed"
+    if action == "promote":
+        await api.promote(job_id, actor=actor)
+        return f"job {job_id} promoted"
     raise ValueError(f"unknown job action {action!r}")
 
 
@@ -200,5 +206,5 @@ def actions_for(job: Any) -> list[str]:
     state = job.state
     if not BROWSE:
         return ["retry"] if state == "dead" else []
-    return {"waiting": ["cancel"], "active": ["cancel"], "delayed": ["promote", "remove"],
-            "completed": ["remove"], "dead": ["retry", "edit", "remove"]}.get(state, [])
+    return {"waiting": ["remove"], "active": ["cancel"], "delayed": ["promote", "remove"],
+            "dead": ["retry", "edit", "remove"]}.get(state, [])

@@ -6,6 +6,7 @@ import re
 import time
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -29,7 +30,7 @@ async def _chart(queues: list[Queue]) -> dict[str, Any]:
     failed = [0] * CHART_MINUTES
     stored = False
     for q in queues:
-        points = await jobs_api.metrics(q, since)
+        points = await jobs_api.metrics(q, CHART_MINUTES)
         if points is None:
             continue
         stored = True
@@ -135,8 +136,25 @@ async def job_page(request: Request) -> Response:
                   if config.trace_url and job.trace_id else None)
     return render(request, "job.html", {
         "q": q, "job": job, "data": mask(job.data, sensitive), "masked": bool(sensitive),
-        "logs": await jobs_api.job_logs(q, job.id), "audit": await jobs_api.audit(q, job.id),
+        "result": mask(job.result, sensitive), "progress": mask(job.progress, sensitive),
+        "logs": await jobs_api.job_logs(q, job.id),
+        "audit": [audit_row(record, sensitive) for record in await jobs_api.audit(q, job.id)],
         "actions": jobs_api.actions_for(job), "trace_link": trace_link, "entry": entry_id})
+
+
+def audit_row(record: Any, sensitive: frozenset[str]) -> dict[str, Any]:
+    """An audit record for display: an edited payload (``d``) parsed and masked."""
+    detail = dict(getattr(record, "detail", {}) or {})
+    data = detail.pop("d", None)
+    payload: Any = None
+    if data:
+        try:
+            payload = mask(orjson.loads(data), sensitive)
+        except orjson.JSONDecodeError:
+            payload = data
+    return {"at_ms": getattr(record, "at_ms", None), "actor": getattr(record, "actor", None),
+            "action": getattr(record, "action", ""), "from_state":
+            getattr(record, "from_state", ""), "detail": detail, "payload": payload}
 
 
 routes = [

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streamflow import Job, Router
+from streamflow import Discard, Job, Router
 
 router = Router()
 _client: aioredis.Redis | None = None
@@ -34,3 +34,10 @@ async def provider_call(job: Job) -> dict[str, Any]:
 @router.handler("noop")
 async def noop(job: Job) -> None:
     return None
+
+
+@router.handler("payment.capture")
+async def payment_capture(job: Job) -> dict[str, Any]:
+    if job.data.get("amount", 0) <= 0:
+        raise Discard(f"amount must be positive, got {job.data.get('amount')}")
+    return {"amount": job.data["amount"], "email": job.data.get("email")}

@@ -70,7 +70,10 @@ def browser(playwright_driver: Any, tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any) -> Any:
-    return browser.pages[0] if browser.pages else browser.new_page()
+    """A tab that accepts the confirmation dialogs of the actions."""
+    tab = browser.pages[0] if browser.pages else browser.new_page()
+    tab.on("dialog", lambda dialog: dialog.accept())
+    return tab
 
 
 @pytest.fixture
