@@ -43,8 +43,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.browser)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright_driver() -> Iterator[Any]:
+    """Playwright's driver; module-scoped, because while it lives the main thread holds its
+    event loop, and the async tests of other modules need that thread free."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:

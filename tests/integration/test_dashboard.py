@@ -7,8 +7,9 @@ import subprocess
 import sys
 import uuid
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import anyio
 import pytest
@@ -22,6 +23,15 @@ with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its test cli
 from streamflow import Queue, StreamflowSettings
 from streamflow.dashboard import DashboardConfig, create_app
 
+T = TypeVar("T")
+
+
+def run(fn: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine function in a thread of its own (a Playwright session in the same
+    pytest run keeps an event loop on the main thread)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(anyio.run, fn).result()
+
 
 @pytest.fixture
 def settings(redis_url: str) -> StreamflowSettings:
@@ -33,7 +43,7 @@ def seed(settings: StreamflowSettings, queue: str, count: int = 3) -> None:
         async with Queue(queue, settings=settings) as q:
             await q.add_bulk([("noop", {"i": i}) for i in range(count)])
 
-    anyio.run(go)
+    run(go)
 
 
 def paused(settings: StreamflowSettings, queue: str) -> bool:
@@ -41,7 +51,7 @@ def paused(settings: StreamflowSettings, queue: str) -> bool:
         async with Queue(queue, settings=settings) as q:
             return await q.is_paused()
 
-    return anyio.run(go)
+    return run(go)
 
 
 @pytest.fixture
