@@ -30,7 +30,11 @@ class Dashboard:
     def client(self) -> Any:
         """The Redis client (created on first use, inside the server's event loop)."""
         if self._client is None:
-            self._client = create_client(self.settings.redis, max_connections=32,
+            redis = self.settings.redis.model_copy()
+            # a page answers within seconds, also when Redis is gone: no minute of retries
+            redis.retry_attempts = min(redis.retry_attempts, 2)
+            redis.connect_timeout = min(redis.connect_timeout, 3.0)
+            self._client = create_client(redis, max_connections=32,
                                          client_name="streamflow-dashboard")
         return self._client
 

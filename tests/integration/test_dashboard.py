@@ -156,6 +156,16 @@ def test_an_unknown_queue_is_a_404_page(client: TestClient) -> None:
     assert "no queue &#39;nope&#39;" in page.text
 
 
+def test_redis_down_is_a_one_line_page(redis_url: str) -> None:
+    gone = StreamflowSettings.from_url("redis://127.0.0.1:1/0")
+    with TestClient(create_app(settings=gone, queues=("payments",)),
+                    base_url="http://127.0.0.1") as client:
+        page = client.get("/")
+        assert page.status_code == 503
+        assert "cannot read from Redis at redis://127.0.0.1:1/0" in page.text
+        assert "Traceback" not in page.text
+
+
 def test_security_headers(client: TestClient) -> None:
     headers = client.get("/").headers
     assert "frame-ancestors 'none'" in headers["content-security-policy"]
