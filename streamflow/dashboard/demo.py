@@ -72,8 +72,9 @@ async def seed(q: Queue, *, backlog: int = 1500, seed_value: int = 14) -> None:
     """Fill ``q`` with finished, dead, waiting and delayed jobs (runs a worker briefly)."""
     rng = random.Random(seed_value)
     once = Backoff.fixed(0.05)
-    if hasattr(q.settings.queue, "index_fields"):  # findable by payment id (the job API)
-        setattr(q.settings.queue, "index_fields", ["payment_id", "order_id", "refund_id"])
+    defaults: Any = q.settings.queue
+    if hasattr(defaults, "index_fields"):  # findable by payment id (with the job API)
+        defaults.index_fields = ["payment_id", "order_id", "refund_id"]
     first: list[JobSpec] = []
     for i in range(40):
         data = _payment(rng, i, amount=0 if i % 13 == 5 else None)
