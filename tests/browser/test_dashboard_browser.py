@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -169,6 +170,11 @@ def test_read_only_dashboard_shows_no_action(stack: Stack, page: Any, queue_name
                          data={"csrf": cookies["sfdash_csrf"]}, cookies=cookies)
     assert refused.status_code == 403
     assert counts(stack, queue_name)["dead"] == 1
+
+    page.get_by_role("link", name="Workers").click()
+    consumer = page.locator("#consumers tbody tr").first
+    expect(consumer).to_contain_text(socket.gethostname())
+    expect(consumer).to_contain_text(str(stack.processes[0].pid))  # the worker's pid
 
 
 def test_a_refused_action_shows_the_reason_not_a_trace(
