@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+import orjson
+
 MASK = "•••"
 
 
@@ -61,3 +63,35 @@ def contains_mask(value: Any) -> bool:
     if isinstance(value, list):
         return any(contains_mask(item) for item in value)
     return isinstance(value, str) and value == MASK
+
+
+def changes(old: Any, new: Any, sensitive: Collection[str], path: str = "") -> list[
+        tuple[str, str, str]]:
+    """What an edit changed: ``(path, before, after)`` per changed leaf, as short JSON text;
+    values under a sensitive key show as MASK (that they changed is still shown)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[tuple[str, str, str]] = []
+        for key in sorted(set(old) | set(new), key=str):
+            where = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and is_sensitive(key, sensitive):
+                if old.get(key) != new.get(key):
+                    out.append((where, MASK if key in old else "-", MASK if key in new else "-"))
+                continue
+            if key not in old:
+                out.append((where, "-", _short(new[key])))
+            elif key not in new:
+                out.append((where, _short(old[key]), "-"))
+            else:
+                out += changes(old[key], new[key], sensitive, where)
+        return out
+    if old != new:
+        return [(path or "(payload)", _short(mask(old, sensitive)), _short(mask(new, sensitive)))]
+    return []
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = str(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"

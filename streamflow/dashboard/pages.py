@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from starlette.routing import Route
 from ..queue import Queue
 from . import jobs_api
 from .jobs_api import STATES, NotAvailable
-from .masking import mask
+from .masking import changes, mask
 from .snapshot import consumer_rows, queue_rows
 from .web import config_of, dashboard_of, render
 
@@ -138,23 +139,33 @@ async def job_page(request: Request) -> Response:
         "q": q, "job": job, "data": mask(job.data, sensitive), "masked": bool(sensitive),
         "result": mask(job.result, sensitive), "progress": mask(job.progress, sensitive),
         "logs": await jobs_api.job_logs(q, job.id),
-        "audit": [audit_row(record, sensitive) for record in await jobs_api.audit(q, job.id)],
+        "audit": [await audit_row(q, record, sensitive)
+                  for record in await jobs_api.audit(q, job.id)],
         "actions": jobs_api.actions_for(job), "trace_link": trace_link, "entry": entry_id})
 
 
-def audit_row(record: Any, sensitive: frozenset[str]) -> dict[str, Any]:
-    """An audit record for display: an edited payload (``d``) parsed and masked."""
+async def audit_row(q: Queue, record: Any, sensitive: frozenset[str]) -> dict[str, Any]:
+    """An audit record for display: an edited payload (``d``) masked, and what it changed
+    against the original kept in the dead letter ``dead_id``."""
     detail = dict(getattr(record, "detail", {}) or {})
-    data = detail.pop("d", None)
+    raw = detail.pop("d", None)
     payload: Any = None
-    if data:
+    changed: list[tuple[str, str, str]] = []
+    if raw:
         try:
-            payload = mask(orjson.loads(data), sensitive)
+            payload = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            payload = data
+            payload = raw
+        dead_id = detail.get("dead_id")
+        original = await q.dead(count=1, start=dead_id) if dead_id else []
+        if original and original[0]["entry_id"] == dead_id and original[0]["data"]:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                changed = changes(orjson.loads(original[0]["data"]), payload, sensitive)
     return {"at_ms": getattr(record, "at_ms", None), "actor": getattr(record, "actor", None),
-            "action": getattr(record, "action", ""), "from_state":
-            getattr(record, "from_state", ""), "detail": detail, "payload": payload}
+            "action": getattr(record, "action", ""),
+            "from_state": getattr(record, "from_state", ""), "detail": detail,
+            "payload": mask(payload, sensitive) if payload is not None else None,
+            "changes": changed}
 
 
 routes = [

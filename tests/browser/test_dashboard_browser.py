@@ -253,6 +253,7 @@ def test_edit_and_retry_keeps_the_dead_entry_and_records_who(
         page.wait_for_timeout(100)
         page.reload()
     expect(page.locator("#audit .actor")).to_contain_text("asha")
+    expect(page.locator("#audit .changes")).to_contain_text("amount: 0 → 4990")
     assert counts(stack, queue_name)["dead"] == 1  # the original dead letter is kept
 
     async def job() -> Any:

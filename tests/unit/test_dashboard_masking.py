@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from streamflow.dashboard import DEFAULT_SENSITIVE
-from streamflow.dashboard.masking import MASK, contains_mask, is_sensitive, mask, unmask
+from streamflow.dashboard.masking import MASK, changes, contains_mask, is_sensitive, mask, unmask
 
 SENSITIVE = frozenset(DEFAULT_SENSITIVE)
 PAYMENT = {"payment_id": "pay_1", "email": "a@example.com", "amount": 100,
@@ -42,3 +42,12 @@ def test_unmask_restores_untouched_masked_values_only() -> None:
 
 def test_nothing_is_masked_without_a_list() -> None:
     assert mask(PAYMENT, frozenset()) is PAYMENT
+
+
+def test_changes_of_an_edit_name_each_leaf_and_hide_sensitive_values() -> None:
+    edited = {**PAYMENT, "amount": 250, "email": "b@example.com", "note": "fixed"}
+    edited["customer"] = {"contact": "+91", "name": "Ravi"}
+    assert changes(PAYMENT, edited, SENSITIVE) == [
+        ("amount", "100", "250"), ("customer.name", '"Asha"', '"Ravi"'),
+        ("email", MASK, MASK), ("note", "-", '"fixed"')]
+    assert changes(PAYMENT, PAYMENT, SENSITIVE) == []
