@@ -22,6 +22,7 @@ with warnings.catch_warnings():  # starlette 1.x prefers httpx2 for its test cli
     from starlette.testclient import TestClient
 from streamflow import Queue, StreamflowSettings
 from streamflow.dashboard import DashboardConfig, create_app
+from streamflow.dashboard.jobs_api import BROWSE
 
 T = TypeVar("T")
 
@@ -101,6 +102,24 @@ def test_a_refusal_is_one_line_on_the_next_page(client: TestClient, queue_name: 
     assert page.status_code == 200
     assert "clean needs a state" in page.text or "job browsing needs" in page.text
     assert "Traceback" not in page.text
+
+
+@pytest.mark.skipif(not BROWSE, reason="job browsing API not on this branch")
+def test_a_library_refusal_is_shown_as_its_message(settings: StreamflowSettings,
+                                                   queue_name: str) -> None:
+    async def go() -> None:
+        async with Queue(queue_name, settings=settings) as q:
+            await q.add("noop", {}, job_id="evt_waiting")
+
+    run(go)
+    with TestClient(create_app(settings=settings), base_url="http://127.0.0.1") as client:
+        token = csrf_of(client)
+        page = client.post(f"/queues/{queue_name}/actions/job",
+                           data={"csrf": token, "action": "retry", "job_id": "evt_waiting"})
+        assert page.status_code == 200
+        flash = page.text.split('id="flash">', 1)[1].split("</div>", 1)[0]
+        assert "evt_waiting" in flash and "waiting" in flash and "dead" in flash, flash
+        assert "Traceback" not in page.text
 
 
 def test_token_guards_pages_api_and_actions(settings: StreamflowSettings,
