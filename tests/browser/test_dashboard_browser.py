@@ -8,10 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import expect
 
 from streamflow.dashboard.jobs_api import BROWSE
 from tests.browser.conftest import Stack, run
+
+expect = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')").expect
 
 JOB_API = pytest.mark.skipif(not BROWSE, reason="job browsing API not on this branch")
 
