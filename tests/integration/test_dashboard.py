@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import anyio
 import pytest
+
+pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
 from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.routing import Mount

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
+
 from streamflow.dashboard import DEFAULT_SENSITIVE
-from streamflow.dashboard.masking import MASK, changes, contains_mask, is_sensitive, mask, unmask
+from streamflow.dashboard.masking import (
+    MASK,
+    changes,
+    contains_mask,
+    is_sensitive,
+    mask,
+    unmask,
+)
 
 SENSITIVE = frozenset(DEFAULT_SENSITIVE)
 PAYMENT = {"payment_id": "pay_1", "email": "a@example.com", "amount": 100,
