@@ -5,17 +5,15 @@ The SCAN walks the keyspace once per ``ttl`` at most, never per page refresh.
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Any
 
 import anyio
 
-from ..keys import QueueKeys
+from ..discovery import known_queues
 
-
-def _glob_escape(text: str) -> str:
-    return "".join(f"\\{ch}" if ch in "[]?*{}\\" else ch for ch in text)
+SCAN_LIMIT = 2_000_000
+"""Most keys one discovery looks at (``--queue`` skips discovery on larger databases)."""
 
 
 class QueueDirectory:
@@ -30,10 +28,6 @@ class QueueDirectory:
         self._names: list[str] = []
         self._at = -float("inf")
         self._lock = anyio.Lock()
-        probe = QueueKeys("Q", prefix).base
-        head, _, tail = probe.partition("Q")
-        self._pattern = _glob_escape(head) + "*"
-        self._name = re.compile(re.escape(head) + r"([^{}:\s]+)" + re.escape(tail) + ":")
 
     async def names(self, client: Any) -> list[str]:
         """Sorted queue names (a cached list while younger than ``ttl``)."""
@@ -53,10 +47,4 @@ class QueueDirectory:
 
     async def _scan(self, client: Any) -> list[str]:
         self.scans += 1
-        found: set[str] = set()
-        async for key in client.scan_iter(match=self._pattern, count=1000):
-            text = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
-            match = self._name.match(text)
-            if match:
-                found.add(match.group(1))
-        return sorted(found)
+        return await known_queues(client, self.prefix, limit=SCAN_LIMIT)
