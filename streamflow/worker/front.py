@@ -10,15 +10,18 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from .. import scripts
+from ..cancel import CancelWatcher
 from ..connection import create_client, redact, warn_if_evicting
 from ..errors import ConfigurationError
 from ..job import Job
+from ..joblog import log_writer
 from ..keys import QueueKeys
 from ..metrics import metrics_for
 from ..outcomes import Outcomes
@@ -94,6 +97,8 @@ class Worker:
                                  promote_wanted=self.maintenance.promote_wanted,
                                  limit_queue=self._limit_queue)
         self.dispatcher.track_started = self._track_started
+        self._cancels = CancelWatcher(None, self.keys)
+        self._runner.cancels = self._cancels
 
     @property
     def client(self) -> Any:
@@ -152,6 +157,7 @@ class Worker:
                 await background.start(maintenance.reclaimer)
                 await background.start(maintenance.heartbeats)
                 await background.start(maintenance.janitor)
+                await background.start(partial(self._cancels.watch, survive=maintenance.survive))
                 background.start_soon(metrics.refresh_gauges, self.client, self.keys,
                                       self.group)
                 async with anyio.create_task_group() as work:
@@ -179,6 +185,10 @@ class Worker:
         await ensure_groups(client, self.keys, self.group)
         await scripts.load_scripts(client)
         self.dispatcher.progress = progress_reporter(client, self.keys, self.settings.queue)
+        self.dispatcher.log = log_writer(client, self.keys,
+                                         int(self.settings.queue.dedup_ttl * 1000),
+                                         self.settings.queue.log_lines)
+        self._cancels.client = client
         await self.maintenance.heartbeat()
         log.info("worker %s started on %s queue=%s group=%s concurrency=%d", self.consumer,
                  redact(self.settings.redis.url), self.queue, self.group, self.concurrency)

@@ -5,6 +5,7 @@
   KEYS[2]  delayed zset
   KEYS[3]  jobs hash
   KEYS[4]  events stream
+  KEYS[5]  where hash (job id -> entry of a job with an id): the job leaves its stream
 
   ARGV[1]  group
   ARGV[2]  entry id
@@ -31,6 +32,7 @@ local job_id = ARGV[3]
 if #rcall("XPENDING", stream_key, ARGV[1], ARGV[2], ARGV[2], 1) == 0 then
   return -2
 end
+rcall("HDEL", KEYS[5], job_id)
 rcall("ZADD", delayed_key, ARGV[4], job_id)
 rcall("HSET", jobs_key, job_id, ARGV[5])
 if ARGV[6] == "1" then
