@@ -78,7 +78,7 @@ async def locate(client: Any, keys: QueueKeys, group: str, job_id: str) -> Locat
         if found and acked is None:
             acked = (index, entry)
     dead = await scan_finished(client, keys.dead, job_id)
-    if dead is not None and acked is not None and entry_ms(dead[0]) < entry_ms(acked[1]):
+    if dead is not None and _ran_since(entry_ms(dead[0]), acked, status):
         dead = None  # a dead letter kept by an edit-and-retry: the job ran again since
     if dead is not None:
         view = _with_status(dead_view(*dead), status, keep_state=True)
@@ -94,6 +94,15 @@ async def locate(client: Any, keys: QueueKeys, group: str, job_id: str) -> Locat
         view = JobView(id=job_id, name=_text(fields.get("name", b"")), level=None, state=state)
         return Location(_with_status(view, status, keep_state=True))
     return None
+
+
+def _ran_since(dead_ms: int, acked: tuple[int, str] | None,
+               status: dict[bytes, bytes] | None) -> bool:
+    """Whether the job ran again after it was dead-lettered at ``dead_ms``."""
+    if acked is not None and entry_ms(acked[1]) > dead_ms:
+        return True
+    started = (status or {}).get(b"started_ms")
+    return started is not None and started.isdigit() and int(started) > dead_ms
 
 
 async def _in_stream(client: Any, keys: QueueKeys, group: str, job_id: str, index: int,
