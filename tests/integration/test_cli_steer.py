@@ -75,7 +75,8 @@ def test_control_commands_and_refusals(cli: Any, redis_url: str, queue_name: str
     assert bad.exit_code == 2 and "not valid JSON" in bad.output
 
 
-def test_metrics_find_and_logs_when_empty(cli: Any, queue_name: str) -> None:
+def test_metrics_find_and_logs_when_empty(cli: Any, redis_url: str, queue_name: str) -> None:
+    _seed(redis_url, queue_name)  # read commands refuse a queue that has no keys
     assert "no jobs finished" in cli("metrics", queue_name).output
     minutes = orjson.loads(cli("metrics", queue_name, "--since", "5m", "--json").output)
     assert 5 <= len(minutes) <= 6 and all(m["completed"] == 0 for m in minutes)
