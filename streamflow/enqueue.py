@@ -232,8 +232,9 @@ class Enqueuer:
         record = [*job.record, INDEX_RECORD, first, len(found), int(queue.index_ttl * 1000),
                   queue.index_cap]
         keys = (*job.keys, *(self.keys.index(k, v) for k, v in found.items()))
+        at = len(job.record) + 1
         return Prepared(record, keys, job.size, job.keyed,
-                        (*job.indexes, len(job.record) + 1))
+                        (*job.indexes, at) if job.keys else (at,))
 
     def _prepare(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
                  attempts: Any, backoff: Any, timeout: Any, track: Any, keep_result: Any,
