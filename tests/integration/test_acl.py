@@ -198,7 +198,7 @@ def test_without_the_library_workers_say_so_in_one_line(acl_server: RedisProcess
 async def test_indexed_adds_and_job_control_need_no_more_rights(
         acl_server: RedisProcess) -> None:
     async with aioredis.Redis.from_url(url_of(acl_server, "admin")) as admin_client:
-        await load_scripts(admin_client)
+        await scripts.load_scripts(admin_client)
     producer = settings_for(acl_server, "streamflow-producer")
     async with Queue(QUEUE, settings=producer) as q:
         assert await q.add("ok", {"n": 1}, job_id="acl-indexed",
