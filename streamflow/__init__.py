@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from .backoff import Backoff as Backoff
+from .browse import JobPage as JobPage
+from .browse import JobView as JobView
 from .errors import Discard as Discard
 from .errors import RateLimited as RateLimited
 from .errors import Retry as Retry
@@ -25,8 +27,10 @@ __all__ = [
     "Discard",
     "Job",
     "JobOptions",
+    "JobPage",
     "JobSpec",
     "JobState",
+    "JobView",
     "Priority",
     "Queue",
     "QueueEvents",

@@ -9,6 +9,7 @@ Fields that are usually absent:
 ``t``  enqueue time (ms), when it differs from the entry id's time
 ``o``  options differing from the queue defaults (JSON)
 ``tp`` / ``ts``  W3C traceparent / tracestate
+``k``  business keys the job is indexed under (JSON object), for ``Queue.find``
 """
 
 from __future__ import annotations

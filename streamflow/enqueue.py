@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,10 +45,12 @@ from .protocol import (
     F_DATA,
     F_ENQUEUED,
     F_ID,
+    F_INDEX,
     F_NAME,
     F_OPTIONS,
     F_TRACEPARENT,
     F_TRACESTATE,
+    INDEX_RECORD,
     KEYED_RECORD,
     PLAIN_RECORD,
 )
@@ -98,8 +100,8 @@ class Prepared:
     size: int = 0
     keyed: bool = False
     """Whether the job has a caller-given id (its dedup mark recognises a repeated call)."""
-    indexes: tuple[int, int] = (2, 3)
-    """Where ``record`` holds its dedup and status key indexes."""
+    indexes: tuple[int, ...] = (2, 3)
+    """Where ``record`` holds its key indexes (dedup, status, business-key indexes)."""
 
 
 def _text(value: object, what: str) -> str:
@@ -218,13 +220,33 @@ class Enqueuer:
         return self.prepare_job(
             spec.name, spec.data, spec.priority, spec.delay, spec.job_id, spec.attempts,
             spec.backoff, spec.timeout, spec.track, spec.keep_result, now, traceparent,
-            tracestate)
+            tracestate, index=getattr(spec, "index", None))
 
     def prepare_job(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
                     attempts: Any, backoff: Any, timeout: Any, track: Any, keep_result: Any,
-                    now: int, traceparent: str | None = None, tracestate: str | None = None
-                    ) -> Prepared:
-        """``prepare`` from the arguments of ``Queue.add``."""
+                    now: int, traceparent: str | None = None, tracestate: str | None = None,
+                    *, index: Mapping[str, str | int] | None = None) -> Prepared:
+        """``prepare`` from the arguments of ``Queue.add``; ``index`` (and the queue's
+        ``index_fields``) make the job findable by ``Queue.find``."""
+        found = business_keys(index, data, self.settings.queue.index_fields)
+        extra: list[bytes | str] = [F_INDEX, orjson.dumps(found)] if found else []
+        job = self._prepare(name, data, priority, delay, job_id, attempts, backoff, timeout,
+                            track, keep_result, now, traceparent, tracestate, extra)
+        if not found:
+            return job
+        queue = self.settings.queue
+        first = len(job.keys) + 1
+        record = [*job.record, INDEX_RECORD, first, len(found), int(queue.index_ttl * 1000),
+                  queue.index_cap]
+        keys = (*job.keys, *(self.keys.index(k, v) for k, v in found.items()))
+        at = len(job.record) + 1
+        return Prepared(record, keys, job.size, job.keyed,
+                        (*job.indexes, at) if job.keys else (at,))
+
+    def _prepare(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
+                 attempts: Any, backoff: Any, timeout: Any, track: Any, keep_result: Any,
+                 now: int, traceparent: str | None, tracestate: str | None,
+                 extra: list[bytes | str]) -> Prepared:
         name = _text(name, "a job name")
         raw = encode_payload(data, self._max_bytes)
         level = self.level_index(priority)
@@ -233,6 +255,7 @@ class Enqueuer:
             trace += [F_TRACEPARENT, traceparent]
         if tracestate:
             trace += [F_TRACESTATE, tracestate]
+        trace += extra
         if (job_id is None and delay is None and attempts is None and backoff is None
                 and timeout is None and track is False and keep_result is None):
             return Prepared([PLAIN_RECORD, level, name, raw, len(trace), *trace], size=len(raw))
@@ -293,7 +316,8 @@ class Enqueuer:
                 extra += job.keys
             args += record
         return scripts.ADD_JOBS.command(
-            [keys.delayed, keys.jobs, keys.events, keys.reply(owner), *keys.streams, *extra],
+            [keys.delayed, keys.jobs, keys.events, keys.reply(owner), keys.where, *keys.streams,
+             *extra],
             args)
 
     async def add(self, job: Prepared, durability: Durability) -> str | None:
@@ -354,3 +378,22 @@ class Enqueuer:
             ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]
         return ids
 
+
+
+def business_keys(index: Mapping[str, str | int] | None, data: Any,
+                  fields: Sequence[str]) -> dict[str, str]:
+    """The business keys a job is indexed under: ``index`` plus the queue's ``index_fields``
+    found at the top level of ``data``; ``InvalidJob`` for an empty or oversized one."""
+    found: dict[str, str] = {}
+    if fields and isinstance(data, dict):
+        for name in fields:
+            value = data.get(name)
+            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+                found[name] = str(value)
+    for name, value in (index or {}).items():
+        found[str(name)] = str(value)
+    for name, value in found.items():
+        if not name or not value or len(name) > 100 or len(value) > 200:
+            raise InvalidJob(f"index {name!r}={value!r}: field and value must be non-empty, "
+                             "at most 100 and 200 characters")
+    return found

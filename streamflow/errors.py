@@ -13,6 +13,9 @@
     ├── QueueFull
     ├── DurabilityError
     ├── JobTimeout           (the worker's deadline for a handler fired)
+    ├── JobNotFound
+    ├── JobStateError
+    ├── JobCancelled         (raised inside a worker when an operator cancels a running job)
     └── JobSignal            (raised by handlers)
         ├── Retry
         ├── RateLimited
@@ -125,3 +128,16 @@ class Discard(JobSignal):
     def __init__(self, reason: str = "discarded") -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class JobNotFound(StreamflowError, LookupError):
+    """Raised when a per-job action names a job the queue does not hold."""
+
+
+class JobStateError(StreamflowError):
+    """Raised when a per-job action does not apply to the job's state; the message says why."""
+
+
+class JobCancelled(StreamflowError):
+    """Raised inside a worker, in place of the handler's outcome, when an operator cancelled
+    the running job (``Queue.cancel``): the job is dead-lettered with reason ``cancelled``."""

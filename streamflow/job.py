@@ -89,6 +89,7 @@ class Job:
     tracestate: str | None = None
     fields: dict[bytes, bytes] = field(default_factory=dict, repr=False)
     _progress: Callable[[Job, object], Awaitable[None]] | None = field(default=None, repr=False)
+    _log: Callable[[str, str], Awaitable[None]] | None = field(default=None, repr=False)
 
     @property
     def enqueued_at(self) -> datetime:
@@ -99,3 +100,9 @@ class Job:
         """Report progress (a number or a dict): stored on the job status and sent as an event."""
         if self._progress is not None:
             await self._progress(self, value)
+
+    async def log(self, line: str) -> None:
+        """Append ``line`` to this job's log (``Queue.job_logs``, ``streamflow logs``): the last
+        lines are kept (100 by default), expiring with the job's other records."""
+        if self._log is not None:
+            await self._log(self.id, line)

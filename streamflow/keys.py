@@ -61,6 +61,35 @@ class QueueKeys:
         """The answer of a producer slot's last add call, kept for a retry of that call."""
         return f"{self.base}:reply:{owner}"
 
+    # -- the control plane (issue 13): browsing, business-key index, logs, metrics ----------
+
+    @property
+    def where(self) -> str:
+        """Hash: job id -> ``<level index>:<entry id>`` of a job with an explicit id in a stream."""
+        return f"{self.base}:where"
+
+    @property
+    def control(self) -> str:
+        """Stream of requests the workers read (cancel a running job)."""
+        return f"{self.base}:control"
+
+    @property
+    def audit(self) -> str:
+        """Stream of operator actions on single jobs (who changed what), capped."""
+        return f"{self.base}:audit"
+
+    def index(self, field: str, value: str) -> str:
+        """The business-key index of ``field`` = ``value``: zset of job ids by add time."""
+        return f"{self.base}:ix:{field}:{value}"
+
+    def job_log(self, job_id: str) -> str:
+        """The log lines of one job (``job.log``), capped and expiring."""
+        return f"{self.base}:log:{job_id}"
+
+    def metrics_minute(self, minute_ms: int | str) -> str:
+        """Completed/failed counters of one minute (hash ``c``, ``f``), expiring."""
+        return f"{self.base}:metrics:{minute_ms}"
+
 
 def check_queue_name(name: str) -> str:
     """``name`` if it can name a queue: 1-100 letters, digits, ``.``, ``_`` or ``-``.

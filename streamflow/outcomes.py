@@ -19,6 +19,7 @@ from .job import Job
 from .keys import QueueKeys
 from .metrics import NoMetrics
 from .settings import StreamflowSettings
+from .stored_metrics import MINUTE_MS, metrics_args
 
 ERROR_CHARS = 1000
 
@@ -39,6 +40,7 @@ class Outcomes:
         self._emit_all = scripts.flag(defaults.emit_all)
         self._emit_failures = scripts.flag(defaults.emit_failures)
         self._status_ttl_ms = int(defaults.dedup_ttl * 1000)
+        self._metrics_ms = int(defaults.metrics_window * 1000) + MINUTE_MS
         self._level_of = {level: i for i, level in enumerate(keys.levels)}
         self._completed: list[list[tuple[Job, int, Any]]] = [[] for _ in keys.streams]
         self._commands: list[scripts.Command] = []
@@ -65,7 +67,7 @@ class Outcomes:
         keys = self.keys
         self._about.append(job.id)
         self._commands.append(scripts.RETRY_LATER.command(
-            [keys.streams[level], keys.delayed, keys.jobs, keys.events],
+            [keys.streams[level], keys.delayed, keys.jobs, keys.events, keys.where],
             [self.group, job.entry_id, job.id, due, record, self._emit_failures,
              self._defaults.events_maxlen, job.name, job.attempt, error[:ERROR_CHARS], event]))
 
@@ -86,11 +88,13 @@ class Outcomes:
             flat += [key, value]
         keys = self.keys
         self._about.append(job_id)
+        metrics_key, metrics_ttl = metrics_args(keys, window_ms=self._metrics_ms)
         self._commands.append(scripts.MOVE_TO_DEAD.command(
-            [keys.streams[level], keys.dead, keys.events],
+            [keys.streams[level], keys.dead, keys.events, keys.where, metrics_key],
             [self.group, entry_id, job_id, reason, error[:ERROR_CHARS], tb,
              int(time.time() * 1000), keys.levels[level], self._emit_failures,
-             self._defaults.events_maxlen, *dead_retention(self._defaults), *flat]))
+             self._defaults.events_maxlen, *dead_retention(self._defaults), metrics_ttl,
+             *flat]))
 
     def command(self, *command: Any) -> None:
         """Send a plain command with the next flush."""
@@ -113,8 +117,9 @@ class Outcomes:
                 continue
             self._completed[level] = []
             self.metrics.record_completed(keys.levels[level], completed)
+            metrics_key, metrics_ttl = metrics_args(keys, window_ms=self._metrics_ms)
             args: list[Any] = [self.group, self._emit_all, defaults.events_maxlen, done_maxlen,
-                               done_minid]
+                               done_minid, metrics_ttl]
             for job, duration_ms, result in completed:
                 # a handler that returns nothing has no result to keep (its completion is in
                 # the events stream): one XADD less per job
@@ -126,7 +131,7 @@ class Outcomes:
                                  finished_ms=int(time.time() * 1000), result=encoded)
             about.append([job.id for job, _, _ in completed])
             commands.append(scripts.COMPLETE_JOBS.command(
-                [keys.streams[level], keys.events, keys.done], args))
+                [keys.streams[level], keys.events, keys.done, keys.where, metrics_key], args))
         return commands, about
 
     def _status(self, commands: list[scripts.Command], about: list[About], job: Job,

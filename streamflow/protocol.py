@@ -24,7 +24,9 @@ F_ENQUEUED = b"t"
 F_OPTIONS = b"o"
 F_TRACEPARENT = b"tp"
 F_TRACESTATE = b"ts"
-ENVELOPE_FIELDS = frozenset({"n", "d", "i", "a", "t", "o", "tp", "ts"})
+F_INDEX = b"k"
+"""The business keys a job is indexed under (JSON object), for ``Queue.find``."""
+ENVELOPE_FIELDS = frozenset({"n", "d", "i", "a", "t", "o", "tp", "ts", "k"})
 
 # -- dead letters: the envelope plus these --------------------------------------------------
 DEAD_PREFIX = b"x:"
@@ -43,6 +45,7 @@ class DeadReason(StrEnum):
     STALLED = "stalled"
     MALFORMED = "malformed"
     NO_HANDLER = "no_handler"
+    CANCELLED = "cancelled"
 
 
 # -- the done stream: results of completed jobs --------------------------------------------
@@ -86,6 +89,9 @@ class EventName(StrEnum):
     RECLAIMED = "reclaimed"
     PAUSED = "paused"
     RESUMED = "resumed"
+    REMOVED = "removed"
+    CANCELLING = "cancelling"
+    UPDATED = "updated"
 
 
 EVENT_FIELDS = frozenset({
@@ -100,6 +106,40 @@ EVENT_FIELDS = frozenset({
 # -- the meta hash: pause and rate limit, shared by every worker of the queue ----------------
 META_FIELDS = frozenset({"paused", "limited_until", "rl_max", "rl_ms", "rl_margin_ms"})
 
+# -- the control plane: per-job actions, cancel requests, audit, stored metrics --------------
+CONTROL_FIELDS = frozenset({
+    "c", "cancel",  # the request kind: cancel
+    "l", "e",       # level index and entry id of the run to cancel
+    "at",           # when (ms)
+})
+"""Fields of a request on the control stream (``sf:{q}:control``) the workers read."""
+
+AUDIT_FIELDS = frozenset({"act", "by", "at", "to", "old_bytes", "dead_id"})
+"""Fields of an audit record (``sf:{q}:audit``), beside ``i`` (job id), ``from``, ``d``."""
+
+
+class JobAction(StrEnum):
+    """Operator actions on one job, as the audit stream names them (field ``act``)."""
+
+    REMOVE = "remove"
+    CANCEL = "cancel"
+    PROMOTE = "promote"
+    RESCHEDULE = "reschedule"
+    RETRY = "retry"
+    RETRY_EDIT = "retry_edit"
+    UPDATE_DATA = "update_data"
+
+
+METRIC_FIELDS = frozenset({"c", "f"})
+"""Fields of a minute's metrics hash: completed, failed (dead-lettered) jobs."""
+
+SCRIPT_WORDS = frozenset({
+    "stream", "more", "done", "missing",  # clean_jobs kinds and cursor, entry states
+    "!active", "!done", "!missing", "!dead", "!malformed",  # refusals of the control scripts
+    "(", "-0", "+inf",  # parts of exclusive stream ids and score ranges
+})
+"""Words the per-job control scripts answer or build ranges with."""
+
 # -- script arguments ------------------------------------------------------------------------
 EMIT = "1"
 """The events flag a script takes: ``"1"`` to write events, ``"0"`` not."""
@@ -112,6 +152,8 @@ PLAIN_RECORD = "p"
 """First argument of an add-script job record with no id, delay or options (a short record)."""
 KEYED_RECORD = "k"
 """First argument of an add-script record of a job with a caller-given id and no delay."""
+INDEX_RECORD = "x"
+"""First argument of the business-key indexes following a job's record in an add-script call."""
 MARK_SEPARATOR = "#"
 """Between a call's token and the job's place in the call, in a dedup mark (``<token>#<n>``)."""
 
@@ -130,5 +172,6 @@ def implicit_job_id(level: str, entry_id: str) -> str:
 def protocol_literals() -> frozenset[str]:
     """Every name above: what a Lua script may spell out."""
     return (ENVELOPE_FIELDS | DEAD_FIELDS | DONE_FIELDS | STATUS_FIELDS | EVENT_FIELDS
-            | META_FIELDS | {str(m) for m in (*DeadReason, *JobState, *EventName)}
-            | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, MARK_SEPARATOR})
+            | META_FIELDS | CONTROL_FIELDS | AUDIT_FIELDS | METRIC_FIELDS | SCRIPT_WORDS
+            | {str(m) for m in (*DeadReason, *JobState, *EventName, *JobAction)}
+            | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, MARK_SEPARATOR, INDEX_RECORD})

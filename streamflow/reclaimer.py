@@ -8,6 +8,7 @@ from typing import Any
 
 from . import scripts
 from .keys import QueueKeys
+from .stored_metrics import MINUTE_MS, metrics_args
 
 
 async def reclaim_stalled(client: Any, keys: QueueKeys, level: int, *, group: str,
@@ -20,11 +21,13 @@ async def reclaim_stalled(client: Any, keys: QueueKeys, level: int, *, group: st
 
     Returns the claimed entries (``[[id, [f1, v1, ...]], ...]``) and how many went dead.
     """
+    metrics_key, metrics_ttl = metrics_args(keys)
     claimed, dead = await scripts.call(
-        client, scripts.RECLAIM_STALLED, [keys.streams[level], keys.dead, keys.events],
+        client, scripts.RECLAIM_STALLED,
+        [keys.streams[level], keys.dead, keys.events, keys.where, metrics_key],
         [group, consumer, min_idle_ms, count, max_stalled, int(time.time() * 1000),
          keys.levels[level], "1" if emit else "0", events_maxlen,
-         *(dead_retention or [0, "0"])])
+         *(dead_retention or [0, "0"]), metrics_ttl + MINUTE_MS])
     return list(claimed), int(dead)
 
 
@@ -51,7 +54,7 @@ async def requeue_stalled(client: Any, keys: QueueKeys, *, group: str, min_idle_
     """Put entries idle at least ``min_idle_ms`` back on their stream as new entries, for any
     worker to fetch; returns how many. For operators: workers reclaim by themselves."""
     moved = 0
-    for stream, level in zip(keys.streams, keys.levels, strict=True):
-        moved += int(await scripts.call(client, scripts.REQUEUE_STALLED, [stream],
-                                        [group, claimer, min_idle_ms, count, level]))
+    for index, (stream, level) in enumerate(zip(keys.streams, keys.levels, strict=True)):
+        moved += int(await scripts.call(client, scripts.REQUEUE_STALLED, [stream, keys.where],
+                                        [group, claimer, min_idle_ms, count, level, index]))
     return moved

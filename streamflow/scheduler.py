@@ -23,7 +23,7 @@ async def promote_due(client: Any, keys: QueueKeys, *, limit: int = 1000, emit: 
     now = int(time.time() * 1000) if now_ms is None else now_ms
     moved, next_due, dead = await scripts.call(
         client, scripts.PROMOTE_DUE,
-        [keys.delayed, keys.jobs, keys.events, keys.dead, *keys.streams],
+        [keys.delayed, keys.jobs, keys.events, keys.dead, keys.where, *keys.streams],
         [now, limit, "1" if emit else "0", events_maxlen, *(dead_retention or [0, "0"])])
     if dead:
         log.error("%d delayed records of queue %s did not decode: moved to dead letters "

@@ -84,6 +84,17 @@ class QueueDefaults(BaseModel):
     events_maxlen: int = Field(10_000, ge=0)
     durability: Durability = "none"
     replicated_timeout: float = Field(1.0, gt=0)
+    index_fields: list[str] = Field(default_factory=list)
+    """Keys of a job's data (top level of a dict) indexed for ``Queue.find`` on every add,
+    e.g. ``["payment_id", "order_id"]``; ``add(..., index={...})`` adds more per job."""
+    index_ttl: float = Field(7 * 86400.0, gt=0)
+    """How many seconds a business-key index lives after its last add (``Queue.find``)."""
+    index_cap: int = Field(100, ge=1)
+    """How many jobs (the newest) one business-key value keeps in its index."""
+    metrics_window: float = Field(86400.0, gt=0)
+    """How many seconds of per-minute completed/failed counts ``Queue.metrics`` keeps."""
+    log_lines: int = Field(100, ge=1)
+    """How many lines ``job.log`` keeps per job (the last ones)."""
 
     @property
     def emit_all(self) -> bool:

@@ -198,7 +198,8 @@ class WebhookIngress:
         try:
             async with asyncio.timeout(self._enqueue_timeout):
                 job_id = await self.queue.add(event.type, text, priority=level,
-                                              job_id=event.id, attempts=self._attempts)
+                                              job_id=event.id, attempts=self._attempts,
+                                              index=event.index)
         except PayloadTooLarge as exc:
             return self._refuse(Refused(413, str(exc), "too_large"), len(body))
         except PayloadError as exc:
@@ -298,3 +299,4 @@ def app_from_env() -> Starlette:
     app = create_app(settings, settings.streamflow())
     gc.freeze()  # what startup made lives as long as the process: spare it every collection
     return app
+

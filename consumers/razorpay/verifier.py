@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .signature import verify as verify_signature
@@ -55,6 +55,8 @@ class VerifiedEvent:
     id: str
     created_at: int | None
     """Signed creation time (unix seconds), None when the provider signs none."""
+    index: dict[str, str] = field(default_factory=dict)
+    """Business keys to index the job under (``Queue.find("payment_id", ...)``)."""
 
 
 class WebhookVerifier(Protocol):
@@ -160,4 +162,32 @@ class RazorpayVerifier:
             event_id = "body-" + hashlib.sha256(body).hexdigest()[:32]
         elif not EVENT_ID.fullmatch(event_id):
             raise Refused(400, "bad event id (expected 1-64 letters, digits or _)", "event_id")
-        return VerifiedEvent(name, event_id, created_at)
+        return VerifiedEvent(name, event_id, created_at, business_ids(event))
+
+
+INDEXED = {"payment": "payment_id", "order": "order_id", "refund": "refund_id",
+           "subscription": "subscription_id"}
+
+
+def business_ids(event: dict[str, Any]) -> dict[str, str]:
+    """The payment, order, refund and subscription ids an event carries, for
+    ``Queue.find("payment_id", "pay_...")``: each entity's own id, and the payment/order an
+    entity points to (a refund's ``payment_id``, a payment's ``order_id``)."""
+    found: dict[str, str] = {}
+    payload = event.get("payload")
+    if not isinstance(payload, dict):
+        return found
+    for kind, wrapper in payload.items():
+        entity = wrapper.get("entity") if isinstance(wrapper, dict) else None
+        if not isinstance(entity, dict):
+            continue
+        if kind in INDEXED and _usable(entity.get("id")):
+            found[INDEXED[kind]] = entity["id"]
+        for name in ("payment_id", "order_id", "subscription_id"):
+            if name not in found and _usable(entity.get(name)):
+                found[name] = entity[name]
+    return found
+
+
+def _usable(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 200

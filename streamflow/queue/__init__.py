@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from ..control import JobControl
 from .admin import Admin
 from .base import CHUNK as CHUNK
 from .base import QueueBase as QueueBase
@@ -17,7 +18,7 @@ from .producer import JobSpec as JobSpec
 from .producer import Producer
 
 
-class Queue(Producer, Admin, Getters):
+class Queue(Producer, Admin, Getters, JobControl):
     """The handle producers and admins use: add jobs, pause, inspect, dead letters.
 
     Usage::

@@ -115,9 +115,11 @@ class Admin(QueueBase):
                             "force=True")
         keys = self.keys
         fixed = [*keys.streams, keys.delayed, keys.jobs, keys.dead, keys.events, keys.done,
-                 keys.workers, keys.repeat, keys.repeat_last, keys.meta, keys.limiter]
+                 keys.workers, keys.repeat, keys.repeat_last, keys.meta, keys.limiter,
+                 keys.where, keys.control, keys.audit]
         deleted = int(await self.client.delete(*fixed))
-        for pattern in (keys.dedup("*"), keys.status("*"), keys.reply("*")):
+        for pattern in (keys.dedup("*"), keys.status("*"), keys.reply("*"),
+                        keys.index("*", "*"), keys.job_log("*"), keys.metrics_minute("*")):
             batch: list[Any] = []
             async for key in self.client.scan_iter(match=_glob_escape(pattern), count=1000):
                 batch.append(key)
@@ -138,7 +140,7 @@ class Admin(QueueBase):
             entry_ids = [entry_id.decode() for entry_id, _ in entries]
         moved = 0
         levels = self.settings.levels
-        keys = [self.keys.dead, self.keys.events, *self.keys.streams]
+        keys = [self.keys.dead, self.keys.events, self.keys.where, *self.keys.streams]
         for start in range(0, len(entry_ids), CHUNK):
             args = [self._emit_failures, self.settings.queue.events_maxlen, len(levels),
                     *levels, *entry_ids[start:start + CHUNK]]

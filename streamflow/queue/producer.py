@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -30,6 +30,7 @@ class JobSpec:
     timeout: float | None = None
     track: bool = False
     keep_result: bool | None = None
+    index: Mapping[str, str | int] | None = None
 
 
 class Producer(QueueBase):
@@ -40,6 +41,7 @@ class Producer(QueueBase):
                   attempts: int | None = None, backoff: Backoff | None = None,
                   timeout: float | None = None, track: bool = False,
                   keep_result: bool | None = None,
+                  index: Mapping[str, str | int] | None = None,
                   durability: Durability | None = None) -> str | None:
         """Add one job; returns its id, or None when ``job_id`` was already added within the
         dedup TTL (the duplicate is refused, nothing is written).
@@ -49,6 +51,9 @@ class Producer(QueueBase):
         before writing anything, and ``DurabilityError`` when ``durability="replicated"`` and
         no replica confirmed in time (the job may still be on the master: add it again with the
         same ``job_id`` to be sure, the dedup mark keeps it single).
+
+        ``index={"payment_id": "pay_1"}`` makes the job findable by ``Queue.find`` (as do the
+        queue's ``index_fields``, read from the data).
         """
         durability = self._durability(durability)
         now = int(time.time() * 1000)
@@ -56,14 +61,15 @@ class Producer(QueueBase):
         given = job_id
         if not tracing_active():
             job = enqueuer.prepare_job(name, data, priority, delay, job_id, attempts, backoff,
-                                       timeout, track, keep_result, now)
+                                       timeout, track, keep_result, now, index=index)
             job_id = await enqueuer.add(job, durability)
         else:
             level = priority if isinstance(priority, str) else self.settings.default_level
             with publish_span(self.name, str(name), level) as (_, carrier):
                 job = enqueuer.prepare_job(
                     name, data, priority, delay, job_id, attempts, backoff, timeout, track,
-                    keep_result, now, carrier.get("traceparent"), carrier.get("tracestate"))
+                    keep_result, now, carrier.get("traceparent"), carrier.get("tracestate"),
+                    index=index)
                 job_id = await enqueuer.add(job, durability)
         metrics = metrics_for(self.name)
         if metrics.enabled:

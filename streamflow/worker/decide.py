@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..backoff import Backoff
-from ..errors import Discard, JobTimeout, RateLimited, Retry
+from ..errors import Discard, JobCancelled, JobTimeout, RateLimited, Retry
 from ..settings import to_seconds
 
 
@@ -52,6 +52,7 @@ def decide(exc: BaseException, *, attempt: int, attempts: int, backoff: Backoff)
     """The fate of a job whose attempt number ``attempt`` (of ``attempts``) raised ``exc``.
 
     ``RateLimited`` reschedules without spending an attempt; ``Discard`` dead-letters at once;
+    ``JobCancelled`` (an operator's ``Queue.cancel``) dead-letters with reason ``cancelled``;
     anything else (a ``JobTimeout`` of the worker's deadline too) retries with ``backoff``, or
     with ``Retry.delay``, until the attempts run out.
     """
@@ -61,6 +62,8 @@ def decide(exc: BaseException, *, attempt: int, attempts: int, backoff: Backoff)
                         queue_wide=exc.queue)
     if isinstance(exc, Discard):
         return Decision(Verdict.DEAD, exc.reason, reason="discarded")
+    if isinstance(exc, JobCancelled):
+        return Decision(Verdict.DEAD, str(exc), reason="cancelled")
     if attempt >= attempts:
         return Decision(Verdict.DEAD, error, reason="failed")
     if isinstance(exc, Retry) and exc.delay is not None:

@@ -33,6 +33,7 @@ class Dispatcher:
         self.ready: deque[Job] = deque()
         self.capacity = anyio.Event()
         self.progress: Any = None
+        self.log: Any = None
         self.track_started: Callable[[Job], None] = lambda job: None
         self._outcomes = outcomes
         self._flush_wanted = flush_wanted
@@ -73,6 +74,7 @@ class Dispatcher:
                 self._flush_wanted()
                 continue
             job._progress = self.progress
+            job._log = self.log
             held.add((level, job.entry_id))
             jobs.append(job)
             if job.options.track:

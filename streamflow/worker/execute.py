@@ -6,13 +6,15 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from asyncio import CancelledError
 from collections.abc import Callable
 from typing import Any
 
 import anyio
 
 from ..backoff import Backoff
-from ..errors import JobTimeout
+from ..cancel import CancelWatcher
+from ..errors import JobCancelled, JobTimeout
 from ..job import Job
 from ..logs import bind_job, unbind_job
 from ..outcomes import Outcomes
@@ -68,9 +70,27 @@ class JobRunner:
         self._promote_wanted = promote_wanted
         self._limit_queue = limit_queue
         self._limiter = anyio.CapacityLimiter(concurrency)
+        self._level_of = {level: i for i, level in enumerate(settings.levels)}
+        self.cancels: CancelWatcher | None = None
+        """Set by the worker: the cancel requests of operators reach the runs through it."""
         defaults = settings.queue
         self._default_backoff = Backoff(defaults.backoff, defaults.backoff_delay,
                                         defaults.backoff_max)
+
+    async def _call(self, route: Route, job: Job, timeout: float | None) -> Any:
+        cancels = self.cancels
+        if cancels is None:
+            return await call_handler(route, job, timeout, self._limiter)
+        key = (self._level_of[job.level], job.entry_id)
+        cancels.track(key)
+        try:
+            return await call_handler(route, job, timeout, self._limiter)
+        except CancelledError:
+            if cancels.cancelled(key):
+                raise JobCancelled(f"cancelled by an operator (job {job.id})") from None
+            raise
+        finally:
+            cancels.untrack(key)
 
     async def run(self, job: Job) -> None:
         """Run ``job`` to its outcome; never raises for the job's own errors."""
@@ -87,13 +107,13 @@ class JobRunner:
                                   job.attempt, job.level, job.traceparent,
                                   job.tracestate) as span:
                     try:
-                        result = await call_handler(route, job, timeout, self._limiter)
+                        result = await self._call(route, job, timeout)
                     except Exception as exc:
                         self.failed_run(job, exc, span)
                         return
             else:
                 try:
-                    result = await call_handler(route, job, timeout, self._limiter)
+                    result = await self._call(route, job, timeout)
                 except Exception as exc:
                     self.failed_run(job, exc, None)
                     return

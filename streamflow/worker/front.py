@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import anyio
@@ -17,9 +18,11 @@ from anyio.abc import TaskStatus
 from redis.exceptions import OutOfMemoryError
 
 from .. import scripts
+from ..cancel import CancelWatcher
 from ..connection import create_client, redact, warn_if_evicting
 from ..errors import ConfigurationError
 from ..job import Job
+from ..joblog import log_writer
 from ..keys import QueueKeys
 from ..metrics import metrics_for
 from ..outcomes import Outcomes
@@ -95,6 +98,8 @@ class Worker:
                                  promote_wanted=self.maintenance.promote_wanted,
                                  limit_queue=self._limit_queue)
         self.dispatcher.track_started = self._track_started
+        self._cancels = CancelWatcher(None, self.keys)
+        self._runner.cancels = self._cancels
 
     @property
     def client(self) -> Any:
@@ -153,6 +158,7 @@ class Worker:
                 await background.start(maintenance.reclaimer)
                 await background.start(maintenance.heartbeats)
                 await background.start(maintenance.janitor)
+                await background.start(partial(self._cancels.watch, survive=maintenance.survive))
                 background.start_soon(metrics.refresh_gauges, self.client, self.keys,
                                       self.group)
                 async with anyio.create_task_group() as work:
@@ -180,6 +186,10 @@ class Worker:
         await ensure_groups(client, self.keys, self.group)
         await scripts.load_scripts(client)
         self.dispatcher.progress = progress_reporter(client, self.keys, self.settings.queue)
+        self.dispatcher.log = log_writer(client, self.keys,
+                                         int(self.settings.queue.dedup_ttl * 1000),
+                                         self.settings.queue.log_lines)
+        self._cancels.client = client
         try:
             await self.maintenance.heartbeat()
         except OutOfMemoryError:  # acks free memory: start anyway, the next heartbeat says so

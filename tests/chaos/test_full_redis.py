@@ -176,18 +176,19 @@ async def test_every_ack_script_goes_through_when_redis_is_full_and_skips_its_ev
             await q.client.xadd(keys.events, {"e": "probe"})  # really full
         events_before = await q.client.xlen(keys.events)
 
+        minute = keys.metrics_minute(0)
         completed = await scripts.call(q.client, scripts.COMPLETE_JOBS,
-                                       [stream, keys.events, keys.done],
-                                       [group, "1", 10_000, 1000, "0",
+                                       [stream, keys.events, keys.done, keys.where, minute],
+                                       [group, "1", 10_000, 1000, "0", 60_000,
                                         done_id, "j1", "record", 5, 1, b'"ok"'])
         retried = await scripts.call(q.client, scripts.RETRY_LATER,
-                                     [stream, keys.delayed, keys.jobs, keys.events],
+                                     [stream, keys.delayed, keys.jobs, keys.events, keys.where],
                                      [group, retry_id, "j2", int(time.time() * 1000) + 60_000,
                                       "record", "1", 10_000, "record", 1, "boom", "retrying"])
         dead = await scripts.call(q.client, scripts.MOVE_TO_DEAD,
-                                  [stream, keys.dead, keys.events],
+                                  [stream, keys.dead, keys.events, keys.where, minute],
                                   [group, dead_id, "j3", "failed", "boom", "", 0, "normal", "1",
-                                   10_000, 0, "0", "n", "record"])
+                                   10_000, 0, "0", 60_000, "n", "record"])
         assert (completed, retried) == (1, 1) and dead
         assert (await q.client.xpending(stream, group))["pending"] == 0
         assert await q.client.zscore(keys.delayed, "j2") is not None
@@ -195,6 +196,7 @@ async def test_every_ack_script_goes_through_when_redis_is_full_and_skips_its_ev
         assert await q.client.xlen(keys.dead) == 1
         assert await q.client.xlen(keys.events) == events_before  # skipped: Redis was full
         assert await q.client.xlen(keys.done) == 0
+        assert not await q.client.exists(minute)  # the per-minute counts are optional too
 
 
 async def test_the_ingress_answers_503_with_retry_after_when_redis_is_full(

@@ -16,6 +16,7 @@ from consumers.razorpay.ingress import PriorityTable, create_app
 from consumers.razorpay.sample import (
     SignedWebhook,
     payment_event,
+    refund_event,
     sample_event,
     sign_event,
 )
@@ -358,3 +359,19 @@ async def test_real_http_cuts_off_an_endless_chunked_body(
     answer = await anyio.to_thread.run_sync(_raw_request, server.port, head, parts)
     assert answer.startswith(b"HTTP/1.1 413")
     assert sum((await lengths(queue)).values()) == 0
+
+
+async def test_payment_order_and_refund_ids_are_indexed_for_find(
+        client: httpx.AsyncClient, queue: Queue) -> None:
+    captured = sign_event(payment_event("payment.captured", "pay_Q1x9000000000",
+                                        order_id="order_A100000000000"), SECRET)
+    refunded = sign_event(refund_event("refund.processed", "rfnd_R100000000000",
+                                       "pay_Q1x9000000000"), SECRET)
+    for webhook in (captured, refunded):
+        assert (await post(client, webhook)).status_code == 200
+    found = await queue.find("payment_id", "pay_Q1x9000000000")
+    assert [v.id for v in found] == [refunded.event_id, captured.event_id]
+    assert found[1].index == {"payment_id": "pay_Q1x9000000000",
+                              "order_id": "order_A100000000000"}
+    assert [v.name for v in await queue.find("refund_id", "rfnd_R100000000000")] == [
+        "refund.processed"]

@@ -94,7 +94,8 @@ def add_call(keys: QueueKeys, records: list[list[Any]], dedup_ids: tuple[str, ..
              emit: str = "1", extra_keys: tuple[str, ...] = (), token: str = ""
              ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of add_jobs; dedup marks first, then ``extra_keys`` (status records)."""
-    keys_list = [keys.delayed, keys.jobs, keys.events, keys.reply(token or "t"), *keys.streams,
+    keys_list = [keys.delayed, keys.jobs, keys.events, keys.reply(token or "t"), keys.where,
+                 *keys.streams,
                  *(keys.dedup(i) for i in dedup_ids), *extra_keys]
     args: list[Any] = [now_ms(), len(keys.levels), emit, EVENTS_MAXLEN, DEDUP_TTL_MS, token,
                        REPLY_TTL_MS, *keys.levels]
@@ -351,9 +352,17 @@ async def test_add_jobs_writes_a_status_record_for_tracked_jobs(
 # -------------------------------------------------------------------------- complete_jobs
 
 
+def complete_keys(keys: QueueKeys, stream: str) -> list[str]:
+    return [stream, keys.events, keys.done, keys.where, keys.metrics_minute(0)]
+
+
+def dead_keys(keys: QueueKeys, stream: str) -> list[str]:
+    return [stream, keys.dead, keys.events, keys.where, keys.metrics_minute(0)]
+
+
 def complete_args(done_maxlen: int, jobs: list[tuple[str, str, str]], emit: str = "1",
                   minid: str = "0", keep: str = "1") -> list[Any]:
-    args: list[Any] = [GROUP, emit, EVENTS_MAXLEN, done_maxlen, minid]
+    args: list[Any] = [GROUP, emit, EVENTS_MAXLEN, done_maxlen, minid, 60_000]
     for entry_id, job_id, result in jobs:
         args += [entry_id, job_id, "job", 12, keep, result]
     return args
@@ -368,7 +377,7 @@ async def test_complete_jobs_acks_with_events_and_results(client: Any, keys: Que
     done = [(e, f"normal:{e}", orjson.dumps({"ok": i}).decode()) for i, e in
             enumerate(entries[:3])]
     acked = await scripts.call(client, scripts.COMPLETE_JOBS,
-                               [stream, keys.events, keys.done], complete_args(100, done))
+                               complete_keys(keys, stream), complete_args(100, done))
     assert acked == 3
     assert await pending_ids(client, stream) == entries[3:]
     assert [(e["e"], e["i"], e["n"], e["ms"]) for e in await events(client, keys)] == [
@@ -387,9 +396,9 @@ async def test_complete_jobs_of_entries_no_longer_pending_ack_nothing(
     [entry] = await read(client, stream)
     args = complete_args(0, [(entry, "j", "")], emit="0")
     assert await scripts.call(client, scripts.COMPLETE_JOBS,
-                              [stream, keys.events, keys.done], args) == 1
+                              complete_keys(keys, stream), args) == 1
     assert await scripts.call(client, scripts.COMPLETE_JOBS,
-                              [stream, keys.events, keys.done], args) == 0
+                              complete_keys(keys, stream), args) == 0
     assert await client.exists(keys.events, keys.done) == 0
 
 
@@ -404,7 +413,7 @@ async def test_complete_jobs_caps_the_done_stream(client: Any, keys: QueueKeys) 
         await pipe.execute()
     entries = await read(client, stream, count=total)
     assert len(entries) == total
-    acked = await scripts.call(client, scripts.COMPLETE_JOBS, [stream, keys.events, keys.done],
+    acked = await scripts.call(client, scripts.COMPLETE_JOBS, complete_keys(keys, stream),
                                complete_args(cap, [(e, e, "1") for e in entries], emit="0"))
     assert acked == total
     assert await pending_ids(client, stream) == []
@@ -421,7 +430,7 @@ async def test_complete_jobs_keeps_only_results_asked_for_and_drops_old_ones(
     for i in range(3):
         await client.xadd(stream, {"n": "job", "d": str(i)})
     entries = await read(client, stream)
-    command_keys = [stream, keys.events, keys.done]
+    command_keys = complete_keys(keys, stream)
     assert await scripts.call(client, scripts.COMPLETE_JOBS, command_keys, complete_args(
         100, [(entries[0], "not-kept", "1")], keep="0", emit="0")) == 1
     assert [text(f)["i"] for _, f in await client.xrange(keys.done)] == ["old"]
@@ -448,7 +457,7 @@ async def test_retry_later_acks_and_schedules(client: Any, keys: QueueKeys) -> N
     job_id, due = f"low:{entry}", now_ms() + 5000
     record = delayed_record(LOW, envelope_fields("charge", b"{}", job_id=job_id, attempt=2))
     result = await scripts.call(client, scripts.RETRY_LATER,
-                                [stream, keys.delayed, keys.jobs, keys.events],
+                                [stream, keys.delayed, keys.jobs, keys.events, keys.where],
                                 retry_args(entry, job_id, due, record))
     assert result == 1
     assert await pending_ids(client, stream) == []
@@ -464,7 +473,7 @@ async def test_retry_later_not_pending_is_refused(client: Any, keys: QueueKeys) 
     await create_groups(client, keys)
     await client.xadd(stream, {"n": "charge", "d": "{}"})
     [entry] = await read(client, stream)
-    command_keys = [stream, keys.delayed, keys.jobs, keys.events]
+    command_keys = [stream, keys.delayed, keys.jobs, keys.events, keys.where]
     await scripts.call(client, scripts.RETRY_LATER, command_keys,
                        retry_args(entry, "j", 1000, b"[2]"))
     with pytest.raises(ScriptError) as refused:
@@ -487,7 +496,7 @@ async def test_retry_later_not_pending_is_refused(client: Any, keys: QueueKeys) 
 def dead_args(entry_id: str, job_id: str, fields: list[Any], reason: str = "failed",
               level: str = "normal", keep: int = 0, minid: str = "0") -> list[Any]:
     return [GROUP, entry_id, job_id, reason, "ValueError: bad", "Traceback ...", 1234,
-            level, "1", EVENTS_MAXLEN, keep, minid, *fields]
+            level, "1", EVENTS_MAXLEN, keep, minid, 60_000, *fields]
 
 
 async def test_move_to_dead_keeps_fields_with_metadata(client: Any, keys: QueueKeys) -> None:
@@ -497,7 +506,7 @@ async def test_move_to_dead_keeps_fields_with_metadata(client: Any, keys: QueueK
     await client.xadd(stream, original)
     [entry] = await read(client, stream)
     flat = [x for kv in original.items() for x in kv]
-    dead_id = await scripts.call(client, scripts.MOVE_TO_DEAD, [stream, keys.dead, keys.events],
+    dead_id = await scripts.call(client, scripts.MOVE_TO_DEAD, dead_keys(keys, stream),
                                  dead_args(entry, "pay_1", flat))
     assert await pending_ids(client, stream) == []
     [(stored_id, fields)] = await client.xrange(keys.dead)
@@ -518,7 +527,7 @@ async def test_move_to_dead_keeps_only_the_newest_when_asked(
         await client.xadd(stream, {"n": "x", "d": str(i)})
     entries = await read(client, stream)
     for entry in entries:
-        await scripts.call(client, scripts.MOVE_TO_DEAD, [stream, keys.dead, keys.events],
+        await scripts.call(client, scripts.MOVE_TO_DEAD, dead_keys(keys, stream),
                            dead_args(entry, entry, ["n", "x"], level="low", keep=2))
     assert [text(f)["x:src"] for _, f in await client.xrange(keys.dead)] == entries[-2:]
     assert await pending_ids(client, stream) == []
@@ -529,7 +538,7 @@ async def test_move_to_dead_not_pending_is_refused(client: Any, keys: QueueKeys)
     await create_groups(client, keys)
     entry = text(await client.xadd(stream, {"n": "x", "d": "1"}))
     with pytest.raises(ScriptError) as refused:
-        await scripts.call(client, scripts.MOVE_TO_DEAD, [stream, keys.dead, keys.events],
+        await scripts.call(client, scripts.MOVE_TO_DEAD, dead_keys(keys, stream),
                            dead_args(entry, "j", ["n", "x", "d", "1"]))
     assert refused.value.code is ScriptCode.NOT_PENDING
     assert await client.exists(keys.dead, keys.events) == 0
@@ -541,8 +550,9 @@ async def test_move_to_dead_not_pending_is_refused(client: Any, keys: QueueKeys)
 async def promote(client: Any, keys: QueueKeys, now: int, limit: int = 1000) -> list[int]:
     """[moved, next due]; asserts that no record was dead-lettered."""
     moved, next_due, dead = await scripts.call(
-        client, scripts.PROMOTE_DUE, [keys.delayed, keys.jobs, keys.events, keys.dead,
-                                      *keys.streams], [now, limit, "1", EVENTS_MAXLEN, 0, "0"])
+        client, scripts.PROMOTE_DUE,
+        [keys.delayed, keys.jobs, keys.events, keys.dead, keys.where, *keys.streams],
+        [now, limit, "1", EVENTS_MAXLEN, 0, "0"])
     assert dead == 0
     return [int(moved), int(next_due)]
 
@@ -601,8 +611,9 @@ async def test_promote_due_dead_letters_a_bad_record_and_moves_the_others(
     await client.zadd(keys.delayed, {"bad": now - 20})
     await client.hset(keys.jobs, "bad", record)
     moved, next_due, dead = await scripts.call(
-        client, scripts.PROMOTE_DUE, [keys.delayed, keys.jobs, keys.events, keys.dead,
-                                      *keys.streams], [now, 1000, "1", EVENTS_MAXLEN, 0, "0"])
+        client, scripts.PROMOTE_DUE,
+        [keys.delayed, keys.jobs, keys.events, keys.dead, keys.where, *keys.streams],
+        [now, 1000, "1", EVENTS_MAXLEN, 0, "0"])
     assert (moved, next_due, dead) == (2, -1, 1)
     assert await client.xlen(keys.level("normal")) == 2
     assert await client.exists(keys.delayed, keys.jobs) == 0
@@ -620,9 +631,9 @@ async def reclaim(client: Any, keys: QueueKeys, level: int, min_idle: int, max_s
                   ) -> tuple[Any, int]:
     claimed, dead = await scripts.call(
         client, scripts.RECLAIM_STALLED,
-        [keys.streams[level], keys.dead, keys.events],
+        [keys.streams[level], keys.dead, keys.events, keys.where, keys.metrics_minute(0)],
         [GROUP, "c2", min_idle, 100, max_stalled, now_ms(), keys.levels[level], "1",
-         EVENTS_MAXLEN, 0, "0"])
+         EVENTS_MAXLEN, 0, "0", 60_000])
     return claimed, dead
 
 
@@ -800,10 +811,10 @@ async def test_retry_dead_puts_jobs_back_with_fresh_attempts(
     await read(client, high)
     await read(client, low)
     dead_first = text(await scripts.call(
-        client, scripts.MOVE_TO_DEAD, [high, keys.dead, keys.events],
+        client, scripts.MOVE_TO_DEAD, dead_keys(keys, high),
         dead_args(first, f"high:{first}", ["n", "first", "d", "1"], level="high")))
     dead_third = text(await scripts.call(
-        client, scripts.MOVE_TO_DEAD, [low, keys.dead, keys.events],
+        client, scripts.MOVE_TO_DEAD, dead_keys(keys, low),
         dead_args(third, "pay_3", ["n", "third", "d", "2", "i", "pay_3", "a", "3",
                                    "t", "1700000000000"], level="low")))
     malformed = text(await client.xadd(keys.dead, {"x:reason": "malformed", "x:level": "high",
@@ -813,7 +824,7 @@ async def test_retry_dead_puts_jobs_back_with_fresh_attempts(
     await client.delete(keys.events)
 
     moved = await scripts.call(
-        client, scripts.RETRY_DEAD, [keys.dead, keys.events, *keys.streams],
+        client, scripts.RETRY_DEAD, [keys.dead, keys.events, keys.where, *keys.streams],
         ["1", EVENTS_MAXLEN, len(keys.levels), *keys.levels,
          dead_first, dead_third, malformed, unknown_level, "1-1"])
 
@@ -836,9 +847,9 @@ async def test_retry_dead_puts_jobs_back_with_fresh_attempts(
 # ------------------------------------------------------------------------ requeue_stalled
 
 
-async def requeue(client: Any, stream: str, min_idle: int) -> int:
-    return int(await scripts.call(client, scripts.REQUEUE_STALLED, [stream],
-                                  [GROUP, "streamflow-cli", min_idle, 100, "normal"]))
+async def requeue(client: Any, keys: QueueKeys, stream: str, min_idle: int) -> int:
+    return int(await scripts.call(client, scripts.REQUEUE_STALLED, [stream, keys.where],
+                                  [GROUP, "streamflow-cli", min_idle, 100, "normal", NORMAL]))
 
 
 async def test_requeue_stalled_puts_idle_entries_back_for_any_worker(
@@ -851,7 +862,7 @@ async def test_requeue_stalled_puts_idle_entries_back_for_any_worker(
     await read(client, stream)
     await client.xclaim(stream, GROUP, "c1", 0, [stale], idle=100_000)
 
-    assert await requeue(client, stream, 60_000) == 1
+    assert await requeue(client, keys, stream, 60_000) == 1
 
     assert await pending_ids(client, stream) == [busy]
     entries = await client.xrange(stream)
@@ -868,7 +879,7 @@ async def test_requeue_stalled_keeps_the_job_id_and_enqueue_time(
     entry = await client.xadd(stream, {"n": "job", "d": "1"})
     before = decode_job(entry, {b"n": b"job", b"d": b"1"}, keys.queue, "normal")
     await read(client, stream)
-    assert await requeue(client, stream, 0) == 1
+    assert await requeue(client, keys, stream, 0) == 1
     new_id, fields = (await client.xrange(stream))[-1]
     after = decode_job(new_id, fields, keys.queue, "normal")
     assert (after.id, after.enqueued_ms) == (before.id, before.enqueued_ms)
@@ -941,7 +952,7 @@ async def test_pipeline_recovers_from_a_flush(client: Any, keys: QueueKeys, mode
     await client.execute_command(*FLUSH[mode])
     results = await scripts.pipeline(client, [
         ("SET", f"{keys.base}:probe", "1"),
-        scripts.COMPLETE_JOBS.command([stream, keys.events, keys.done],
+        scripts.COMPLETE_JOBS.command(complete_keys(keys, stream),
                                       complete_args(10, [(entry, "j", "")])),
         scripts.TRIM_STREAM.command([stream], ["="]),
     ])

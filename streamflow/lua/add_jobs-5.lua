@@ -13,9 +13,10 @@
   KEYS[3]  events stream
   KEYS[4]  reply key of the sending producer slot ("<token>:<answer as JSON>", overwritten by
            the slot's next call)
-  KEYS[5 .. 4+L]          one stream per priority level, highest first (declared tail)
-  KEYS[5+L ..]            dedup marks and status records, referenced by index from the job
-                          records
+  KEYS[5]  where hash (job id -> "<level index>:<entry id>" of a job with an id in a stream)
+  KEYS[6 .. 5+L]          one stream per priority level, highest first (declared tail)
+  KEYS[6+L ..]            dedup marks, status records and business-key indexes, referenced by
+                          index from the job records
 
   ARGV[1]  now (ms)
   ARGV[2]  L, the number of levels
@@ -32,9 +33,12 @@
            options JSON ("" = none), dedup key index, status key index (as below), T, then T
            more stream fields (trace context)
            or general: level index (0-based), due (ms, 0 = now), dedup key index (0 = none;
-           else KEYS[4+L+index]), status key index (0 = untracked; same numbering), job id
+           else KEYS[5+L+index]), status key index (0 = untracked; same numbering), job id
            ("" = none: named after the entry), delayed record ("" when due is 0), job name,
            field count F, then F stream fields
+           and after any job, its business-key indexes: "x", first index key (numbered as
+           above), count, index TTL (ms), most job ids an index keeps; nothing is indexed for
+           a duplicate
 
   Returns  one item per job: the job id, or 0 when its dedup mark already existed (a
            duplicate: nothing was written). A job added with no id is named "<level>:<entry id>":
@@ -43,6 +47,7 @@
 ]]
 local rcall = redis.call
 local delayed_key, jobs_key, events_key, reply_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local where_key = KEYS[5]
 local now = ARGV[1]
 local levels = tonumber(ARGV[2])
 local emit = ARGV[3] == "1"
@@ -64,7 +69,7 @@ local results = {}
 -- the dedup mark of the job at `index`: fresh (first add), or not fresh and replayed when it is
 -- this call's own mark (the call was sent again)
 local function mark(index, job_id)
-  local dedup_key = KEYS[4 + levels + index]
+  local dedup_key = KEYS[5 + levels + index]
   local value = job_id
   if token ~= "" then value = token .. "#" .. (#results + 1) end
   if rcall("SET", dedup_key, value, "NX", "PX", dedup_ttl) then return true, false end
@@ -72,7 +77,7 @@ local function mark(index, job_id)
 end
 
 local function track(status_index, state, name)
-  local status_key = KEYS[4 + levels + status_index]
+  local status_key = KEYS[5 + levels + status_index]
   rcall("HSET", status_key, "state", state, "name", name, "attempt", 1, "added_ms", now)
   rcall("PEXPIRE", status_key, dedup_ttl)
 end
@@ -80,15 +85,30 @@ end
 local pos = 8 + levels
 local n = #ARGV
 while pos <= n do
-  if ARGV[pos] == "p" then
+  if ARGV[pos] == "x" then
+    local job_id = results[#results]
+    if job_id ~= 0 then
+      local first, count = tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
+      local cap = tonumber(ARGV[pos + 4])
+      for k = first, first + count - 1 do
+        local index_key = KEYS[5 + levels + k]
+        rcall("ZADD", index_key, now, job_id)
+        if rcall("ZCARD", index_key) > cap then
+          rcall("ZREMRANGEBYRANK", index_key, 0, -cap - 1)
+        end
+        rcall("PEXPIRE", index_key, ARGV[pos + 3])
+      end
+    end
+    pos = pos + 5
+  elseif ARGV[pos] == "p" then
     local level = tonumber(ARGV[pos + 1])
     local name = ARGV[pos + 2]
     local extra = tonumber(ARGV[pos + 4])
     local entry_id
     if extra == 0 then
-      entry_id = rcall("XADD", KEYS[5 + level], "*", "n", name, "d", ARGV[pos + 3])
+      entry_id = rcall("XADD", KEYS[6 + level], "*", "n", name, "d", ARGV[pos + 3])
     else
-      entry_id = rcall("XADD", KEYS[5 + level], "*", "n", name, "d", ARGV[pos + 3],
+      entry_id = rcall("XADD", KEYS[6 + level], "*", "n", name, "d", ARGV[pos + 3],
         unpack(ARGV, pos + 5, pos + 4 + extra))
     end
     pos = pos + 5 + extra
@@ -113,7 +133,8 @@ while pos <= n do
         fields[8] = options
       end
       for i = pos + 9, pos + 8 + extra do fields[#fields + 1] = ARGV[i] end
-      rcall("XADD", KEYS[5 + level], "*", unpack(fields))
+      local entry_id = rcall("XADD", KEYS[6 + level], "*", unpack(fields))
+      rcall("HSET", where_key, job_id, level .. ":" .. entry_id)
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
           "e", "added", "i", job_id, "n", name)
@@ -149,8 +170,12 @@ while pos <= n do
           "e", "delayed", "i", job_id, "n", name, "due", due)
       end
     else
-      local entry_id = rcall("XADD", KEYS[5 + level], "*", unpack(ARGV, first, last))
-      if job_id == "" then job_id = ARGV[8 + level] .. ":" .. entry_id end
+      local entry_id = rcall("XADD", KEYS[6 + level], "*", unpack(ARGV, first, last))
+      if job_id == "" then
+        job_id = ARGV[8 + level] .. ":" .. entry_id
+      else
+        rcall("HSET", where_key, job_id, level .. ":" .. entry_id)
+      end
       results[#results + 1] = job_id
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",

@@ -5,6 +5,7 @@
   KEYS[2]  delayed zset
   KEYS[3]  jobs hash
   KEYS[4]  events stream
+  KEYS[5]  where hash (job id -> entry of a job with an id): the job leaves its stream
 
   ARGV[1]  group
   ARGV[2]  entry id
@@ -39,6 +40,7 @@ if ARGV[6] == "1" then
     "e", ARGV[11], "i", job_id, "n", ARGV[8], "a", ARGV[9], "err", ARGV[10], "due", ARGV[4])
 end
 allow_writes(stream_key, ARGV[1])
+rcall("HDEL", KEYS[5], job_id)
 rcall("ZADD", delayed_key, ARGV[4], job_id)
 rcall("HSET", jobs_key, job_id, ARGV[5])
 rcall("XACK", stream_key, ARGV[1], ARGV[2])

@@ -6,6 +6,8 @@
   KEYS[1]  level stream
   KEYS[2]  dead stream
   KEYS[3]  events stream
+  KEYS[4]  where hash (job id -> entry of a job with an id): dead-lettered jobs leave it
+  KEYS[5]  metrics hash of the current minute: field f counts dead-lettered jobs
 
   ARGV[1]  group
   ARGV[2]  consumer (the reclaiming worker)
@@ -18,6 +20,7 @@
   ARGV[9]  events MAXLEN (approximate)
   ARGV[10] dead letters to keep (exact MAXLEN; 0 keeps all)
   ARGV[11] drop dead letters older than this entry id (MINID; "0" for no age limit)
+  ARGV[12] metrics TTL (ms)
 
   Returns  {claimed entries (XCLAIM reply: {{id, {f1, v1, ...}}, ...}), dead-lettered count}
   Events   stalled (per dead-lettered entry), reclaimed (per claimed entry), with i (job id);
@@ -49,6 +52,7 @@ for _, item in ipairs(pending) do
         "x:tb", "", "x:at", ARGV[6], "x:level", ARGV[7], "x:src", entry_id,
         unpack(entry[1][2]))
       dead = dead + 1
+      rcall("HDEL", KEYS[4], job_id_of(entry[1][2], ARGV[7], entry_id))
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", ARGV[9], "*",
           "e", "stalled", "i", job_id_of(entry[1][2], ARGV[7], entry_id),
@@ -60,7 +64,11 @@ for _, item in ipairs(pending) do
     to_claim[#to_claim + 1] = entry_id
   end
 end
-if dead > 0 then trim_dead(dead_key, ARGV[10], ARGV[11]) end
+if dead > 0 then
+  trim_dead(dead_key, ARGV[10], ARGV[11])
+  rcall("HINCRBY", KEYS[5], "f", dead)
+  rcall("PEXPIRE", KEYS[5], ARGV[12])
+end
 local claimed = {}
 if #to_claim > 0 then
   claimed = rcall("XCLAIM", stream_key, group, consumer, min_idle, unpack(to_claim))

@@ -8,7 +8,8 @@
   KEYS[2]  jobs hash
   KEYS[3]  events stream
   KEYS[4]  dead stream
-  KEYS[5 ..]  one stream per priority level, highest first (declared tail)
+  KEYS[5]  where hash (job id -> "<level index>:<entry id>" of a job with an id in a stream)
+  KEYS[6 ..]  one stream per priority level, highest first (declared tail)
 
   ARGV[1]  now (ms)
   ARGV[2]  most jobs to move in one call
@@ -23,7 +24,7 @@
 local rcall = redis.call
 --- @include "dead_letters"
 local delayed_key, jobs_key, events_key, dead_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local levels = #KEYS - 4
+local levels = #KEYS - 5
 local emit = ARGV[3] == "1"
 
 local function bad_record(job_id, record, err)
@@ -59,7 +60,8 @@ for _, job_id in ipairs(due) do
   if record then
     local decoded, err = fields_of(record)
     if decoded then
-      rcall("XADD", KEYS[5 + decoded[1]], "*", unpack(decoded, 2))
+      local entry_id = rcall("XADD", KEYS[6 + decoded[1]], "*", unpack(decoded, 2))
+      rcall("HSET", KEYS[5], job_id, decoded[1] .. ":" .. entry_id)
       moved = moved + 1
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", ARGV[4], "*", "e", "waiting", "i", job_id)

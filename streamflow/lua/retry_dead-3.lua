@@ -3,7 +3,8 @@
 
   KEYS[1]  dead stream
   KEYS[2]  events stream
-  KEYS[3 ..]  one stream per priority level, highest first (declared tail)
+  KEYS[3]  where hash (job id -> "<level index>:<entry id>" of a job with an id in a stream)
+  KEYS[4 ..]  one stream per priority level, highest first (declared tail)
 
   ARGV[1]  1 to emit events, 0 not
   ARGV[2]  events MAXLEN (approximate)
@@ -49,7 +50,8 @@ for pos = 4 + levels, #ARGV do
         keep[#keep + 1] = "i"
         keep[#keep + 1] = job_id
       end
-      rcall("XADD", KEYS[2 + level], "*", unpack(keep))
+      local entry_id = rcall("XADD", KEYS[3 + level], "*", unpack(keep))
+      rcall("HSET", KEYS[3], job_id, (level - 1) .. ":" .. entry_id)
       rcall("XDEL", dead_key, entry[1])
       moved = moved + 1
       if ARGV[1] == "1" then

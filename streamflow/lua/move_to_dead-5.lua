@@ -4,6 +4,8 @@
   KEYS[1]  level stream
   KEYS[2]  dead stream
   KEYS[3]  events stream
+  KEYS[4]  where hash (job id -> entry of a job with an id): the job leaves it
+  KEYS[5]  metrics hash of the current minute: field f counts dead-lettered jobs
 
   ARGV[1]  group
   ARGV[2]  entry id
@@ -17,7 +19,8 @@
   ARGV[10] events MAXLEN (approximate)
   ARGV[11] dead letters to keep (exact MAXLEN; 0 keeps all)
   ARGV[12] drop dead letters older than this entry id (MINID; "0" for no age limit)
-  ARGV[13 ..] the entry's original fields, flat
+  ARGV[13] metrics TTL (ms)
+  ARGV[14 ..] the entry's original fields, flat
 
   Returns  the dead-letter entry id; -2 (NOT_PENDING) when the entry was no longer pending
   Events   dead, with i, reason, err; skipped when Redis is full
@@ -41,7 +44,12 @@ end
 allow_writes(stream_key, ARGV[1])
 local dead_id = rcall("XADD", dead_key, "*",
   "x:reason", ARGV[4], "x:error", ARGV[5], "x:tb", ARGV[6], "x:at", ARGV[7],
-  "x:level", ARGV[8], "x:src", ARGV[2], unpack(ARGV, 13))
+  "x:level", ARGV[8], "x:src", ARGV[2], unpack(ARGV, 14))
 trim_dead(dead_key, ARGV[11], ARGV[12])
+if ARGV[3] ~= "" then rcall("HDEL", KEYS[4], ARGV[3]) end
+if not full then
+  rcall("HINCRBY", KEYS[5], "f", 1)
+  rcall("PEXPIRE", KEYS[5], ARGV[13])
+end
 rcall("XACK", stream_key, ARGV[1], ARGV[2])
 return dead_id

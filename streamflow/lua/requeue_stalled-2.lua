@@ -4,6 +4,7 @@
   first, so a worker reclaiming at the same moment cannot also get it.
 
   KEYS[1]  level stream
+  KEYS[2]  where hash (job id -> "<level index>:<entry id>" of a job with an id in a stream)
 
   ARGV[1]  group
   ARGV[2]  consumer name the entries are claimed to before they are acknowledged
@@ -11,6 +12,7 @@
   ARGV[4]  most entries to move
   ARGV[5]  level name (a first attempt added without an id keeps "<level>:<old entry id>" as its
            id, and its enqueue time)
+  ARGV[6]  level index
 
   Returns  the number of entries put back
   Events   none
@@ -26,17 +28,19 @@ for _, item in ipairs(pending) do
   local entry = claimed[1]
   if entry and entry[2] then
     local fields = entry[2]
-    local has_id = false
+    local job_id = nil
     for i = 1, #fields, 2 do
-      if fields[i] == "i" then has_id = true end
+      if fields[i] == "i" then job_id = fields[i + 1] end
     end
-    if not has_id then
+    if not job_id then
+      job_id = ARGV[5] .. ":" .. item[1]
       fields[#fields + 1] = "i"
-      fields[#fields + 1] = ARGV[5] .. ":" .. item[1]
+      fields[#fields + 1] = job_id
       fields[#fields + 1] = "t"
       fields[#fields + 1] = string.match(item[1], "^(%d+)")
     end
-    rcall("XADD", stream_key, "*", unpack(fields))
+    local entry_id = rcall("XADD", stream_key, "*", unpack(fields))
+    rcall("HSET", KEYS[2], job_id, ARGV[6] .. ":" .. entry_id)
     moved = moved + 1
   end
   rcall("XACK", stream_key, group, item[1])
