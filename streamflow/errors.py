@@ -16,6 +16,8 @@
     ├── JobNotFound
     ├── JobStateError
     ├── JobCancelled         (raised inside a worker when an operator cancels a running job)
+    ├── JobCrashed           (the child process running a handler died)
+    ├── HandlerError         (a handler failed in a child process)
     └── JobSignal            (raised by handlers)
         ├── Retry
         ├── RateLimited
@@ -24,6 +26,7 @@
 
 from __future__ import annotations
 
+import signal
 from datetime import timedelta
 from enum import IntEnum
 
@@ -81,6 +84,36 @@ class JobTimeout(StreamflowError):
     def __init__(self, seconds: float) -> None:
         super().__init__(f"timeout: the handler ran longer than {seconds:g}s")
         self.seconds = seconds
+
+
+class JobCrashed(StreamflowError):
+    """Raised when the child process running a handler (``isolation="process"``) died
+    mid-job: ``os._exit``, a segfault in a C extension, the kernel's OOM killer."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        super().__init__(f"the handler's process {_ended(exitcode)} mid-job")
+        self.exitcode = exitcode
+
+
+class HandlerError(StreamflowError):
+    """Raised when a handler failed in a child process (``isolation="process"``): the type
+    name, message and traceback of what it raised there."""
+
+    def __init__(self, type_name: str, message: str, traceback: str) -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.traceback = traceback
+
+
+def _ended(exitcode: int | None) -> str:
+    if exitcode is None:
+        return "died"
+    if exitcode < 0:
+        try:
+            return f"was killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"was killed by signal {-exitcode}"
+    return f"exited with code {exitcode}"
 
 
 class ScriptCode(IntEnum):

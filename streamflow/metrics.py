@@ -14,6 +14,8 @@ Instruments (Prometheus names in brackets)::
     streamflow.job.wait       histogram, s       enqueue (or due time) -> start, completed jobs
     streamflow.queue.waiting / pending / lag     gauges per queue, level (and group)
     streamflow.queue.delayed / dead / consumers  gauges per queue
+    streamflow.worker.abandoned_threads  up-down counter: handler threads past their deadline
+    streamflow.worker.child_crashes      counter: handler processes that died mid-job
 
 ``job.name`` is bounded: the first ``MAX_JOB_NAMES`` names seen per queue are kept, later
 ones are reported as ``_other``.
@@ -119,10 +121,17 @@ class NoMetrics:
         """One attempt scheduled again after a failure."""
 
     def dead(self, level: str, name: str | bytes | None, reason: str, count: int = 1) -> None:
-        """Jobs dead-lettered (reasons: failed, discarded, no_handler, malformed, stalled)."""
+        """Jobs dead-lettered (reasons: failed, discarded, crashed, no_handler, malformed,
+        stalled, killed_worker)."""
 
     def reclaimed(self, level: str, count: int) -> None:
         """Stalled entries reclaimed from a gone consumer."""
+
+    def abandoned_threads(self, delta: int) -> None:
+        """A handler thread was abandoned past its deadline (+1) or has ended since (-1)."""
+
+    def child_crashed(self) -> None:
+        """A child process running a handler died mid-job (process isolation)."""
 
     def observe_counts(self, group: str, counts: QueueCounts) -> None:
         """Set the snapshot the queue gauges report."""
@@ -159,6 +168,12 @@ class QueueMetrics(NoMetrics):
         self._dead = meter.create_counter("streamflow.jobs.dead", job, "Jobs dead-lettered")
         self._reclaimed = meter.create_counter("streamflow.jobs.reclaimed", job,
                                                "Stalled entries reclaimed from gone consumers")
+        self._abandoned = meter.create_up_down_counter(
+            "streamflow.worker.abandoned_threads", "{thread}",
+            "Handler threads still running past their deadline")
+        self._crashes = meter.create_counter(
+            "streamflow.worker.child_crashes", "{process}",
+            "Handler processes that died mid-job (process isolation)")
         self.duration = meter.create_histogram(
             "streamflow.job.duration", "s", "Handler run time of completed jobs",
             explicit_bucket_boundaries_advisory=TIME_BUCKETS)
@@ -253,6 +268,12 @@ class QueueMetrics(NoMetrics):
     def reclaimed(self, level: str, count: int) -> None:
         if count:
             self._reclaimed.add(count, {"queue": self.queue, "level": level})
+
+    def abandoned_threads(self, delta: int) -> None:
+        self._abandoned.add(delta, {"queue": self.queue})
+
+    def child_crashed(self) -> None:
+        self._crashes.add(1, {"queue": self.queue})
 
     # -- gauges -----------------------------------------------------------------------------
 

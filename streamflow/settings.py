@@ -15,6 +15,7 @@ from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError,
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 EventLevel = Literal["all", "failures", "none"]
+Isolation = Literal["none", "process"]
 Durability = Literal["none", "replicated"]
 
 
@@ -122,6 +123,14 @@ class WorkerDefaults(BaseModel):
     promote_interval: float = Field(0.2, gt=0)
     heartbeat_interval: float = Field(5.0, gt=0)
     janitor_interval: float = Field(10.0, gt=0)
+    isolation: Isolation = "none"
+    """``process``: handlers run in child processes, so that ``os._exit``, a segfault or the
+    OOM killer fail one job (reason ``crashed``) instead of killing the worker."""
+    isolation_processes: int | None = Field(None, ge=1)
+    """Child processes under process isolation (default: the CPU count, at most concurrency)."""
+    max_abandoned_threads: int = Field(20, ge=1)
+    """Plain-function handlers still running past their deadline; at this many the worker
+    stops (to be restarted: threads cannot be killed)."""
 
 
 class StreamflowSettings(BaseSettings):

@@ -13,10 +13,12 @@ import anyio
 import typer
 
 from ..discovery import known_queues, queue_exists
+from ..errors import ConfigurationError
 from ..health import serve_health
 from ..logs import configure_logging
 from ..queue import Queue
 from ..router import Router
+from ..settings import Isolation
 from ..telemetry import configure_from_env
 from ..worker import Worker
 from ._context import CliError, quick, run, settings_of
@@ -80,6 +82,9 @@ def worker(
         min=0, max=65535, help="Serve Prometheus /metrics on this port.")] = None,
     console_spans: Annotated[bool, typer.Option(
         "--console-spans", help="Print finished spans to stdout (local debugging).")] = False,
+    isolation: Annotated[Isolation | None, typer.Option(
+        help="process: run handlers in child processes (a crash fails the job, not the "
+             "worker; handlers must be importable).")] = None,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (in-flight jobs finish within the shutdown grace)."""
     level = getattr(logging, log_level.upper(), None)
@@ -93,10 +98,12 @@ def worker(
     if metrics_port is not None and metrics_text is None:
         raise fail("--metrics-port needs the Prometheus exporter: pip install 'streamflow[otel]'")
     settings = settings_of(ctx)
+    if isolation is not None:
+        settings.worker.isolation = isolation
     try:
         runner = Worker(queue, target, settings=settings, concurrency=concurrency, group=group,
                         consumer=consumer)
-    except ValueError as exc:  # a queue name that is not one
+    except (ValueError, ConfigurationError) as exc:  # a queue name that is not one...
         raise typer.BadParameter(str(exc)) from None
 
     async def main() -> None:

@@ -5,6 +5,8 @@
               priority, free capacity); an idle worker waits in XREAD, which claims nothing
 ``dispatch``  fetched entries -> ready queue -> ``concurrency`` long-lived runners
 ``execute``   one job: handler (async, or sync in a thread) under its deadline -> outcome
+``threads``   daemon threads for plain-function handlers; abandoned ones counted and capped
+``isolation`` ``isolation="process"``: handlers in child processes; a crash fails one job
 ``decide``    what a failure means (retry later, dead letter, rate limited): a pure function
 ``acker``     outcomes sent in one pipeline per round, every result checked; final flush
 ``loops``     promoter, reclaimer + keep-alive, heartbeat, janitor

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from ..backoff import Backoff
-from ..errors import Discard, JobCancelled, JobTimeout, RateLimited, Retry
+from ..connection import redact
+from ..errors import Discard, HandlerError, JobCancelled, JobCrashed, JobTimeout, RateLimited, Retry
+from ..protocol import DeadReason
 from ..settings import to_seconds
 
 
@@ -31,7 +33,7 @@ class Decision:
     delay: float = 0.0
     """Seconds until the next run (retries and rate limits)."""
     reason: str = ""
-    """Why the job is dead (``failed``, ``discarded``)."""
+    """Why the job is dead (``failed``, ``discarded``, ``crashed``)."""
     queue_wide: bool = False
     """A rate limit that stops every worker of the queue for ``delay``."""
 
@@ -42,10 +44,12 @@ class Decision:
 
 
 def describe(exc: BaseException) -> str:
-    """``exc`` as one line: its type and, when it has one, its message."""
-    if isinstance(exc, JobTimeout):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """``exc`` as one line: its type and, when it has one, its message; the passwords of URLs
+    in it masked (it goes to dead letters, events and logs)."""
+    if isinstance(exc, JobTimeout | JobCrashed | HandlerError):
+        return redact(str(exc))
+    text = str(exc)
+    return redact(f"{type(exc).__name__}: {text}") if text else type(exc).__name__
 
 
 def decide(exc: BaseException, *, attempt: int, attempts: int, backoff: Backoff) -> Decision:
@@ -53,19 +57,22 @@ def decide(exc: BaseException, *, attempt: int, attempts: int, backoff: Backoff)
 
     ``RateLimited`` reschedules without spending an attempt; ``Discard`` dead-letters at once;
     ``JobCancelled`` (an operator's ``Queue.cancel``) dead-letters with reason ``cancelled``;
-    anything else (a ``JobTimeout`` of the worker's deadline too) retries with ``backoff``, or
-    with ``Retry.delay``, until the attempts run out.
+    anything else (a ``JobTimeout`` of the worker's deadline, a ``JobCrashed`` child process,
+    ``SystemExit`` too) retries with ``backoff``, or with ``Retry.delay``, until the attempts
+    run out.
     """
     error = describe(exc)
     if isinstance(exc, RateLimited):
         return Decision(Verdict.RATE_LIMITED, error, to_seconds(exc.delay),
                         queue_wide=exc.queue)
     if isinstance(exc, Discard):
-        return Decision(Verdict.DEAD, exc.reason, reason="discarded")
+        return Decision(Verdict.DEAD, redact(exc.reason), reason=DeadReason.DISCARDED)
     if isinstance(exc, JobCancelled):
         return Decision(Verdict.DEAD, str(exc), reason="cancelled")
     if attempt >= attempts:
-        return Decision(Verdict.DEAD, error, reason="failed")
+        crashed = isinstance(exc, JobCrashed)
+        return Decision(Verdict.DEAD, error,
+                        reason=DeadReason.CRASHED if crashed else DeadReason.FAILED)
     if isinstance(exc, Retry) and exc.delay is not None:
         delay = to_seconds(exc.delay)
     else:

@@ -96,7 +96,7 @@ class Worker:
                                  group=self.group, consumer=self.consumer,
                                  release=self.dispatcher.release, flush_wanted=self._acker.wanted,
                                  promote_wanted=self.maintenance.promote_wanted,
-                                 limit_queue=self._limit_queue)
+                                 limit_queue=self._limit_queue, stop=self._stopping.set)
         self.dispatcher.track_started = self._track_started
         self._cancels = CancelWatcher(None, self.keys)
         self._runner.cancels = self._cancels
@@ -171,6 +171,8 @@ class Worker:
                 background.cancel_scope.cancel()
         finally:
             self._stopping.set()
+            with anyio.CancelScope(shield=True):
+                await self._runner.close()
             self._stopped.set()
             if self._own_client and self._client is not None:
                 with anyio.CancelScope(shield=True):
@@ -190,6 +192,7 @@ class Worker:
                                          int(self.settings.queue.dedup_ttl * 1000),
                                          self.settings.queue.log_lines)
         self._cancels.client = client
+        await self._runner.start()
         try:
             await self.maintenance.heartbeat()
         except OutOfMemoryError:  # acks free memory: start anyway, the next heartbeat says so
