@@ -107,6 +107,12 @@ EVENT_FIELDS = frozenset({
     "deliveries",  # of a stalled entry
 })
 
+# -- the workers hash: consumer name -> heartbeat (JSON) -------------------------------------
+WORKER_FIELDS = frozenset({
+    "host", "pid", "concurrency", "group", "started_ms", "last_seen_ms", "processed", "failed",
+    "active",
+})
+
 # -- the meta hash: pause and rate limit, shared by every worker of the queue ----------------
 META_FIELDS = frozenset({"paused", "limited_until", "rl_max", "rl_ms", "rl_margin_ms"})
 
@@ -177,5 +183,6 @@ def protocol_literals() -> frozenset[str]:
     """Every name above: what a Lua script may spell out."""
     return (ENVELOPE_FIELDS | DEAD_FIELDS | DONE_FIELDS | STATUS_FIELDS | EVENT_FIELDS
             | META_FIELDS | CONTROL_FIELDS | AUDIT_FIELDS | METRIC_FIELDS | SCRIPT_WORDS
+            | WORKER_FIELDS
             | {str(m) for m in (*DeadReason, *JobState, *EventName, *JobAction)}
             | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, MARK_SEPARATOR, INDEX_RECORD})

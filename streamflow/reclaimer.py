@@ -15,19 +15,27 @@ async def reclaim_stalled(client: Any, keys: QueueKeys, level: int, *, group: st
                           consumer: str, min_idle_ms: int, count: int, max_stalled: int,
                           emit: bool = True, events_maxlen: int = 10_000,
                           dead_retention: list[Any] | None = None,
-                          ) -> tuple[list[Any], int]:
-    """Claim entries of ``level`` idle at least ``min_idle_ms``; dead-letter (reason
-    ``stalled``) those delivered more than ``max_stalled`` + 1 times.
+                          dead_after_ms: int | None = None) -> tuple[list[Any], int]:
+    """Claim entries of ``level`` idle at least ``min_idle_ms``; dead-letter those delivered
+    more than ``max_stalled`` + 1 times: reason ``killed_worker`` when the consumer holding one
+    is still registered with a heartbeat older than ``dead_after_ms`` (it died mid-job), else
+    ``stalled``.
+
+    ``dead_after_ms`` defaults to half ``min_idle_ms``: the heartbeat of a live holder is at most
+    a ``heartbeat_interval`` old, that of one that died with the entry at least ``min_idle_ms``
+    less a ``heartbeat_interval``, which tells them apart while ``stalled_interval`` is at least
+    4 ``heartbeat_interval`` (30 s and 5 s by default).
 
     Returns the claimed entries (``[[id, [f1, v1, ...]], ...]``) and how many went dead.
     """
     metrics_key, metrics_ttl = metrics_args(keys)
     claimed, dead = await scripts.call(
         client, scripts.RECLAIM_STALLED,
-        [keys.streams[level], keys.dead, keys.events, keys.where, metrics_key],
+        [keys.streams[level], keys.dead, keys.events, keys.where, metrics_key, keys.workers],
         [group, consumer, min_idle_ms, count, max_stalled, int(time.time() * 1000),
          keys.levels[level], "1" if emit else "0", events_maxlen,
-         *(dead_retention or [0, "0"]), metrics_ttl + MINUTE_MS])
+         *(dead_retention or [0, "0"]), metrics_ttl + MINUTE_MS,
+         min_idle_ms // 2 if dead_after_ms is None else dead_after_ms])
     return list(claimed), int(dead)
 
 

@@ -631,9 +631,10 @@ async def reclaim(client: Any, keys: QueueKeys, level: int, min_idle: int, max_s
                   ) -> tuple[Any, int]:
     claimed, dead = await scripts.call(
         client, scripts.RECLAIM_STALLED,
-        [keys.streams[level], keys.dead, keys.events, keys.where, keys.metrics_minute(0)],
+        [keys.streams[level], keys.dead, keys.events, keys.where, keys.metrics_minute(0),
+         keys.workers],
         [GROUP, "c2", min_idle, 100, max_stalled, now_ms(), keys.levels[level], "1",
-         EVENTS_MAXLEN, 0, "0", 60_000])
+         EVENTS_MAXLEN, 0, "0", 60_000, 30_000])
     return claimed, dead
 
 
@@ -663,6 +664,33 @@ async def test_reclaim_stalled_claims_idle_and_dead_letters_redelivered(
     assert (dead_fields["n"], dead_fields["d"], dead_fields["i"]) == ("twice", "2", "job_2")
     assert [(e["e"], e["i"]) for e in await events(client, keys)] == [
         ("stalled", "job_2"), ("reclaimed", f"normal:{once}")]
+
+
+async def test_reclaim_stalled_tells_a_job_that_killed_its_worker_from_a_stalled_one(
+    client: Any, keys: QueueKeys
+) -> None:
+    stream = keys.level("normal")
+    await create_groups(client, keys)
+    ids = {}
+    for holder in ("died", "alive", "stopped"):
+        ids[holder] = text(await client.xadd(stream, {"n": holder, "d": "1", "i": holder}))
+        await client.xreadgroup(GROUP, holder, {stream: ">"}, count=1)
+        await client.xclaim(stream, GROUP, holder, 0, [ids[holder]], idle=100_000,
+                            retrycount=2)
+    # "died" left its heartbeat behind, a minute old; "alive" beats; "stopped" deregistered
+    await client.hset(keys.workers, "died", orjson.dumps({"last_seen_ms": now_ms() - 60_000}))
+    await client.hset(keys.workers, "alive", orjson.dumps({"last_seen_ms": now_ms()}))
+
+    claimed, dead = await reclaim(client, keys, NORMAL, min_idle=60_000, max_stalled=1)
+
+    assert (claimed, dead) == ([], 3)
+    letters = {text(f)["i"]: text(f) for _, f in await client.xrange(keys.dead)}
+    assert {i: letter["x:reason"] for i, letter in letters.items()} == {
+        "died": "killed_worker", "alive": "stalled", "stopped": "stalled"}
+    assert letters["died"]["x:error"].startswith(
+        "delivered 2 times without finishing; its worker died died mid-job (no heartbeat for 60s")
+    assert sorted((e["i"], e["reason"]) for e in await events(client, keys)) == [
+        ("alive", "stalled"), ("died", "killed_worker"), ("stopped", "stalled")]
 
 
 async def test_reclaim_stalled_leaves_entries_not_idle_enough(

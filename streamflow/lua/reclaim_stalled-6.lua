@@ -1,6 +1,8 @@
 --[[
   reclaim_stalled: take over entries idle longer than min-idle from consumers that stopped,
-  or dead-letter those already delivered more than max-stalled + 1 times.
+  or dead-letter those already delivered more than max-stalled + 1 times: as killed_worker when
+  the consumer that held it last died mid-job (its heartbeat is still registered and stopped:
+  the job kills or freezes its workers), else as stalled.
   The min-idle guard of XCLAIM makes two reclaimers racing safe: only one gets each entry.
 
   KEYS[1]  level stream
@@ -8,6 +10,7 @@
   KEYS[3]  events stream
   KEYS[4]  where hash (job id -> entry of a job with an id): dead-lettered jobs leave it
   KEYS[5]  metrics hash of the current minute: field f counts dead-lettered jobs
+  KEYS[6]  workers hash (consumer -> heartbeat JSON with last_seen_ms)
 
   ARGV[1]  group
   ARGV[2]  consumer (the reclaiming worker)
@@ -21,19 +24,36 @@
   ARGV[10] dead letters to keep (exact MAXLEN; 0 keeps all)
   ARGV[11] drop dead letters older than this entry id (MINID; "0" for no age limit)
   ARGV[12] metrics TTL (ms)
+  ARGV[13] heartbeat age (ms) past which a registered consumer is taken as dead
 
   Returns  {claimed entries (XCLAIM reply: {{id, {f1, v1, ...}}, ...}), dead-lettered count}
-  Events   stalled (per dead-lettered entry), reclaimed (per claimed entry), with i (job id);
-           written when Redis is full too
+  Events   stalled (per dead-lettered entry, with deliveries and reason), reclaimed (per
+           claimed entry), with i (job id); written when Redis is full too
 ]]
 local rcall = redis.call
 --- @include "dead_letters"
 --- @include "job_id"
 --- @include "full_redis"
-local stream_key, dead_key, events_key = KEYS[1], KEYS[2], KEYS[3]
+local stream_key, dead_key, events_key, workers_key = KEYS[1], KEYS[2], KEYS[3], KEYS[6]
 local group, consumer, min_idle = ARGV[1], ARGV[2], ARGV[3]
 local max_stalled = tonumber(ARGV[5])
+local now = tonumber(ARGV[6])
 local emit = ARGV[8] == "1"
+local dead_after = tonumber(ARGV[13])
+
+-- a worker that stops cleanly removes its heartbeat; one that died (kill -9, os._exit, a
+-- segfault, the OOM killer) or froze leaves it behind, growing old
+local function silent_for(holder)
+  local beat = rcall("HGET", workers_key, holder)
+  if not beat then return nil end
+  local ok, record = pcall(cjson.decode, beat)
+  if not ok or type(record) ~= "table" or tonumber(record["last_seen_ms"]) == nil then
+    return nil
+  end
+  local silent = now - tonumber(record["last_seen_ms"])
+  if silent > dead_after then return silent end
+  return nil
+end
 
 local pending = rcall("XPENDING", stream_key, group, "IDLE", min_idle, "-", "+", ARGV[4])
 if #pending == 0 then return {{}, 0} end
@@ -43,12 +63,19 @@ allow_writes(stream_key, group)
 local to_claim = {}
 local dead = 0
 for _, item in ipairs(pending) do
-  local entry_id, deliveries = item[1], tonumber(item[4])
+  local entry_id, holder, deliveries = item[1], item[2], tonumber(item[4])
   if deliveries > max_stalled then
     local entry = rcall("XRANGE", stream_key, entry_id, entry_id)
     if entry[1] then
-      rcall("XADD", dead_key, "*", "x:reason", "stalled",
-        "x:error", "delivered " .. deliveries .. " times without finishing",
+      local reason = "stalled"
+      local text = "delivered " .. deliveries .. " times without finishing"
+      local silent = silent_for(holder)
+      if silent then
+        reason = "killed_worker"
+        text = text .. "; its worker " .. holder .. " died mid-job (no heartbeat for " ..
+          math.floor(silent / 1000) .. "s): the job kills or freezes the workers that run it"
+      end
+      rcall("XADD", dead_key, "*", "x:reason", reason, "x:error", text,
         "x:tb", "", "x:at", ARGV[6], "x:level", ARGV[7], "x:src", entry_id,
         unpack(entry[1][2]))
       dead = dead + 1
@@ -56,7 +83,7 @@ for _, item in ipairs(pending) do
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", ARGV[9], "*",
           "e", "stalled", "i", job_id_of(entry[1][2], ARGV[7], entry_id),
-          "deliveries", deliveries)
+          "deliveries", deliveries, "reason", reason)
       end
     end
     rcall("XACK", stream_key, group, entry_id)
