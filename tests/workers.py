@@ -11,11 +11,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_worker(redis_url: str, queue: str, *, consumer: str, concurrency: int = 4,
+                 app: str = "tests.apps:router", options: tuple[str, ...] = (),
                  **env: str) -> subprocess.Popen[bytes]:
-    """``streamflow worker QUEUE --app tests.apps:router`` as a child process."""
+    """``streamflow worker QUEUE --app tests.apps:router`` (or ``app``, with more command-line
+    ``options``) as a child process."""
     environment = {**os.environ, "STREAMFLOW_REDIS_URL": redis_url,
                    "STREAMFLOW_WORKER__BLOCK_MS": "200", **env}
     return subprocess.Popen(
-        [sys.executable, "-m", "streamflow", "worker", queue, "--app", "tests.apps:router",
-         "--consumer", consumer, "--concurrency", str(concurrency), "--log-level", "WARNING"],
+        [sys.executable, "-m", "streamflow", "worker", queue, "--app", app,
+         "--consumer", consumer, "--concurrency", str(concurrency), "--log-level", "WARNING",
+         *options],
         cwd=ROOT, env=environment)  # output goes to the test's captured stdout/stderr
