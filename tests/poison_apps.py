@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from streamflow import Job, Router
+from streamflow import Discard, Job, Retry, Router
 
 router = Router()
 _client: redis.Redis | None = None
@@ -77,3 +77,37 @@ def sleep_sync(job: Job) -> dict[str, Any]:
 @router.handler("leak_url")
 async def leak_url(job: Job) -> None:
     raise ConnectionError(f"cannot reach {job.data['url']}")
+
+
+@router.handler("echo")
+def echo(job: Job) -> dict[str, Any]:
+    return {"data": job.data, "attempt": job.attempt, "pid": os.getpid()}
+
+
+@router.handler("echo_async")
+async def echo_async(job: Job) -> dict[str, Any]:
+    return {"data": job.data, "pid": os.getpid()}
+
+
+@router.handler("discard")
+def discard(job: Job) -> None:
+    raise Discard(f"card declined, see {job.data['url']}")
+
+
+@router.handler("retry_once")
+async def retry_once(job: Job) -> int:
+    if job.attempt == 1:
+        raise Retry(0.01, "provider busy")
+    return job.attempt
+
+
+@router.handler("spin")
+def spin(job: Job) -> None:
+    _record(job)
+    while True:  # only a kill ends it
+        pass
+
+
+@router.handler("fail")
+def fail(job: Job) -> None:
+    raise ValueError(f"bad input {job.data}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+from functools import partial
 
 import pytest
 
@@ -104,7 +105,7 @@ async def test_a_job_that_kills_its_workers_is_dead_lettered_as_killed_worker(
         for n in (1, 2):  # the job kills one worker, then the one that reclaims it
             proc = start_worker(redis_url, queue_name, consumer=f"victim-{n}", app=APP, **env)
             try:
-                await wait_until(lambda: proc.poll() is not None, timeout=30)
+                await wait_until(partial(_ended, proc), timeout=30)
             finally:
                 stop(proc)
             assert proc.returncode == 7
@@ -138,6 +139,10 @@ async def test_sigterm_stops_a_worker_whose_sync_handlers_outlive_their_deadline
         finally:
             stop(proc)
         assert proc.returncode == 0
+
+
+def _ended(proc: subprocess.Popen[bytes]) -> bool:
+    return proc.poll() is not None
 
 
 async def _completed(q: Queue, n: int) -> bool:
