@@ -42,25 +42,39 @@ START_TIMEOUT = 60.0
 TRACEBACK_CHARS = 4000
 
 def import_path(handler: Callable[..., Any]) -> str:
-    """``module:qualname`` of ``handler``, checked to import back to the same object."""
+    """``module:qualname`` of ``handler``, checked to name the same object; a handler of the
+    ``__main__`` module is named by the module's own name (``python -m pkg.mod``)."""
     module = getattr(handler, "__module__", None)
     qualname = getattr(handler, "__qualname__", None)
-    path = f"{module}:{qualname}"
-    try:
-        importable = bool(module and qualname) and resolve(path) is handler
-    except (ImportError, AttributeError):
-        importable = False
+    importable = bool(module and qualname) and "<" not in str(qualname)
+    if importable and module == "__main__":
+        main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        try:
+            importable = spec is not None and _lookup(main, str(qualname)) is handler
+        except AttributeError:
+            importable = False
+        module = spec.name if spec is not None else module
+    elif importable:
+        try:
+            importable = resolve(f"{module}:{qualname}") is handler
+        except (ImportError, AttributeError):
+            importable = False
     if not importable:
         raise ConfigurationError(
             f"process isolation runs handlers in child processes, which import them by name: "
-            f"{handler!r} is not importable as module:name (define it at module level)")
-    return path
+            f"{handler!r} is not importable as module:name (define it at module level, in a "
+            f"module, not in a script run by path)")
+    return f"{module}:{qualname}"
 
 
 def resolve(path: str) -> Any:
     """The object named by ``module:qualname``."""
     module_name, _, qualname = path.partition(":")
-    target: Any = importlib.import_module(module_name)
+    return _lookup(importlib.import_module(module_name), qualname)
+
+
+def _lookup(target: Any, qualname: str) -> Any:
     for part in qualname.split("."):
         target = getattr(target, part)
     return target
