@@ -2,7 +2,8 @@
 
     python -m benchmarks.isolation URL [--jobs 2000] [--concurrency 2]
 
-Runs ``--jobs`` trivial jobs through one worker, with its handler (a plain function, so the
+Runs ``--jobs`` trivial jobs through one running worker (timed from the add: the children
+have started), with its handler (a plain function, so the
 unisolated run pays its thread hop too) run on the worker's threads, then in child processes
 (``isolation="process"``, one child per concurrency slot); then times a job that calls
 ``os._exit`` under isolation from ``add`` to its dead letter (one attempt), and the
@@ -40,11 +41,13 @@ async def run(url: str, jobs: int, concurrency: int, isolation: str) -> None:
     settings.worker.promote_interval = 0.01
     name = f"isolation-{isolation}"
     async with Queue(name, settings=settings) as q:
-        await q.add_bulk([("noop", PAYLOAD)] * jobs)
         worker = Worker(name, router, settings=settings, concurrency=concurrency)
         async with anyio.create_task_group() as tg:
-            started = time.perf_counter()
             tg.start_soon(lambda: worker.run(handle_signals=False))
+            while not worker.ready:  # the children have started
+                await anyio.sleep(0.005)
+            started = time.perf_counter()
+            await q.add_bulk([("noop", PAYLOAD)] * jobs)
             while worker.processed < jobs:
                 await anyio.sleep(0.005)
             elapsed = time.perf_counter() - started
