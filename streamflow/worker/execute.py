@@ -149,7 +149,7 @@ class JobRunner:
     def _failed(self, job: Job, exc: BaseException, span: Any) -> None:
         # SystemExit and KeyboardInterrupt raised by a handler fail its job, not the worker;
         # only the worker's own cancellation (shutdown grace over) goes on
-        if isinstance(exc, anyio.get_cancelled_exc_class()):
+        if isinstance(exc, anyio.get_cancelled_exc_class() | GeneratorExit):
             raise exc
         self.failed_run(job, exc, span)
 

@@ -130,14 +130,25 @@ class ProcessPool:
         """Start every child; ``ConfigurationError`` when one cannot import the handlers."""
         self._slots = anyio.Semaphore(self.processes)
         self._limiter = anyio.CapacityLimiter(self.processes)
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.processes):
-                tg.start_soon(self._start_one)
+        self._idle = await anyio.to_thread.run_sync(self._start_all)
 
-    async def _start_one(self) -> None:
-        self._idle.append(await anyio.to_thread.run_sync(self._spawn, limiter=self._limiter))
+    def _start_all(self) -> list[_Child]:
+        children = [self._launch() for _ in range(self.processes)]  # they start in parallel
+        try:
+            for child in children:
+                self._await_ready(child)
+        except BaseException:
+            for child in children:
+                self._drop(child)
+            raise
+        return children
 
     def _spawn(self) -> _Child:
+        child = self._launch()
+        self._await_ready(child)
+        return child
+
+    def _launch(self) -> _Child:
         # a fresh interpreter (not multiprocessing): it never re-runs the parent's __main__
         ours, theirs = socket.socketpair()
         with theirs:
@@ -146,6 +157,9 @@ class ProcessPool:
                 pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
         child = _Child(process, Connection(ours.detach()))
         self._children.add(child)
+        return child
+
+    def _await_ready(self, child: _Child) -> None:
         try:
             child.conn.send_bytes(orjson.dumps(
                 [self._paths, sys.path, logging.getLogger().getEffectiveLevel()]))
@@ -160,7 +174,6 @@ class ProcessPool:
         if not ready:
             self._drop(child)
             raise ConfigurationError(f"a handler process could not start: {detail}")
-        return child
 
     async def run(self, route: Route, job: Job, timeout: float | None) -> Any:
         """``route``'s handler on ``job`` in a child; ``JobTimeout`` past ``timeout`` seconds
