@@ -35,15 +35,7 @@ local stream_key, delayed_key, jobs_key, dead_key = KEYS[1], KEYS[2], KEYS[3], K
 local where_key, events_key, control_key, audit_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local job_id, entry_id, dead_id, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 
-local function parse(id)
-  local ms, seq = string.match(id, "^(%d+)-(%d+)$")
-  return tonumber(ms), tonumber(seq)
-end
-local function less(a, b)
-  local am, as = parse(a)
-  local bm, bs = parse(b)
-  return am < bm or (am == bm and as < bs)
-end
+--- @include "stream_ids"
 
 -- waiting | active | done | missing: where a stream entry stands for every group
 local function entry_state(key, id)

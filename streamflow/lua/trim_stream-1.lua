@@ -21,15 +21,7 @@ local stream_key = KEYS[1]
 
 if rcall("EXISTS", stream_key) == 0 then return 0 end
 
-local function parse(id)
-  local ms, seq = string.match(id, "^(%d+)-(%d+)$")
-  return tonumber(ms), tonumber(seq)
-end
-local function less(a, b)
-  local am, as = parse(a)
-  local bm, bs = parse(b)
-  return am < bm or (am == bm and as < bs)
-end
+--- @include "stream_ids"
 
 local groups = rcall("XINFO", "GROUPS", stream_key)
 if #groups == 0 then return 0 end

@@ -32,15 +32,7 @@ local stream_key, delayed_key, jobs_key, where_key, events_key, audit_key =
   KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local job_id, entry_id, data = ARGV[1], ARGV[2], ARGV[5]
 
-local function parse(id)
-  local ms, seq = string.match(id, "^(%d+)-(%d+)$")
-  return tonumber(ms), tonumber(seq)
-end
-local function less(a, b)
-  local am, as = parse(a)
-  local bm, bs = parse(b)
-  return am < bm or (am == bm and as < bs)
-end
+--- @include "stream_ids"
 
 local function finish(state, old_size)
   if ARGV[7] == "1" then
