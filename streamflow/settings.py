@@ -84,6 +84,9 @@ class QueueDefaults(BaseModel):
     events_maxlen: int = Field(10_000, ge=0)
     durability: Durability = "none"
     replicated_timeout: float = Field(1.0, gt=0)
+    partitions: int = Field(1, ge=1, le=1024)
+    """Partitions of a queue: N copies of its key layout, spread over Redis Cluster shards
+    (README "Scaling out"). Fixed once the queue holds jobs."""
 
     @property
     def emit_all(self) -> bool:

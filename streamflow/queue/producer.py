@@ -30,6 +30,8 @@ class JobSpec:
     timeout: float | None = None
     track: bool = False
     keep_result: bool | None = None
+    key: str | None = None
+    """Routing key of a partitioned queue: jobs of one key go to one partition."""
 
 
 class Producer(QueueBase):

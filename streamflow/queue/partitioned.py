@@ -1,0 +1,272 @@
+"""A queue of N partitions: routing of adds, and operations that span every partition.
+
+Partition ``i`` is a whole queue layout under the hash tag ``{name#i}`` (`QueueKeys.part`);
+``Queue.partition(i)`` is a handle on it alone. The partition count lives in the unpartitioned
+``meta`` hash (``partitions``); opening a queue that holds jobs with another count is refused
+(`PartitionMismatch`). With one partition nothing here runs on the add path.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from typing import Any, Self
+
+from .. import scripts
+from ..backoff import Backoff
+from ..errors import InvalidJob, PartitionMismatch
+from ..inspect import DeadEntry, JobInfo, LevelCounts, QueueCounts, read_counts
+from ..keys import QueueKeys
+from ..metrics import metrics_for
+from ..partitions import RoundRobin, check_partitions, partition_for
+from ..settings import Durability, StreamflowSettings
+from ..telemetry import publish_span
+from .admin import Admin
+from .base import CHUNK, ensure_groups
+from .getters import Getters
+from .producer import JobSpec, Producer
+
+PARTITIONS_FIELD = "partitions"
+"""Field of the unpartitioned meta hash that holds a partitioned queue's partition count."""
+
+
+class Partitioned(Producer, Admin, Getters):
+    """Spreads a queue over ``partitions``; with one partition, the plain queue."""
+
+    def __init__(self, name: str, *, url: str | None = None,
+                 settings: StreamflowSettings | None = None, client: Any = None,
+                 durability: Durability | None = None, partitions: int | None = None) -> None:
+        super().__init__(name, url=url, settings=settings, client=client,
+                         durability=durability)
+        self.partitions = check_partitions(partitions or self.settings.queue.partitions)
+        self.partition_index: int | None = None
+        """Which partition this handle is, when it is one (`partition`)."""
+        self._views: dict[int, Self] = {}
+        self._round_robin = RoundRobin(self.partitions)
+
+    def partition(self, index: int) -> Self:
+        """A handle on partition ``index`` alone (same client): counts, dead letters, drain..."""
+        if not 0 <= index < self.partitions:
+            raise ValueError(f"partition {index} does not exist: the queue has "
+                             f"{self.partitions}")
+        view = self._views.get(index)
+        if view is None:
+            view = copy.copy(self)
+            view._client = self.client
+            view._own_client = False
+            view.keys = self.keys.part(index)
+            view.partitions = 1
+            view.partition_index = index
+            view._views = {}
+            self._views[index] = view
+        return view
+
+    @property
+    def partition_keys(self) -> list[QueueKeys]:
+        """The keys of every partition (the queue's own keys when it has one)."""
+        if self.partitions == 1:
+            return [self.keys]
+        return [self.keys.part(i) for i in range(self.partitions)]
+
+    def route(self, key: str | None = None, job_id: str | None = None) -> int:
+        """The partition of a job: by ``key``, else by ``job_id``, else round-robin."""
+        if self.partitions == 1:
+            return 0
+        if key is not None:
+            return partition_for(key, self.partitions)
+        if job_id is not None:
+            return partition_for(job_id, self.partitions)
+        return next(self._round_robin)
+
+    async def ensure_group(self, group: str | None = None) -> None:
+        """Create the consumer group on every level stream of every partition; check (and on
+        an empty queue, record) the partition count."""
+        if self.partition_index is not None:
+            await super().ensure_group(group)
+            return
+        await check_partition_count(self.client, self.keys, self.partitions,
+                                    group or self.settings.worker.group)
+        if self.partitions == 1:
+            await super().ensure_group(group)
+            return
+        for keys in self.partition_keys:
+            await ensure_groups(self.client, keys, group or self.settings.worker.group)
+
+    async def add(self, name: str, data: Any = None, *, priority: str | None = None,
+                  delay: timedelta | float | None = None, job_id: str | None = None,
+                  attempts: int | None = None, backoff: Backoff | None = None,
+                  timeout: float | None = None, track: bool = False,
+                  keep_result: bool | None = None, durability: Durability | None = None,
+                  key: str | None = None) -> str | None:
+        """Add one job (see `Producer.add`); ``key`` routes it on a partitioned queue: every
+        job of one key goes to the same partition (README "Scaling out")."""
+        target = self if self.partitions == 1 else self.partition(self.route(key, job_id))
+        return await Producer.add(target, name, data, priority=priority, delay=delay,
+                                  job_id=job_id, attempts=attempts, backoff=backoff,
+                                  timeout=timeout, track=track, keep_result=keep_result,
+                                  durability=durability)
+
+    async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]], *,
+                       durability: Durability | None = None) -> list[str | None]:
+        """Add many jobs (see `Producer.add_bulk`); on a partitioned queue grouped by
+        partition, one script call per chunk of a partition, all in one pipeline."""
+        if self.partitions == 1:
+            return await super().add_bulk(jobs, durability=durability)
+        specs = [job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]) for job in jobs]
+        if not specs:
+            return []
+        groups: dict[int, list[int]] = {}
+        for index, spec in enumerate(specs):
+            if spec.job_id is not None and not spec.job_id:
+                raise InvalidJob("job_id must be a non-empty string")
+            groups.setdefault(self.route(spec.key, spec.job_id), []).append(index)
+        with publish_span(self.name, specs[0].name, specs[0].priority
+                          or self.settings.default_level, len(specs)) as (_, carrier):
+            commands: list[scripts.Command] = []
+            order: list[int] = []
+            for partition, indexes in sorted(groups.items()):
+                view = self.partition(partition)
+                for start in range(0, len(indexes), CHUNK):
+                    chunk = indexes[start:start + CHUNK]
+                    keys, args = view._add_command([specs[i] for i in chunk], carrier)
+                    commands.append(scripts.ADD_JOBS.command(keys, args))
+                    order += chunk
+            sent = await self._send_adds(commands, durability)
+        ids: list[str | None] = [None] * len(specs)
+        for index, job_id in zip(order, sent, strict=True):
+            ids[index] = job_id
+        metrics_for(self.name).added_specs(specs, ids, self.settings.default_level)
+        return ids
+
+    async def counts(self, group: str | None = None) -> QueueCounts:
+        """Counts summed over the partitions (``consumers``: the most any partition has)."""
+        if self.partitions == 1:
+            return await super().counts(group)
+        return sum_counts([await read_counts(self.client, keys,
+                                             group or self.settings.worker.group)
+                           for keys in self.partition_keys])
+
+    async def is_paused(self) -> bool:
+        """Whether the queue (any partition of it) is paused."""
+        if self.partitions == 1:
+            return await super().is_paused()
+        return any([await self.partition(i).is_paused() for i in range(self.partitions)])
+
+    async def _set_paused(self, paused: bool) -> None:
+        if self.partitions == 1:
+            await super()._set_paused(paused)
+            return
+        for i in range(self.partitions):
+            await self.partition(i)._set_paused(paused)
+
+    async def set_rate_limit(self, max_jobs: int, per: timedelta | float, *,
+                             margin: timedelta | float = 0.025) -> None:
+        """See `Admin.set_rate_limit`; on a partitioned queue the limit holds per partition."""
+        for view in self._each():
+            await Admin.set_rate_limit(view, max_jobs, per, margin=margin)
+
+    async def clear_rate_limit(self) -> None:
+        """Remove the rate limit (of every partition)."""
+        for view in self._each():
+            await Admin.clear_rate_limit(view)
+
+    async def rate_limit(self, delay: timedelta | float) -> None:
+        """Stop every worker of every partition fetching for ``delay``."""
+        for view in self._each():
+            await Admin.rate_limit(view, delay)
+
+    async def get_job(self, job_id: str, *, key: str | None = None) -> JobInfo | None:
+        """See `Getters.get_job`; a job added with a ``key`` is found with the same key."""
+        target = self if self.partitions == 1 else self.partition(self.route(key, job_id))
+        return await Getters.get_job(target, job_id)
+
+    async def dead(self, count: int = 100, start: str = "-") -> list[DeadEntry]:
+        """Dead-lettered jobs, oldest first; on a partitioned queue up to ``count`` from each
+        partition merged by failure time (``start`` is a cursor of one partition: page
+        through ``partition(i).dead()`` instead)."""
+        if self.partitions == 1:
+            return await super().dead(count, start)
+        merged: list[DeadEntry] = []
+        for view in self._each():
+            merged += await Getters.dead(view, count, start)
+        return sorted(merged, key=lambda entry: entry["failed_at_ms"])[:count]
+
+    async def drain(self, group: str | None = None) -> int:
+        """Remove waiting and delayed jobs of every partition (see `Admin.drain`)."""
+        return sum([await Admin.drain(view, group) for view in self._each()])
+
+    async def obliterate(self, *, force: bool = False) -> int:
+        """Delete every key of every partition (see `Admin.obliterate`)."""
+        if self.partitions == 1:
+            return await super().obliterate(force=force)
+        deleted = 0
+        for view in self._each():
+            deleted += await Admin.obliterate(view, force=force)
+        return deleted + int(await self.client.delete(self.keys.meta))
+
+    async def retry_dead(self, entry_ids: Sequence[str] | None = None) -> int:
+        """See `Admin.retry_dead`; entry ids are per partition: on a partitioned queue pass
+        them to ``partition(i).retry_dead``."""
+        if self.partitions > 1 and entry_ids is not None:
+            raise ValueError("dead-letter entry ids are per partition: use "
+                             "queue.partition(i).retry_dead(ids)")
+        return sum([await Admin.retry_dead(view, entry_ids) for view in self._each()])
+
+    async def purge_dead(self, entry_ids: Sequence[str] | None = None) -> int:
+        """See `Admin.purge_dead`; entry ids are per partition (as `retry_dead`)."""
+        if self.partitions > 1 and entry_ids is not None:
+            raise ValueError("dead-letter entry ids are per partition: use "
+                             "queue.partition(i).purge_dead(ids)")
+        return sum([await Admin.purge_dead(view, entry_ids) for view in self._each()])
+
+    def _each(self) -> list[Self]:
+        if self.partitions == 1:
+            return [self]
+        return [self.partition(i) for i in range(self.partitions)]
+
+
+def sum_counts(parts: Sequence[QueueCounts]) -> QueueCounts:
+    """The counts of a partitioned queue from those of its partitions."""
+    levels: dict[str, LevelCounts] = {}
+    for counts in parts:
+        for level, c in counts["levels"].items():
+            total = levels.setdefault(level, LevelCounts(length=0, waiting=0, pending=0))
+            for field in ("length", "waiting", "pending"):
+                total[field] += c[field]
+    return QueueCounts(
+        levels=levels,
+        waiting=sum(c["waiting"] for c in parts),
+        pending=sum(c["pending"] for c in parts),
+        delayed=sum(c["delayed"] for c in parts),
+        dead=sum(c["dead"] for c in parts),
+        consumers=max((c["consumers"] for c in parts), default=0),
+        groups=sorted({g for c in parts for g in c["groups"]}),
+        paused=any(c["paused"] for c in parts),
+    )
+
+
+async def stored_partitions(client: Any, keys: QueueKeys) -> int:
+    """The partition count recorded for a queue (1 when none is)."""
+    raw = await client.hget(keys.meta, PARTITIONS_FIELD)
+    return int(raw) if raw else 1
+
+
+async def check_partition_count(client: Any, keys: QueueKeys, partitions: int,
+                                group: str) -> None:
+    """Record ``partitions`` for the queue of ``keys`` (its unpartitioned keys); refuse with
+    `PartitionMismatch` when another count is recorded and that layout holds jobs (waiting,
+    in flight or delayed). A plain queue (one partition) records nothing."""
+    stored = await stored_partitions(client, keys)
+    if stored == partitions:
+        return
+    layout = [keys] if stored == 1 else [keys.part(i) for i in range(stored)]
+    held = sum_counts([await read_counts(client, part, group) for part in layout])
+    if held["waiting"] or held["pending"] or held["delayed"]:
+        raise PartitionMismatch(
+            f"queue {keys.queue!r} has {stored} partition(s) holding jobs; it cannot be opened "
+            f"with {partitions} (README 'Scaling out' shows how to change the count)")
+    if partitions == 1:
+        await client.hdel(keys.meta, PARTITIONS_FIELD)
+    else:
+        await client.hset(keys.meta, PARTITIONS_FIELD, partitions)
