@@ -40,6 +40,7 @@ class QueueKeys:
     repeat_last: str = field(init=False)
     meta: str = field(init=False)
     limiter: str = field(init=False)
+    keylocks: str = field(init=False)
 
     def __post_init__(self) -> None:
         check_queue_name(self.queue)
@@ -49,7 +50,7 @@ class QueueKeys:
         put(self, "base", base)
         put(self, "streams", tuple(f"{base}:p:{level}" for level in self.levels))
         for name in ("delayed", "jobs", "dead", "events", "done", "workers", "repeat", "meta",
-                     "limiter"):
+                     "limiter", "keylocks"):
             put(self, name, f"{base}:{name}")
         put(self, "repeat_last", f"{base}:repeat:last")
 
@@ -64,6 +65,10 @@ class QueueKeys:
     def dedup(self, job_id: str) -> str:
         """The idempotency mark of a caller-given job id."""
         return f"{self.base}:dedup:{job_id}"
+
+    def held(self, key: str) -> str:
+        """The jobs of ``key`` waiting for the one that runs (ordered queues)."""
+        return f"{self.base}:held:{key}"
 
     def status(self, job_id: str) -> str:
         """The status record of a tracked job."""

@@ -8,7 +8,7 @@ Envelope (one stream entry per job; only the fields that carry information):
 ``n`` name, ``d`` data (JSON), ``i`` job id (absent on a first attempt added without one:
 its id is then ``<level>:<entry id>``, see ``implicit_job_id``), ``a`` attempt when > 1,
 ``t`` enqueue time (ms) when it differs from the entry id's, ``o`` options (JSON),
-``tp`` / ``ts`` W3C traceparent / tracestate.
+``tp`` / ``ts`` W3C traceparent / tracestate, ``k`` the key of a job of an ordered queue.
 """
 
 from __future__ import annotations
@@ -24,7 +24,11 @@ F_ENQUEUED = b"t"
 F_OPTIONS = b"o"
 F_TRACEPARENT = b"tp"
 F_TRACESTATE = b"ts"
-ENVELOPE_FIELDS = frozenset({"n", "d", "i", "a", "t", "o", "tp", "ts"})
+F_KEY = b"k"
+ENVELOPE_FIELDS = frozenset({"n", "d", "i", "a", "t", "o", "tp", "ts", "k"})
+
+HELD_SEPARATOR = "|"
+"""Between the due time and the job id in an item of a held list (ordered queues)."""
 
 # -- dead letters: the envelope plus these --------------------------------------------------
 DEAD_PREFIX = b"x:"
@@ -131,4 +135,5 @@ def protocol_literals() -> frozenset[str]:
     """Every name above: what a Lua script may spell out."""
     return (ENVELOPE_FIELDS | DEAD_FIELDS | DONE_FIELDS | STATUS_FIELDS | EVENT_FIELDS
             | META_FIELDS | {str(m) for m in (*DeadReason, *JobState, *EventName)}
-            | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, MARK_SEPARATOR})
+            | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, MARK_SEPARATOR,
+               HELD_SEPARATOR})

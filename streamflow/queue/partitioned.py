@@ -25,6 +25,7 @@ from ..telemetry import publish_span
 from .admin import Admin
 from .base import CHUNK, ensure_groups
 from .getters import Getters
+from .ordered import ordered_add_command
 from .producer import JobSpec, Producer
 
 PARTITIONS_FIELD = "partitions"
@@ -36,10 +37,13 @@ class Partitioned(Producer, Admin, Getters):
 
     def __init__(self, name: str, *, url: str | None = None,
                  settings: StreamflowSettings | None = None, client: Any = None,
-                 durability: Durability | None = None, partitions: int | None = None) -> None:
+                 durability: Durability | None = None, partitions: int | None = None,
+                 ordered: bool | None = None) -> None:
         super().__init__(name, url=url, settings=settings, client=client,
                          durability=durability)
         self.partitions = check_partitions(partitions or self.settings.queue.partitions)
+        self.ordered = self.settings.queue.ordered if ordered is None else ordered
+        """Per-key order for jobs added with a ``key`` (README "Scaling out")."""
         self.partition_index: int | None = None
         """Which partition this handle is, when it is one (`partition`)."""
         self._views: dict[int, Self] = {}
@@ -101,6 +105,10 @@ class Partitioned(Producer, Admin, Getters):
                   key: str | None = None) -> str | None:
         """Add one job (see `Producer.add`); ``key`` routes it on a partitioned queue: every
         job of one key goes to the same partition (README "Scaling out")."""
+        if key is not None and self.ordered:
+            spec = JobSpec(name, data, priority, delay, job_id, attempts, backoff, timeout,
+                           track, keep_result, key)
+            return (await self.add_bulk([spec], durability=durability))[0]
         target = self if self.partitions == 1 else self.partition(self.route(key, job_id))
         return await Producer.add(target, name, data, priority=priority, delay=delay,
                                   job_id=job_id, attempts=attempts, backoff=backoff,
@@ -111,7 +119,7 @@ class Partitioned(Producer, Admin, Getters):
                        durability: Durability | None = None) -> list[str | None]:
         """Add many jobs (see `Producer.add_bulk`); on a partitioned queue grouped by
         partition, one script call per chunk of a partition, all in one pipeline."""
-        if self.partitions == 1:
+        if self.partitions == 1 and not self.ordered:
             return await super().add_bulk(jobs, durability=durability)
         specs = [job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]) for job in jobs]
         if not specs:
@@ -126,11 +134,18 @@ class Partitioned(Producer, Admin, Getters):
             commands: list[scripts.Command] = []
             order: list[int] = []
             for partition, indexes in sorted(groups.items()):
-                view = self.partition(partition)
-                for start in range(0, len(indexes), CHUNK):
-                    chunk = indexes[start:start + CHUNK]
+                view = self if self.partitions == 1 else self.partition(partition)
+                keyed = [i for i in indexes if self.ordered and specs[i].key is not None]
+                plain = [i for i in indexes if not self.ordered or specs[i].key is None]
+                for start in range(0, len(plain), CHUNK):
+                    chunk = plain[start:start + CHUNK]
                     keys, args = view._add_command([specs[i] for i in chunk], carrier)
                     commands.append(scripts.ADD_JOBS.command(keys, args))
+                    order += chunk
+                for start in range(0, len(keyed), CHUNK):
+                    chunk = keyed[start:start + CHUNK]
+                    commands.append(ordered_add_command(view, [specs[i] for i in chunk],
+                                                        carrier))
                     order += chunk
             sent = await self._send_adds(commands, durability)
         ids: list[str | None] = [None] * len(specs)
@@ -193,17 +208,24 @@ class Partitioned(Producer, Admin, Getters):
         return sorted(merged, key=lambda entry: entry["failed_at_ms"])[:count]
 
     async def drain(self, group: str | None = None) -> int:
-        """Remove waiting and delayed jobs of every partition (see `Admin.drain`)."""
-        return sum([await Admin.drain(view, group) for view in self._each()])
+        """Remove waiting and delayed jobs of every partition (see `Admin.drain`); on an
+        ordered queue also the held jobs and the key locks."""
+        drained = 0
+        for view in self._each():
+            drained += await Admin.drain(view, group)
+            if self.ordered:  # held jobs' envelopes went with the jobs hash
+                await clear_key_order(self.client, view.keys)
+        return drained
 
     async def obliterate(self, *, force: bool = False) -> int:
         """Delete every key of every partition (see `Admin.obliterate`)."""
-        if self.partitions == 1:
-            return await super().obliterate(force=force)
         deleted = 0
         for view in self._each():
             deleted += await Admin.obliterate(view, force=force)
-        return deleted + int(await self.client.delete(self.keys.meta))
+            deleted += await clear_key_order(self.client, view.keys)
+        if self.partitions > 1:
+            deleted += int(await self.client.delete(self.keys.meta))
+        return deleted
 
     async def retry_dead(self, entry_ids: Sequence[str] | None = None) -> int:
         """See `Admin.retry_dead`; entry ids are per partition: on a partitioned queue pass
@@ -244,6 +266,21 @@ def sum_counts(parts: Sequence[QueueCounts]) -> QueueCounts:
         groups=sorted({g for c in parts for g in c["groups"]}),
         paused=any(c["paused"] for c in parts),
     )
+
+
+async def clear_key_order(client: Any, keys: QueueKeys) -> int:
+    """Delete the key locks and held lists of an ordered queue (partition); how many keys."""
+    deleted = int(await client.delete(keys.keylocks))
+    batch: list[Any] = []
+    pattern = "".join(f"\\{ch}" if ch in "[]?{}" else ch for ch in keys.held("*"))
+    async for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            deleted += int(await client.delete(*batch))
+            batch = []
+    if batch:
+        deleted += int(await client.delete(*batch))
+    return deleted
 
 
 async def stored_partitions(client: Any, keys: QueueKeys) -> int:
