@@ -35,6 +35,8 @@ class Dispatcher:
         self.progress: Any = None
         self.track_started: Callable[[Job], None] = lambda job: None
         self.shared: SharedCapacity | None = None
+        self.fetching = 0
+        """Entries asked for by a fetch in flight (partitions sharing capacity count them)."""
         """Set on the partitions of one worker: they share its concurrency."""
         self._outcomes = outcomes
         self._flush_wanted = flush_wanted
@@ -153,7 +155,7 @@ class SharedCapacity:
     @property
     def free(self) -> int:
         """Slots free across the partitions, capped at one partition's fair share."""
-        held = sum(len(dispatcher.held) for dispatcher in self.dispatchers)
+        held = sum(len(d.held) + d.fetching for d in self.dispatchers)
         return min(self.concurrency - held, self._share)
 
     def released(self) -> None:

@@ -108,7 +108,11 @@ class Fetcher:
                             await anyio.sleep(min(limited, PAUSE_CHECK_S))
                             continue
                         self.state = FetchState.FETCHING
-                        reply = await self._fetch(min(free, ws.batch_size))
+                        dispatcher.fetching = min(free, ws.batch_size)
+                        try:
+                            reply = await self._fetch(dispatcher.fetching)
+                        finally:
+                            dispatcher.fetching = 0
                         failures = 0
                         if isinstance(reply, int):  # 0: paused; -W: rate limited for W ms
                             self.state = FetchState.PAUSED if reply == 0 else FetchState.LIMITED
