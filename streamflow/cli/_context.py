@@ -193,6 +193,7 @@ def run_with_queue(ctx: typer.Context, name: str, fn: Callable[[Queue], Awaitabl
     async def main() -> T:
         try:
             await check_queue(queue, need, create)
+            await queue.discover()  # a partitioned queue: its partitions, summed
             return await fn(queue)
         finally:
             await queue.close()

@@ -15,6 +15,7 @@ import typer
 from ..discovery import known_queues, queue_exists
 from ..health import serve_health
 from ..logs import configure_logging
+from ..partitions import parse_partition_set
 from ..queue import Queue
 from ..router import Router
 from ..telemetry import configure_from_env
@@ -80,6 +81,8 @@ def worker(
         min=0, max=65535, help="Serve Prometheus /metrics on this port.")] = None,
     console_spans: Annotated[bool, typer.Option(
         "--console-spans", help="Print finished spans to stdout (local debugging).")] = False,
+    partitions: Annotated[str | None, typer.Option(
+        help="Only these partitions of a partitioned queue, e.g. 0-3 or 0,2,5-7.")] = None,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (in-flight jobs finish within the shutdown grace)."""
     level = getattr(logging, log_level.upper(), None)
@@ -92,10 +95,14 @@ def worker(
     metrics_text = configure_from_env(console=console_spans, prometheus=metrics_port is not None)
     if metrics_port is not None and metrics_text is None:
         raise fail("--metrics-port needs the Prometheus exporter: pip install 'streamflow[otel]'")
+    try:
+        chosen = parse_partition_set(partitions) if partitions is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--partitions") from None
     settings = settings_of(ctx)
     try:
         runner = Worker(queue, target, settings=settings, concurrency=concurrency, group=group,
-                        consumer=consumer)
+                        consumer=consumer, partitions=chosen)
     except ValueError as exc:  # a queue name that is not one
         raise typer.BadParameter(str(exc)) from None
 

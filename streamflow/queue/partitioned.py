@@ -42,12 +42,24 @@ class Partitioned(Producer, Admin, Getters):
         super().__init__(name, url=url, settings=settings, client=client,
                          durability=durability)
         self.partitions = check_partitions(partitions or self.settings.queue.partitions)
+        self._count_given = partitions is not None or self.partitions > 1
         self.ordered = self.settings.queue.ordered if ordered is None else ordered
         """Per-key order for jobs added with a ``key`` (README "Scaling out")."""
         self.partition_index: int | None = None
         """Which partition this handle is, when it is one (`partition`)."""
         self._views: dict[int, Self] = {}
         self._round_robin = RoundRobin(self.partitions)
+
+    async def discover(self) -> int:
+        """Adopt the partition count the queue recorded, unless this handle was given one
+        (``partitions=`` or the setting); returns the count in use. ``async with`` does it."""
+        if not self._count_given and self.partition_index is None:
+            stored = await stored_partitions(self.client, self.keys)
+            if stored != self.partitions:
+                self.partitions = stored
+                self._round_robin = RoundRobin(stored)
+                self._views = {}
+        return self.partitions
 
     def partition(self, index: int) -> Self:
         """A handle on partition ``index`` alone (same client): counts, dead letters, drain..."""
@@ -89,6 +101,7 @@ class Partitioned(Producer, Admin, Getters):
         if self.partition_index is not None:
             await super().ensure_group(group)
             return
+        await self.discover()
         await check_partition_count(self.client, self.keys, self.partitions,
                                     group or self.settings.worker.group)
         if self.partitions == 1:

@@ -223,3 +223,35 @@ async def test_a_dead_job_lets_the_next_job_of_its_key_go(redis_url: str,
 async def _settled(q: Queue) -> bool:
     counts = await q.counts()
     return counts["waiting"] == 0 and counts["pending"] == 0 and counts["delayed"] == 0
+
+
+def test_cli_stats_and_pending_sum_the_partitions(redis_url: str, queue_name: str) -> None:
+    from typer.testing import CliRunner
+
+    from streamflow.cli import app
+
+    async def fill() -> None:
+        async with Queue(queue_name, settings=fast_settings(redis_url), partitions=3) as q:
+            await q.add_bulk([JobSpec("j", i, key=f"k{i}") for i in range(30)])
+
+    anyio.run(fill)
+    runner = CliRunner()
+    result = runner.invoke(app, ["--redis-url", redis_url, "stats", queue_name, "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"waiting":30' in result.output.replace(" ", "")
+    result = runner.invoke(app, ["--redis-url", redis_url, "pending", queue_name, "--json"])
+    assert result.exit_code == 0 and '"2:normal"' in result.output, result.output
+    bad = runner.invoke(app, ["--redis-url", redis_url, "worker", queue_name,
+                              "--app", "tests.support:fast_settings", "--partitions", "2-x"])
+    assert bad.exit_code == 2 and "bad partition set" in bad.stderr
+    outside = runner.invoke(app, ["--redis-url", redis_url, "worker", queue_name,
+                                  "--app", "tests.support:fast_settings", "--partitions", "1-4"])
+    assert outside.exit_code == 2 and "partition 3 does not exist" in outside.stderr, (
+        outside.output)
+
+    async def clean() -> None:
+        async with Queue(queue_name, settings=fast_settings(redis_url)) as q:
+            assert q.partitions == 3, "the recorded count is adopted"
+            await q.obliterate(force=True)
+
+    anyio.run(clean)
