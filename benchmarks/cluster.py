@@ -2,14 +2,16 @@
 each shard spent (``INFO cpu``, ``INFO commandstats``), to show the work spreads evenly.
 
     python -m benchmarks.cluster [--jobs 60000] [--partitions 6] [--masters 1,3]
-                                 [--workers 2] [--concurrency 100]
+                                 [--workers 2] [--concurrency 100] [--no-place]
 
 Each run starts a fresh cluster (masters only) on loopback ports, enqueues ``--jobs`` jobs with
 distinct keys into a queue of ``--partitions`` partitions, then runs ``--workers`` worker
-processes until all are done. Reported per shard: how many partitions it holds, the Redis CPU
-seconds it used during processing, and its share of all shards' CPU. On a machine with fewer
-cores than masters + workers the absolute jobs/s is capped by the machine, not by Redis; the
-per-shard split is the figure that carries over to N masters on N machines.
+processes until all are done. Before enqueueing, the slot of partition i is moved to master
+i mod M (``--no-place`` leaves them where the hash tags fall). Reported per shard: how many
+partitions it holds, the Redis CPU seconds it used during processing, and its share of all
+shards' CPU. On a machine with fewer cores than masters + workers the absolute jobs/s is
+capped by the machine, not by Redis; the per-shard split is the figure that carries over to
+N masters on N machines.
 """
 
 from __future__ import annotations
@@ -65,15 +67,27 @@ def partitions_per_shard(topology: ClusterTopology, partitions: int) -> dict[int
     return counts
 
 
+def place_partitions(topology: ClusterTopology, partitions: int) -> None:
+    """Move the (still empty) slot of partition i to master i mod M: hash tags alone land
+    unevenly (6 partitions of this queue fall 1/1/4 on 3 masters); docs/benchmarks.md."""
+    from redis.crc import key_slot
+
+    from streamflow.keys import QueueKeys
+
+    for partition in range(partitions):
+        slot = key_slot(QueueKeys(QUEUE, "bench", partition=partition).meta.encode())
+        topology.migrate_slot(slot, topology.nodes[partition % len(topology.nodes)])
+
+
 def worker_process(url: str, partitions: int, concurrency: int, stop_at: int,
                    done: Any) -> None:
+    async def handler(job: Job) -> None:
+        with done.get_lock():
+            done.value += 1
+
     async def main() -> None:
         worker = Worker(QUEUE, handler, settings=settings_for(url, partitions),
                         concurrency=concurrency)
-
-        async def handler(job: Job) -> None:
-            with done.get_lock():
-                done.value += 1
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: worker.run(handle_signals=False))
@@ -94,10 +108,12 @@ async def enqueue(url: str, partitions: int, jobs: int) -> float:
 
 
 def run_once(masters: int, jobs: int, partitions: int, workers: int,
-             concurrency: int) -> dict[str, Any]:
+             concurrency: int, place: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder, \
             ClusterTopology(Path(folder), masters=masters) as topology:
         url = topology.url
+        if place:
+            place_partitions(topology, partitions)
         enqueue_per_s = anyio.run(enqueue, url, partitions, jobs)
         done = multiprocessing.Value("q", 0)
         before = shard_cpu(topology)
@@ -117,7 +133,8 @@ def run_once(masters: int, jobs: int, partitions: int, workers: int,
     shards = [{"partitions": held[port], "redis_cpu_s": round(cpu[port], 2),
                "cpu_share": round(cpu[port] / total_cpu, 3),
                "commands": after[port][1] - before[port][1]} for port in sorted(cpu)]
-    return {"masters": masters, "partitions": partitions, "jobs": jobs, "workers": workers,
+    return {"masters": masters, "partitions": partitions, "placed": place, "jobs": jobs,
+            "workers": workers,
             "enqueue_per_s": round(enqueue_per_s), "process_per_s": round(jobs / elapsed),
             "processed": done.value, "shards": shards}
 
@@ -129,10 +146,13 @@ def main() -> None:
     parser.add_argument("--masters", default="1,3")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=100)
+    parser.add_argument("--no-place", action="store_true",
+                        help="Leave partitions where their hash tags fall.")
     args = parser.parse_args()
     os.environ.setdefault("STREAMFLOW_TEST_DOCKER", "0")
     for masters in (int(m) for m in args.masters.split(",")):
-        emit(run_once(masters, args.jobs, args.partitions, args.workers, args.concurrency))
+        emit(run_once(masters, args.jobs, args.partitions, args.workers, args.concurrency,
+                      not args.no_place))
 
 
 if __name__ == "__main__":
