@@ -16,7 +16,7 @@ from typing import Any, Self
 from .. import scripts
 from ..backoff import Backoff
 from ..errors import InvalidJob, PartitionMismatch
-from ..inspect import DeadEntry, JobInfo, LevelCounts, QueueCounts, read_counts
+from ..inspect import DeadEntry, JobInfo, LevelCounts, QueueCounts, RepeatInfo, read_counts
 from ..keys import QueueKeys
 from ..metrics import metrics_for
 from ..partitions import RoundRobin, check_partitions, partition_for
@@ -254,6 +254,21 @@ class Partitioned(Producer, Admin, Getters):
             raise ValueError("dead-letter entry ids are per partition: use "
                              "queue.partition(i).purge_dead(ids)")
         return sum([await Admin.purge_dead(view, entry_ids) for view in self._each()])
+
+    async def repeat(self, *args: Any, **kwargs: Any) -> str:
+        """See `Admin.repeat`; a partitioned queue's repeatable jobs live in partition 0."""
+        return await Admin.repeat(self._first(), *args, **kwargs)
+
+    async def remove_repeat(self, key: str) -> bool:
+        """See `Admin.remove_repeat`."""
+        return await Admin.remove_repeat(self._first(), key)
+
+    async def repeats(self) -> list[RepeatInfo]:
+        """See `Getters.repeats`."""
+        return await Getters.repeats(self._first())
+
+    def _first(self) -> Self:
+        return self if self.partitions == 1 else self.partition(0)
 
     def _each(self) -> list[Self]:
         if self.partitions == 1:

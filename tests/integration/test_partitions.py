@@ -255,3 +255,17 @@ def test_cli_stats_and_pending_sum_the_partitions(redis_url: str, queue_name: st
             await q.obliterate(force=True)
 
     anyio.run(clean)
+
+
+async def test_repeatable_jobs_of_a_partitioned_queue_fire(redis_url: str,
+                                                           queue_name: str) -> None:
+    settings = fast_settings(redis_url)
+    ticks: list[str] = []
+    async with Queue(queue_name, settings=settings, partitions=3) as q:
+        key = await q.repeat("tick", None, every=0.05)
+        assert [r["key"] for r in await q.repeats()] == [key]
+        async with running(Worker(queue_name, lambda job: ticks.append(job.id),
+                                  settings=settings)):
+            await wait_until(lambda: len(ticks) >= 2)
+        assert await q.remove_repeat(key)
+        await q.obliterate(force=True)
