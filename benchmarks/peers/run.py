@@ -61,7 +61,7 @@ class PeerResult:
 
 
 KEPT_MARKER = "<!-- kept by hand below: not generated -->"
-"""What follows this line in docs/benchmarks.md survives a new peers run (the Cluster table)."""
+"""What follows this line in docs/benchmarks.md survives a new peers run (soak, Cluster)."""
 
 
 def free_port() -> int:
