@@ -20,8 +20,11 @@ from ..codec import delayed_record, encode_data, envelope_fields
 from ..errors import InvalidJob
 from ..job import JobOptions
 from ..keys import QueueKeys
-from ..protocol import F_KEY
+from ..protocol import DEAD_PREFIX, F_ID, F_KEY, DeadReason
 from ..settings import to_ms, to_seconds
+
+STALLED_REASON_FIELD = DEAD_PREFIX + b"reason"
+STALLED = DeadReason.STALLED.value.encode()
 
 if TYPE_CHECKING:
     from .producer import JobSpec, Producer
@@ -63,6 +66,22 @@ def ordered_add_command(queue: Producer, specs: Sequence[JobSpec],
                  delayed_record(level, fields), spec.name, len(fields), *fields]
     return scripts.ADD_ORDERED.command(
         [keys.keylocks, keys.delayed, keys.jobs, keys.events, *keys.streams, *extra], args)
+
+
+async def release_stalled(client: Any, keys: QueueKeys, dead: int, emit: str,
+                          events_maxlen: int) -> None:
+    """Release the keys of jobs the reclaimer just dead-lettered as ``stalled`` (it reports only
+    how many): read back the newest dead letters. A release of a job that no longer holds its
+    key changes nothing, so reading a few more than ``dead`` is harmless."""
+    entries = await client.xrevrange(keys.dead, count=dead + 50)
+    releases = [(fields[F_KEY], fields[F_ID].decode()) for _, fields in entries
+                if fields.get(STALLED_REASON_FIELD) == STALLED and F_KEY in fields
+                and F_ID in fields]
+    if releases:
+        [result] = await scripts.pipeline(client, [release_command(keys, releases, emit,
+                                                                   events_maxlen)])
+        if isinstance(result, Exception):
+            raise result
 
 
 def release_command(keys: QueueKeys, releases: Sequence[tuple[bytes, str]],

@@ -269,3 +269,24 @@ async def test_repeatable_jobs_of_a_partitioned_queue_fire(redis_url: str,
             await wait_until(lambda: len(ticks) >= 2)
         assert await q.remove_repeat(key)
         await q.obliterate(force=True)
+
+
+async def test_a_job_dead_lettered_as_stalled_lets_the_next_job_of_its_key_go(
+        redis_url: str, queue_name: str) -> None:
+    settings = fast_settings(redis_url)
+    settings.worker.stalled_interval = 0.2
+    settings.worker.max_stalled_count = 0
+    done: list[str] = []
+    async with Queue(queue_name, settings=settings, ordered=True) as q:
+        await q.add("first", None, key="k")
+        await q.add("second", None, key="k")
+        stream = q.keys.level("normal")
+        # a consumer took "first" twice and vanished: the reclaimer dead-letters it (stalled)
+        [[_, [(entry_id, _)]]] = await q.client.xreadgroup("workers", "ghost", {stream: ">"})
+        await q.client.xclaim(stream, "workers", "ghost", 0, [entry_id])
+        async with running(Worker(queue_name, lambda job: done.append(job.name),
+                                  settings=settings)):
+            await wait_until(lambda: done == ["second"])
+        [dead] = await q.dead()
+        assert dead["reason"] == "stalled"
+        await q.obliterate(force=True)
