@@ -43,6 +43,7 @@ class Partitioned(Producer, Admin, Getters):
                          durability=durability)
         self.partitions = check_partitions(partitions or self.settings.queue.partitions)
         self._count_given = partitions is not None or self.partitions > 1
+        self._count_checked = False
         self.ordered = self.settings.queue.ordered if ordered is None else ordered
         """Per-key order for jobs added with a ``key`` (README "Scaling out")."""
         self.partition_index: int | None = None
@@ -102,8 +103,7 @@ class Partitioned(Producer, Admin, Getters):
             await super().ensure_group(group)
             return
         await self.discover()
-        await check_partition_count(self.client, self.keys, self.partitions,
-                                    group or self.settings.worker.group)
+        await self._check_count(group)
         if self.partitions == 1:
             await super().ensure_group(group)
             return
@@ -122,6 +122,8 @@ class Partitioned(Producer, Admin, Getters):
             spec = JobSpec(name, data, priority, delay, job_id, attempts, backoff, timeout,
                            track, keep_result, key)
             return (await self.add_bulk([spec], durability=durability))[0]
+        if self.partitions > 1 and not self._count_checked:  # used without `async with`
+            await self._check_count()
         target = self if self.partitions == 1 else self.partition(self.route(key, job_id))
         return await Producer.add(target, name, data, priority=priority, delay=delay,
                                   job_id=job_id, attempts=attempts, backoff=backoff,
@@ -137,6 +139,8 @@ class Partitioned(Producer, Admin, Getters):
         specs = [job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]) for job in jobs]
         if not specs:
             return []
+        if not self._count_checked and self.partitions > 1:  # used without `async with`
+            await self._check_count()
         groups: dict[int, list[int]] = {}
         for index, spec in enumerate(specs):
             if spec.job_id is not None and not spec.job_id:
@@ -243,17 +247,11 @@ class Partitioned(Producer, Admin, Getters):
     async def retry_dead(self, entry_ids: Sequence[str] | None = None) -> int:
         """See `Admin.retry_dead`; entry ids are per partition: on a partitioned queue pass
         them to ``partition(i).retry_dead``."""
-        if self.partitions > 1 and entry_ids is not None:
-            raise ValueError("dead-letter entry ids are per partition: use "
-                             "queue.partition(i).retry_dead(ids)")
-        return sum([await Admin.retry_dead(view, entry_ids) for view in self._each()])
+        return sum([await Admin.retry_dead(view, entry_ids) for view in self._by_id(entry_ids)])
 
     async def purge_dead(self, entry_ids: Sequence[str] | None = None) -> int:
         """See `Admin.purge_dead`; entry ids are per partition (as `retry_dead`)."""
-        if self.partitions > 1 and entry_ids is not None:
-            raise ValueError("dead-letter entry ids are per partition: use "
-                             "queue.partition(i).purge_dead(ids)")
-        return sum([await Admin.purge_dead(view, entry_ids) for view in self._each()])
+        return sum([await Admin.purge_dead(view, entry_ids) for view in self._by_id(entry_ids)])
 
     async def repeat(self, *args: Any, **kwargs: Any) -> str:
         """See `Admin.repeat`; a partitioned queue's repeatable jobs live in partition 0."""
@@ -267,8 +265,18 @@ class Partitioned(Producer, Admin, Getters):
         """See `Getters.repeats`."""
         return await Getters.repeats(self._first())
 
+    async def _check_count(self, group: str | None = None) -> None:
+        await check_partition_count(self.client, self.keys, self.partitions,
+                                    group or self.settings.worker.group)
+        self._count_checked = True
+
     def _first(self) -> Self:
         return self if self.partitions == 1 else self.partition(0)
+
+    def _by_id(self, entry_ids: Sequence[str] | None) -> list[Self]:
+        if self.partitions > 1 and entry_ids is not None:
+            raise ValueError("dead-letter entry ids are per partition: use queue.partition(i)")
+        return self._each()
 
     def _each(self) -> list[Self]:
         if self.partitions == 1:

@@ -290,3 +290,22 @@ async def test_a_job_dead_lettered_as_stalled_lets_the_next_job_of_its_key_go(
         [dead] = await q.dead()
         assert dead["reason"] == "stalled"
         await q.obliterate(force=True)
+
+
+async def test_a_worker_finds_the_partitions_a_producer_recorded(redis_url: str,
+                                                                 queue_name: str) -> None:
+    settings = fast_settings(redis_url)  # partitions not set: the worker reads the count
+    seen: list[int] = []
+    q = Queue(queue_name, settings=settings, partitions=5)  # no `async with`
+    try:
+        await q.add("j", -1, key="k")
+        await q.add_bulk([JobSpec("j", i, key=f"k{i}") for i in range(50)])
+        worker = Worker(queue_name, lambda job: seen.append(job.data), settings=settings)
+        async with running(worker):
+            await wait_until(lambda: len(seen) == 51)
+        assert len(worker.parts) == 5
+        with pytest.raises(ValueError, match="per partition"):
+            await q.retry_dead(["1-0"])
+        await q.obliterate(force=True)
+    finally:
+        await q.close()
