@@ -5,6 +5,7 @@
 ``admin``     pause, rate limits, repeats, drain, obliterate, dead-letter actions
 ``getters``   counts, pause state, jobs, repeats, dead letters
 ``partitioned`` routing over N partitions and the operations that span them
+``ordered``   per-key order: the add of keyed jobs, the release when one ends
 """
 
 from __future__ import annotations

@@ -55,6 +55,9 @@ class Worker:
     later, ``Discard`` to dead-letter the job at once, ``RateLimited`` to run again after a
     wait without spending an attempt, or any other exception to retry with the job's backoff
     until its attempts run out.
+
+    On a partitioned queue (the count recorded by ``Queue``, or ``queue.partitions``) the
+    worker consumes every partition, or those in ``partitions``, sharing its concurrency.
     """
 
     def __init__(self, queue: str, handler: Router | Callable[[Job], Any], *,
