@@ -241,6 +241,9 @@ def test_cli_stats_and_pending_sum_the_partitions(redis_url: str, queue_name: st
     assert '"waiting":30' in result.output.replace(" ", "")
     result = runner.invoke(app, ["--redis-url", redis_url, "pending", queue_name, "--json"])
     assert result.exit_code == 0 and '"2:normal"' in result.output, result.output
+    listed = runner.invoke(app, ["--redis-url", redis_url, "queues", "--json"])
+    assert listed.exit_code == 0 and queue_name in listed.output, listed.output
+    assert f"{queue_name}#" not in listed.output, "partitions are not listed as queues"
     bad = runner.invoke(app, ["--redis-url", redis_url, "worker", queue_name,
                               "--app", "tests.support:fast_settings", "--partitions", "2-x"])
     assert bad.exit_code == 2 and "bad partition set" in bad.stderr
