@@ -32,8 +32,8 @@ PARTITIONS_FIELD = "partitions"
 """Field of the unpartitioned meta hash that holds a partitioned queue's partition count."""
 
 
-class Partitioned(Producer, Admin, Getters):
-    """Spreads a queue over ``partitions``; with one partition, the plain queue."""
+class _Spread(Producer, Admin, Getters):
+    """The partitions of a queue: count, handles on each, routing."""
 
     def __init__(self, name: str, *, url: str | None = None,
                  settings: StreamflowSettings | None = None, client: Any = None,
@@ -95,6 +95,28 @@ class Partitioned(Producer, Admin, Getters):
         if job_id is not None:
             return partition_for(job_id, self.partitions)
         return next(self._round_robin)
+
+    async def _check_count(self, group: str | None = None) -> None:
+        await check_partition_count(self.client, self.keys, self.partitions,
+                                    group or self.settings.worker.group)
+        self._count_checked = True
+
+    def _first(self) -> Self:
+        return self if self.partitions == 1 else self.partition(0)
+
+    def _by_id(self, entry_ids: Sequence[str] | None) -> list[Self]:
+        if self.partitions > 1 and entry_ids is not None:
+            raise ValueError("dead-letter entry ids are per partition: use queue.partition(i)")
+        return self._each()
+
+    def _each(self) -> list[Self]:
+        if self.partitions == 1:
+            return [self]
+        return [self.partition(i) for i in range(self.partitions)]
+
+
+class Partitioned(_Spread):
+    """Spreads a queue over ``partitions``; with one partition, the plain queue."""
 
     async def ensure_group(self, group: str | None = None) -> None:
         """Create the consumer group on every level stream of every partition; check (and on
@@ -209,9 +231,16 @@ class Partitioned(Producer, Admin, Getters):
             await Admin.rate_limit(view, delay)
 
     async def get_job(self, job_id: str, *, key: str | None = None) -> JobInfo | None:
-        """See `Getters.get_job`; a job added with a ``key`` is found with the same key."""
-        target = self if self.partitions == 1 else self.partition(self.route(key, job_id))
-        return await Getters.get_job(target, job_id)
+        """See `Getters.get_job`; on a partitioned queue the partition of ``key`` (else of the
+        id) is read first, then the others (a job added with a key it was not given here)."""
+        if self.partitions == 1:
+            return await super().get_job(job_id)
+        first = self.route(key, job_id)
+        for i in (first, *(i for i in range(self.partitions) if i != first)):
+            found = await Getters.get_job(self.partition(i), job_id)
+            if found is not None:
+                return found
+        return None
 
     async def dead(self, count: int = 100, start: str = "-") -> list[DeadEntry]:
         """Dead-lettered jobs, oldest first; on a partitioned queue up to ``count`` from each
@@ -264,24 +293,6 @@ class Partitioned(Producer, Admin, Getters):
     async def repeats(self) -> list[RepeatInfo]:
         """See `Getters.repeats`."""
         return await Getters.repeats(self._first())
-
-    async def _check_count(self, group: str | None = None) -> None:
-        await check_partition_count(self.client, self.keys, self.partitions,
-                                    group or self.settings.worker.group)
-        self._count_checked = True
-
-    def _first(self) -> Self:
-        return self if self.partitions == 1 else self.partition(0)
-
-    def _by_id(self, entry_ids: Sequence[str] | None) -> list[Self]:
-        if self.partitions > 1 and entry_ids is not None:
-            raise ValueError("dead-letter entry ids are per partition: use queue.partition(i)")
-        return self._each()
-
-    def _each(self) -> list[Self]:
-        if self.partitions == 1:
-            return [self]
-        return [self.partition(i) for i in range(self.partitions)]
 
 
 def sum_counts(parts: Sequence[QueueCounts]) -> QueueCounts:

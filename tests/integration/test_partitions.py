@@ -49,6 +49,10 @@ async def test_dedup_by_job_id_holds_across_partitions(redis_url: str, queue_nam
         assert (await q.counts())["waiting"] == 50
         info = await q.get_job("evt_7")
         assert info is not None and info["state"] == "waiting"
+        await q.add("e", 0, job_id="evt_keyed", key="pay_9")
+        for key in ("pay_9", None):
+            found = await q.get_job("evt_keyed", key=key)
+            assert found is not None and found["id"] == "evt_keyed"
         await q.obliterate(force=True)
 
 
