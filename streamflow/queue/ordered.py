@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import scripts
 from ..codec import delayed_record, encode_data, envelope_fields
-from ..errors import InvalidJob
+from ..errors import DurabilityError, InvalidJob
 from ..job import JobOptions
 from ..keys import QueueKeys
 from ..protocol import DEAD_PREFIX, F_ID, F_KEY, DeadReason
-from ..settings import to_ms, to_seconds
+from ..settings import Durability, to_ms, to_seconds
 
 STALLED_REASON_FIELD = DEAD_PREFIX + b"reason"
 STALLED = DeadReason.STALLED.value.encode()
@@ -42,8 +42,8 @@ def ordered_add_command(queue: Producer, specs: Sequence[JobSpec],
     def index(key: str) -> int:
         return extra.setdefault(key, len(extra) + 1)
 
-    args: list[Any] = [now, len(keys.streams), queue._emit_added, settings.queue.events_maxlen,
-                       queue._dedup_ttl_ms]
+    args: list[Any] = [now, len(keys.streams), scripts.flag(settings.queue.emit_all),
+                       settings.queue.events_maxlen, int(settings.queue.dedup_ttl * 1000)]
     for spec in specs:
         if not spec.name:
             raise InvalidJob("a job needs a non-empty name")
@@ -66,6 +66,23 @@ def ordered_add_command(queue: Producer, specs: Sequence[JobSpec],
                  delayed_record(level, fields), spec.name, len(fields), *fields]
     return scripts.ADD_ORDERED.command(
         [keys.keylocks, keys.delayed, keys.jobs, keys.events, *keys.streams, *extra], args)
+
+
+async def send_ordered(queue: Producer, command: scripts.Command,
+                       durability: Durability) -> list[str | None]:
+    """Send one ``add_ordered`` call (and WAIT for a replica with ``"replicated"``); the ids."""
+    timeout_s = queue.settings.queue.replicated_timeout
+    commands = [command]
+    if durability == "replicated":
+        commands.append(("WAIT", 1, int(timeout_s * 1000)))
+    results = await scripts.pipeline(queue.client, commands)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    if durability == "replicated" and results[1] < 1:
+        raise DurabilityError(f"no replica confirmed the add within {timeout_s:g}s; retry it "
+                              "with the same job_id")
+    return [item.decode() if isinstance(item, bytes) else None for item in results[0]]
 
 
 async def release_stalled(client: Any, keys: QueueKeys, dead: int, emit: str,

@@ -9,11 +9,14 @@ Partition ``i`` is a whole queue layout under the hash tag ``{name#i}`` (`QueueK
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import timedelta
+from functools import partial
 from typing import Any, Self
 
-from .. import scripts
+import anyio
+
 from ..backoff import Backoff
 from ..errors import InvalidJob, PartitionMismatch
 from ..inspect import DeadEntry, JobInfo, LevelCounts, QueueCounts, RepeatInfo, read_counts
@@ -25,7 +28,7 @@ from ..telemetry import publish_span
 from .admin import Admin
 from .base import CHUNK, ensure_groups
 from .getters import Getters
-from .ordered import ordered_add_command
+from .ordered import ordered_add_command, send_ordered
 from .producer import JobSpec, Producer
 
 PARTITIONS_FIELD = "partitions"
@@ -73,6 +76,7 @@ class _Spread(Producer, Admin, Getters):
             view._client = self.client
             view._own_client = False
             view.keys = self.keys.part(index)
+            view._enqueuer_ = None  # its own add path, on its own keys
             view.partitions = 1
             view.partition_index = index
             view._views = {}
@@ -155,7 +159,7 @@ class Partitioned(_Spread):
     async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]], *,
                        durability: Durability | None = None) -> list[str | None]:
         """Add many jobs (see `Producer.add_bulk`); on a partitioned queue grouped by
-        partition, one script call per chunk of a partition, all in one pipeline."""
+        partition: one pipeline per partition (a script call per chunk), sent concurrently."""
         if self.partitions == 1 and not self.ordered:
             return await super().add_bulk(jobs, durability=durability)
         specs = [job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]) for job in jobs]
@@ -168,27 +172,30 @@ class Partitioned(_Spread):
             if spec.job_id is not None and not spec.job_id:
                 raise InvalidJob("job_id must be a non-empty string")
             groups.setdefault(self.route(spec.key, spec.job_id), []).append(index)
-        with publish_span(self.name, specs[0].name, specs[0].priority
-                          or self.settings.default_level, len(specs)) as (_, carrier):
-            commands: list[scripts.Command] = []
-            order: list[int] = []
-            for partition, indexes in sorted(groups.items()):
+        durability = self._durability(durability)
+        now = int(time.time() * 1000)
+        first = specs[0]
+        with publish_span(self.name, str(first.name), first.priority
+                          if isinstance(first.priority, str) else self.settings.default_level,
+                          len(specs)) as (_, carrier):
+            tp, ts = carrier.get("traceparent"), carrier.get("tracestate")
+            sends: list[tuple[list[int], Callable[[], Awaitable[list[str | None]]]]] = []
+            for partition, indexes in sorted(groups.items()):  # every job checked first
                 view = self if self.partitions == 1 else self.partition(partition)
                 keyed = [i for i in indexes if self.ordered and specs[i].key is not None]
                 plain = [i for i in indexes if not self.ordered or specs[i].key is None]
-                for start in range(0, len(plain), CHUNK):
-                    chunk = plain[start:start + CHUNK]
-                    keys, args = view._add_command([specs[i] for i in chunk], carrier)
-                    commands.append(scripts.ADD_JOBS.command(keys, args))
-                    order += chunk
+                if plain:
+                    prepared = [view._enqueuer.prepare(specs[i], now, tp, ts) for i in plain]
+                    sends.append((plain, partial(view._enqueuer.add_many, prepared,
+                                                 durability)))
                 for start in range(0, len(keyed), CHUNK):
                     chunk = keyed[start:start + CHUNK]
-                    commands.append(ordered_add_command(view, [specs[i] for i in chunk],
-                                                        carrier))
-                    order += chunk
-            sent = await self._send_adds(commands, durability)
+                    command = ordered_add_command(view, [specs[i] for i in chunk], carrier)
+                    sends.append((chunk, partial(send_ordered, view, command, durability)))
+            sent = await _concurrently([send for _, send in sends])
+        order = [index for indexes, _ in sends for index in indexes]
         ids: list[str | None] = [None] * len(specs)
-        for index, job_id in zip(order, sent, strict=True):
+        for index, job_id in zip(order, [i for part in sent for i in part], strict=True):
             ids[index] = job_id
         metrics_for(self.name).added_specs(specs, ids, self.settings.default_level)
         return ids
@@ -293,6 +300,29 @@ class Partitioned(_Spread):
     async def repeats(self) -> list[RepeatInfo]:
         """See `Getters.repeats`."""
         return await Getters.repeats(self._first())
+
+
+async def _concurrently(sends: Sequence[Callable[[], Awaitable[list[str | None]]]]
+                        ) -> list[list[str | None]]:
+    """Run ``sends`` at once; their results in order; the first error raised as itself."""
+    results: list[list[str | None]] = [[] for _ in sends]
+
+    async def one(index: int) -> None:
+        results[index] = await sends[index]()
+
+    if len(sends) == 1:
+        await one(0)
+        return results
+    try:
+        async with anyio.create_task_group() as tg:
+            for index in range(len(sends)):
+                tg.start_soon(one, index)
+    except BaseExceptionGroup as group:
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error from None
+    return results
 
 
 def sum_counts(parts: Sequence[QueueCounts]) -> QueueCounts:
