@@ -68,21 +68,23 @@ def ordered_add_command(queue: Producer, specs: Sequence[JobSpec],
         [keys.keylocks, keys.delayed, keys.jobs, keys.events, *keys.streams, *extra], args)
 
 
-async def send_ordered(queue: Producer, command: scripts.Command,
+async def send_ordered(queue: Producer, commands: list[scripts.Command],
                        durability: Durability) -> list[str | None]:
-    """Send one ``add_ordered`` call (and WAIT for a replica with ``"replicated"``); the ids."""
+    """Send ``add_ordered`` calls of one partition in one pipeline (in order: a key's jobs
+    take its lock in the order given), then WAIT for a replica with ``"replicated"``; the
+    ids."""
     timeout_s = queue.settings.queue.replicated_timeout
-    commands = [command]
     if durability == "replicated":
-        commands.append(("WAIT", 1, int(timeout_s * 1000)))
+        commands = [*commands, ("WAIT", 1, int(timeout_s * 1000))]
     results = await scripts.pipeline(queue.client, commands)
     for result in results:
         if isinstance(result, Exception):
             raise result
-    if durability == "replicated" and results[1] < 1:
+    if durability == "replicated" and results.pop() < 1:
         raise DurabilityError(f"no replica confirmed the add within {timeout_s:g}s; retry it "
                               "with the same job_id")
-    return [item.decode() if isinstance(item, bytes) else None for item in results[0]]
+    return [item.decode() if isinstance(item, bytes) else None
+            for chunk in results for item in chunk]
 
 
 async def release_stalled(client: Any, keys: QueueKeys, dead: int, emit: str,

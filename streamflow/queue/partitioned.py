@@ -188,10 +188,11 @@ class Partitioned(_Spread):
                     prepared = [view._enqueuer.prepare(specs[i], now, tp, ts) for i in plain]
                     sends.append((plain, partial(view._enqueuer.add_many, prepared,
                                                  durability)))
-                for start in range(0, len(keyed), CHUNK):
-                    chunk = keyed[start:start + CHUNK]
-                    command = ordered_add_command(view, [specs[i] for i in chunk], carrier)
-                    sends.append((chunk, partial(send_ordered, view, command, durability)))
+                if keyed:  # one pipeline: its chunks run in the order the jobs were given
+                    commands = [ordered_add_command(view, [specs[i] for i in keyed[start:
+                                                    start + CHUNK]], carrier)
+                                for start in range(0, len(keyed), CHUNK)]
+                    sends.append((keyed, partial(send_ordered, view, commands, durability)))
             sent = await _concurrently([send for _, send in sends])
         order = [index for indexes, _ in sends for index in indexes]
         ids: list[str | None] = [None] * len(specs)

@@ -316,3 +316,15 @@ async def test_a_worker_finds_the_partitions_a_producer_recorded(redis_url: str,
         await q.obliterate(force=True)
     finally:
         await q.close()
+
+
+async def test_a_bulk_add_over_many_chunks_keeps_the_order_of_a_key(
+        redis_url: str, queue_name: str) -> None:
+    settings = fast_settings(redis_url)
+    async with Queue(queue_name, settings=settings, partitions=2, ordered=True) as q:
+        ids = await q.add_bulk([JobSpec("j", i, key="one-key") for i in range(2500)])
+        keys = q.keys.part(partition_for("one-key", 2))
+        assert await q.client.hget(keys.keylocks, "one-key") == ids[0].encode()  # type: ignore[union-attr]
+        held = await q.client.lrange(keys.held("one-key"), 0, -1)
+        assert [item.split(b"|", 1)[1].decode() for item in held] == ids[1:]
+        await q.obliterate(force=True)
