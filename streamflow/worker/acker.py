@@ -14,6 +14,7 @@ import logging
 
 import anyio
 from anyio.abc import TaskStatus
+from redis.exceptions import ClusterError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -23,7 +24,9 @@ from ..outcomes import About, Outcomes
 
 log = logging.getLogger("streamflow.worker")
 
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, ClusterError,
+                TryAgainError)
+"""Errors that pass (a lost connection; on Cluster, a slot being moved or failing over)."""
 FINAL_FLUSH_S = 3.0
 """How long the final flush may try at shutdown."""
 REFUSALS_KEPT = 3
