@@ -15,9 +15,8 @@ import os
 
 import anyio
 from anyio.abc import TaskStatus
-from redis.exceptions import ClusterError, TryAgainError
+from redis.exceptions import ClusterError, OutOfMemoryError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import scripts
