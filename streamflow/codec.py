@@ -26,6 +26,7 @@ from .protocol import (
     F_DATA,
     F_ENQUEUED,
     F_ID,
+    F_KEY,
     F_NAME,
     F_OPTIONS,
     F_TRACEPARENT,
@@ -129,7 +130,7 @@ def decode_job(
 def next_attempt_fields(job: Job, *, spend_attempt: bool = True) -> list[bytes | str]:
     """The envelope of ``job``'s next run: same id, data, options and trace; the attempt number
     grows unless the run was refused for a reason that is not the job's (a rate limit)."""
-    return envelope_fields(
+    fields = envelope_fields(
         job.name,
         job.fields[F_DATA],
         job_id=job.id,
@@ -139,6 +140,10 @@ def next_attempt_fields(job: Job, *, spend_attempt: bool = True) -> list[bytes |
         traceparent=job.traceparent,
         tracestate=job.tracestate,
     )
+    key = job.fields.get(F_KEY)
+    if key is not None:  # the key of an ordered queue's job stays with it until it ends
+        fields += [F_KEY, key]
+    return fields
 
 
 def delayed_record(level_index: int, fields: list[bytes | str]) -> bytes:

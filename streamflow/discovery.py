@@ -56,8 +56,8 @@ async def known_queues(client: Any, prefix: str, *, limit: int = SCAN_LIMIT) -> 
     async for raw in client.scan_iter(match=f"{_glob(prefix)}:\\{{*}}:*", count=1000):
         key = _text(raw)
         end = key.find("}", start)
-        if end > start:
-            names.add(key[start:end])
+        if end > start:  # a partition's tag is <queue>#<i>: its queue is listed
+            names.add(key[start:end].partition("#")[0])
         seen += 1
         if seen >= limit:
             break

@@ -2,6 +2,7 @@
 
     StreamflowError
     ├── ConfigurationError
+    │   └── PartitionMismatch
     ├── PayloadError
     │   ├── PayloadTooLarge
     │   └── PayloadNotSerializable
@@ -37,6 +38,10 @@ class StreamflowError(Exception):
 
 class ConfigurationError(StreamflowError):
     """Raised when settings or arguments cannot work together."""
+
+
+class PartitionMismatch(ConfigurationError):
+    """Raised when a queue holding jobs is opened with another partition count than its own."""
 
 
 class PayloadError(StreamflowError, ValueError):

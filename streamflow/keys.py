@@ -14,13 +14,20 @@ _QUEUE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
 class QueueKeys:
     """Key names of one queue. ``{queue}`` is a Cluster hash tag: all keys share one slot.
 
+    Partition ``i`` of a partitioned queue has the same layout under the tag ``{queue#i}``;
+    ``partition=None`` is the unpartitioned layout (whose ``meta`` also holds the partition
+    count of a partitioned queue).
+
     >>> QueueKeys("payments").level("high")
     'sf:{payments}:p:high'
+    >>> QueueKeys("payments", partition=3).level("high")
+    'sf:{payments#3}:p:high'
     """
 
     queue: str
     prefix: str = "sf"
     levels: tuple[str, ...] = ("high", "normal", "low")
+    partition: int | None = None
     base: str = field(init=False)
     streams: tuple[str, ...] = field(init=False)
     delayed: str = field(init=False)
@@ -33,17 +40,23 @@ class QueueKeys:
     repeat_last: str = field(init=False)
     meta: str = field(init=False)
     limiter: str = field(init=False)
+    keylocks: str = field(init=False)
 
     def __post_init__(self) -> None:
         check_queue_name(self.queue)
-        base = f"{self.prefix}:{{{self.queue}}}"
+        tag = self.queue if self.partition is None else f"{self.queue}#{self.partition}"
+        base = f"{self.prefix}:{{{tag}}}"
         put = object.__setattr__
         put(self, "base", base)
         put(self, "streams", tuple(f"{base}:p:{level}" for level in self.levels))
         for name in ("delayed", "jobs", "dead", "events", "done", "workers", "repeat", "meta",
-                     "limiter"):
+                     "limiter", "keylocks"):
             put(self, name, f"{base}:{name}")
         put(self, "repeat_last", f"{base}:repeat:last")
+
+    def part(self, partition: int) -> QueueKeys:
+        """The keys of partition ``partition`` of this queue."""
+        return QueueKeys(self.queue, self.prefix, self.levels, partition)
 
     def level(self, name: str) -> str:
         """The stream of priority level ``name``."""
@@ -52,6 +65,10 @@ class QueueKeys:
     def dedup(self, job_id: str) -> str:
         """The idempotency mark of a caller-given job id."""
         return f"{self.base}:dedup:{job_id}"
+
+    def held(self, key: str) -> str:
+        """The jobs of ``key`` waiting for the one that runs (ordered queues)."""
+        return f"{self.base}:held:{key}"
 
     def status(self, job_id: str) -> str:
         """The status record of a tracked job."""

@@ -18,6 +18,8 @@ from .codec import delayed_record, next_attempt_fields
 from .job import Job
 from .keys import QueueKeys
 from .metrics import NoMetrics
+from .protocol import F_KEY
+from .queue.ordered import release_command
 from .settings import StreamflowSettings
 from .stored_metrics import MINUTE_MS, metrics_args
 
@@ -45,6 +47,8 @@ class Outcomes:
         self._completed: list[list[tuple[Job, int, Any]]] = [[] for _ in keys.streams]
         self._commands: list[scripts.Command] = []
         self._about: list[About] = []
+        self._releases: list[tuple[bytes, str]] = []
+        """(key, job id) of ended jobs of an ordered queue: their key goes to the next job."""
 
     def completed(self, job: Job, duration_ms: int, result: Any) -> None:
         """``job``'s handler returned ``result``."""
@@ -78,6 +82,8 @@ class Outcomes:
                          error=error[:ERROR_CHARS], finished_ms=int(time.time() * 1000))
         self.dead_entry(self._level_of[job.level], job.entry_id, job.id, reason, error, tb,
                         job.fields)
+        if len(job.fields) > 2 and F_KEY in job.fields:
+            self._releases.append((job.fields[F_KEY], job.id))
 
     def dead_entry(self, level: int, entry_id: str, job_id: str, reason: str, error: str,
                    tb: str, fields: dict[bytes, bytes]) -> None:
@@ -126,12 +132,19 @@ class Outcomes:
                 keep = done_maxlen and result is not None and job.options.keep_result is not False
                 encoded = _encode_result(result) if keep else b""
                 args += [job.entry_id, job.id, job.name, duration_ms, 1 if keep else 0, encoded]
+                if len(job.fields) > 2 and F_KEY in job.fields:
+                    self._releases.append((job.fields[F_KEY], job.id))
                 if job.options.track:
                     self._status(commands, about, job, state="completed", duration_ms=duration_ms,
                                  finished_ms=int(time.time() * 1000), result=encoded)
             about.append([job.id for job, _, _ in completed])
             commands.append(scripts.COMPLETE_JOBS.command(
                 [keys.streams[level], keys.events, keys.done, keys.where, metrics_key], args))
+        if self._releases:  # after the acks: a key goes on only once its job is acknowledged
+            releases, self._releases = self._releases, []
+            about.append([job_id for _, job_id in releases])
+            commands.append(release_command(keys, releases, self._emit_all,
+                                            defaults.events_maxlen))
         return commands, about
 
     def _status(self, commands: list[scripts.Command], about: list[About], job: Job,

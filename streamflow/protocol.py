@@ -8,7 +8,7 @@ Envelope (one stream entry per job; only the fields that carry information):
 ``n`` name, ``d`` data (JSON), ``i`` job id (absent on a first attempt added without one:
 its id is then ``<level>:<entry id>``, see ``implicit_job_id``), ``a`` attempt when > 1,
 ``t`` enqueue time (ms) when it differs from the entry id's, ``o`` options (JSON),
-``tp`` / ``ts`` W3C traceparent / tracestate.
+``tp`` / ``ts`` W3C traceparent / tracestate, ``k`` the key of a job of an ordered queue.
 """
 
 from __future__ import annotations
@@ -26,7 +26,12 @@ F_TRACEPARENT = b"tp"
 F_TRACESTATE = b"ts"
 F_INDEX = b"k"
 """The business keys a job is indexed under (JSON object), for ``Queue.find``."""
-ENVELOPE_FIELDS = frozenset({"n", "d", "i", "a", "t", "o", "tp", "ts", "k"})
+F_KEY = b"ok"
+"""The ordering key of a job of an ordered queue (at most one job per key out at a time)."""
+ENVELOPE_FIELDS = frozenset({"n", "d", "i", "a", "t", "o", "tp", "ts", "k", "ok"})
+
+HELD_SEPARATOR = "|"
+"""Between the due time and the job id in an item of a held list (ordered queues)."""
 
 # -- dead letters: the envelope plus these --------------------------------------------------
 DEAD_PREFIX = b"x:"
@@ -185,4 +190,5 @@ def protocol_literals() -> frozenset[str]:
             | META_FIELDS | CONTROL_FIELDS | AUDIT_FIELDS | METRIC_FIELDS | SCRIPT_WORDS
             | WORKER_FIELDS
             | {str(m) for m in (*DeadReason, *JobState, *EventName, *JobAction)}
-            | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, MARK_SEPARATOR, INDEX_RECORD})
+            | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, MARK_SEPARATOR, INDEX_RECORD,
+               HELD_SEPARATOR})

@@ -112,6 +112,8 @@ RETRY_DEAD = SCRIPTS["retry_dead"]
 REQUEUE_STALLED = SCRIPTS["requeue_stalled"]
 DRAIN_QUEUE = SCRIPTS["drain_queue"]
 SCHEDULE_REPEAT = SCRIPTS["schedule_repeat"]
+ADD_ORDERED = SCRIPTS["add_ordered"]
+RELEASE_KEYS = SCRIPTS["release_keys"]
 
 
 flag = protocol.flag

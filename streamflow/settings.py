@@ -96,6 +96,12 @@ class QueueDefaults(BaseModel):
     """How many seconds of per-minute completed/failed counts ``Queue.metrics`` keeps."""
     log_lines: int = Field(100, ge=1)
     """How many lines ``job.log`` keeps per job (the last ones)."""
+    partitions: int = Field(1, ge=1, le=1024)
+    """Partitions of a queue: N copies of its key layout, spread over Redis Cluster shards
+    (README "Scaling out"). Fixed once the queue holds jobs."""
+    ordered: bool = False
+    """Per-key order: jobs added with a ``key`` run one at a time per key, in the order added
+    (a retry holds the later jobs of its key back)."""
 
     @property
     def emit_all(self) -> bool:

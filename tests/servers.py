@@ -21,6 +21,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import functools
 import secrets
 import signal
 import socket
@@ -709,7 +710,8 @@ class SentinelTopology(_Topology):
 
 
 class ClusterTopology(_Topology):
-    """A Redis Cluster of ``masters`` nodes (no replicas), the 16384 slots split evenly.
+    """A Redis Cluster of ``masters`` nodes (and ``replicas`` per master), the 16384 slots
+    split evenly over the masters.
 
     ``start()`` returns once every node reports ``cluster_state:ok`` and knows all the others.
     Connect with ``redis.cluster.RedisCluster(host=HOST, port=topology.nodes[0].port)`` or
@@ -723,17 +725,22 @@ class ClusterTopology(_Topology):
         masters: int = 3,
         node_timeout_ms: int = 2000,
         startup_timeout: float = 30.0,
+        replicas: int = 0,
     ) -> None:
+        """``replicas`` per master: ``replicas[i]`` (in `replica_nodes`) replicates
+        ``nodes[i % masters]``; with them a killed master fails over (`kill_master`)."""
         if masters < 1:
             raise ValueError("a cluster needs at least one master")
         self.directory = directory
         self.startup_timeout = startup_timeout
         # The cluster bus port defaults to port + 10000, which may be taken or out of range.
-        ports = free_ports(2 * masters)
+        total = masters * (1 + replicas)
+        ports = free_ports(2 * total)
         self.bus_ports = ports[1::2]
-        self.nodes = [
-            RedisProcess(
-                directory / f"node-{index}",
+
+        def node(index: int, name: str) -> RedisProcess:
+            return RedisProcess(
+                directory / name,
                 port=ports[2 * index],
                 config=[
                     "cluster-enabled yes",
@@ -741,13 +748,23 @@ class ClusterTopology(_Topology):
                     f"cluster-node-timeout {node_timeout_ms}",
                     f"cluster-port {self.bus_ports[index]}",
                     f"cluster-announce-ip {HOST}",
+                    "repl-diskless-sync-delay 0",
+                    "maxmemory-policy noeviction",
                 ],
             )
-            for index in range(masters)
-        ]
+
+        self.nodes = [node(index, f"node-{index}") for index in range(masters)]
+        self.replica_nodes = [node(masters + index, f"replica-{index}")
+                              for index in range(masters * replicas)]
+        self._killed_ports: set[int] = set()
 
     def _processes(self) -> list[RedisProcess]:
-        return self.nodes
+        return [*self.replica_nodes, *self.nodes]
+
+    @property
+    def all_nodes(self) -> list[RedisProcess]:
+        """Masters as started, then replicas (roles change on failover)."""
+        return [*self.nodes, *self.replica_nodes]
 
     @property
     def startup_nodes(self) -> list[Address]:
@@ -772,22 +789,142 @@ class ClusterTopology(_Topology):
         # Every node meets every other: learning the last one through gossip can take seconds.
         for node in self.nodes:
             with _probe_client(*node.address) as client:
-                for other, bus_port in zip(self.nodes, self.bus_ports, strict=True):
+                for other, bus_port in zip(self.nodes, self.bus_ports, strict=False):
                     if other is not node:
                         client.execute_command("CLUSTER MEET", HOST, other.port, bus_port)
         _wait_until(self._all_ok, self.startup_timeout, "cluster_state:ok", self.log_tails)
+        if self.replica_nodes:
+            self._start_replicas()
+
+    def _start_replicas(self) -> None:
+        masters = len(self.nodes)
+        for replica in self.replica_nodes:
+            replica.start()
+            with _probe_client(*replica.address) as client:
+                for other, bus_port in zip(self.nodes, self.bus_ports, strict=False):
+                    client.execute_command("CLUSTER MEET", HOST, other.port, bus_port)
+        ids = [self.node_id(node) for node in self.nodes]
+
+        def knows_masters(replica: RedisProcess) -> bool:
+            with _probe_client(*replica.address) as client:
+                known = str(client.execute_command("CLUSTER NODES"))
+            return all(node_id in known for node_id in ids)
+
+        for index, replica in enumerate(self.replica_nodes):
+            _wait_until(functools.partial(knows_masters, replica), self.startup_timeout,
+                        "replica knows the masters", self.log_tails)
+            with _probe_client(*replica.address) as client:
+                client.execute_command("CLUSTER REPLICATE", ids[index % masters])
+        _wait_until(self._all_ok, self.startup_timeout, "replicas in the cluster",
+                    self.log_tails)
+        _wait_until(self._replicas_in_sync, self.startup_timeout, "replicas in sync",
+                    self.log_tails)
 
     def _all_ok(self) -> bool:
-        for node in self.nodes:
+        for node in self.all_nodes:
+            if not node.running:
+                continue
             with _probe_client(*node.address) as client:
                 info: dict[str, Any] = client.cluster("INFO")
             if (
                 info.get("cluster_state") != "ok"
-                or int(info.get("cluster_known_nodes", 0)) != len(self.nodes)
+                or int(info.get("cluster_known_nodes", 0)) < len(self.nodes)
                 or int(info.get("cluster_slots_ok", 0)) != _CLUSTER_SLOTS
             ):
                 return False
         return True
+
+    def _replicas_in_sync(self) -> bool:
+        for replica in self.replica_nodes:
+            with _probe_client(*replica.address) as client:
+                info = client.info("replication")
+            if info.get("role") != "slave" or info.get("master_link_status") != "up":
+                return False
+        return True
+
+    def node_id(self, node: RedisProcess) -> str:
+        """The cluster node id of ``node`` (CLUSTER MYID)."""
+        with _probe_client(*node.address) as client:
+            return str(client.execute_command("CLUSTER MYID"))
+
+    def masters_now(self) -> list[RedisProcess]:
+        """The running nodes that report ``role:master`` and own at least one slot."""
+        out = []
+        for node in self.all_nodes:
+            if not node.running:
+                continue
+            with _probe_client(*node.address) as client:
+                if client.info("replication").get("role") != "master":
+                    continue
+                own = str(client.execute_command("CLUSTER NODES"))
+            mine = next(line for line in own.splitlines() if "myself" in line)
+            if len(mine.split()) > 8:
+                out.append(node)
+        return out
+
+    def owner_of(self, slot: int) -> RedisProcess:
+        """The running master that serves ``slot`` now."""
+        for node in self.masters_now():
+            with _probe_client(*node.address) as client:
+                ranges = client.execute_command("CLUSTER SLOTS")
+            for start, end, master, *_ in ranges:
+                if int(start) <= slot <= int(end) and int(master[1]) == node.port:
+                    return node
+        raise LookupError(f"no running master serves slot {slot}")
+
+    def kill_master(self, node: RedisProcess) -> None:
+        """SIGKILL master ``node``; a replica of it takes over (`wait_for_failover`)."""
+        self._killed_ports.add(node.port)
+        node.kill()
+
+    def wait_for_failover(self, timeout: float = 30.0) -> None:
+        """Wait until no live node maps a slot to a killed master any more and every live node
+        says ``cluster_state:ok``."""
+
+        def switched() -> bool:
+            for node in self.all_nodes:
+                if not node.running:
+                    continue
+                with _probe_client(*node.address) as client:
+                    ranges = client.execute_command("CLUSTER SLOTS")
+                if any(int(master[1]) in self._killed_ports for _, _, master, *_ in ranges):
+                    return False
+            return self._all_ok()
+
+        _wait_until(switched, timeout, "cluster failover", self.log_tails)
+
+    def migrate_slot(self, slot: int, target: RedisProcess, *, batch: int = 100,
+                     between: Callable[[], None] | None = None) -> int:
+        """Move ``slot`` to master ``target`` as ``redis-cli --cluster reshard`` does, while
+        clients keep working (they get ASK during the move, MOVED after it).
+
+        IMPORTING on the target, MIGRATING on the source, MIGRATE the keys ``batch`` at a time
+        (``between`` runs after each batch, e.g. to let workers act mid-move), then SETSLOT
+        NODE on both and the other masters. Returns how many keys moved.
+        """
+        source = self.owner_of(slot)
+        if source is target:
+            return 0
+        source_id, target_id = self.node_id(source), self.node_id(target)
+        moved = 0
+        with _probe_client(*source.address) as src, _probe_client(*target.address) as dst:
+            dst.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+            src.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+            while True:
+                keys = src.execute_command("CLUSTER GETKEYSINSLOT", slot, batch)
+                if not keys:
+                    break
+                src.execute_command("MIGRATE", HOST, target.port, "", 0, 5000, "KEYS", *keys)
+                moved += len(keys)
+                if between is not None:
+                    between()
+            for client in (dst, src):
+                client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        for node in self.masters_now():
+            if node not in (source, target):
+                with _probe_client(*node.address) as client:
+                    client.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+        return moved
 
 
 def running_pids() -> list[int]:

@@ -60,6 +60,10 @@ class PeerResult:
         self.values.setdefault(metric, []).append(value)
 
 
+KEPT_MARKER = "<!-- kept by hand below: not generated -->"
+"""What follows this line in docs/benchmarks.md survives a new peers run (soak, Cluster)."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -295,7 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     print(doc.console())
     if not args.no_write:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(doc.markdown())
+        target = Path(args.markdown)
+        old = target.read_text() if target.exists() else ""
+        kept = old[old.index(KEPT_MARKER):] if KEPT_MARKER in old else ""
+        target.write_text(doc.markdown() + ("\n" + kept if kept else ""))
         try:
             doc.chart(args.png)
         except Exception as exc:

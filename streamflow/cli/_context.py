@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import sys
 from collections.abc import Awaitable, Callable
@@ -193,6 +194,8 @@ def run_with_queue(ctx: typer.Context, name: str, fn: Callable[[Queue], Awaitabl
     async def main() -> T:
         try:
             await check_queue(queue, need, create)
+            with contextlib.suppress(RedisError, OSError):  # fn meets it after its checks
+                await queue.discover()  # a partitioned queue: its partitions, summed
             return await fn(queue)
         finally:
             await queue.close()

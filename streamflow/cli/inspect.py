@@ -105,11 +105,18 @@ def pending(
 
     async def go(q: Queue) -> tuple[dict[str, Any], list[Any]]:
         g = group or q.settings.worker.group
-        summary = await read_pending_summary(q.client, q.keys, g)
-        entries = await read_pending(q.client, q.keys, g, consumer=consumer,
-                                     min_idle_ms=idle_ms, count=count)
-        job_ids = await pending_job_ids(q.client, q.keys, entries)
-        return summary, [{**e, "job_id": j} for e, j in zip(entries, job_ids, strict=True)]
+        summary: dict[str, Any] = {}
+        entries: list[Any] = []
+        for i, keys in enumerate(q.partition_keys):  # "<partition>:<level>" when partitioned
+            label = "" if q.partitions == 1 else f"{i}:"
+            part = await read_pending_summary(q.client, keys, g)
+            summary.update({label + level: info for level, info in part.items()})
+            found = await read_pending(q.client, keys, g, consumer=consumer,
+                                       min_idle_ms=idle_ms, count=count)
+            job_ids = await pending_job_ids(q.client, keys, found)
+            entries += [{**e, "level": label + e["level"], "job_id": j}
+                        for e, j in zip(found, job_ids, strict=True)]
+        return summary, entries[:count]
 
     summary, entries = run_with_queue(ctx, queue, go)
     if as_json:

@@ -16,6 +16,7 @@ from ..discovery import known_queues, queue_exists
 from ..errors import ConfigurationError
 from ..health import serve_health
 from ..logs import configure_logging
+from ..partitions import parse_partition_set
 from ..queue import Queue
 from ..router import Router
 from ..settings import Isolation
@@ -85,6 +86,8 @@ def worker(
     isolation: Annotated[Isolation | None, typer.Option(
         help="process: run handlers in child processes (a crash fails the job, not the "
              "worker; handlers must be importable).")] = None,
+    partitions: Annotated[str | None, typer.Option(
+        help="Only these partitions of a partitioned queue, e.g. 0-3 or 0,2,5-7.")] = None,
 ) -> None:
     """Run a worker until SIGTERM/SIGINT (in-flight jobs finish within the shutdown grace)."""
     level = getattr(logging, log_level.upper(), None)
@@ -97,12 +100,16 @@ def worker(
     metrics_text = configure_from_env(console=console_spans, prometheus=metrics_port is not None)
     if metrics_port is not None and metrics_text is None:
         raise fail("--metrics-port needs the Prometheus exporter: pip install 'streamflow[otel]'")
+    try:
+        chosen = parse_partition_set(partitions) if partitions is not None else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--partitions") from None
     settings = settings_of(ctx)
     if isolation is not None:
         settings.worker.isolation = isolation
     try:
         runner = Worker(queue, target, settings=settings, concurrency=concurrency, group=group,
-                        consumer=consumer)
+                        consumer=consumer, partitions=chosen)
     except (ValueError, ConfigurationError) as exc:  # a queue name that is not one...
         raise typer.BadParameter(str(exc)) from None
 

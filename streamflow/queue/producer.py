@@ -31,6 +31,8 @@ class JobSpec:
     track: bool = False
     keep_result: bool | None = None
     index: Mapping[str, str | int] | None = None
+    key: str | None = None
+    """Routing key of a partitioned queue: jobs of one key go to one partition."""
 
 
 class Producer(QueueBase):

@@ -10,6 +10,7 @@
 ``decide``    what a failure means (retry later, dead letter, rate limited): a pure function
 ``acker``     outcomes sent in one pipeline per round, every result checked; final flush
 ``loops``     promoter, reclaimer + keep-alive, heartbeat, janitor
+``partitioned`` a partitioned queue: one partition worker per partition, sharing capacity
 """
 
 from __future__ import annotations

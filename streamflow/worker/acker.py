@@ -11,11 +11,12 @@ see ``lua/includes/full_redis.lua``; a status record can be) is kept until memor
 from __future__ import annotations
 
 import logging
+import os
 
 import anyio
 from anyio.abc import TaskStatus
+from redis.exceptions import ClusterError, OutOfMemoryError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import OutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import scripts
@@ -23,7 +24,25 @@ from ..outcomes import About, Outcomes
 
 log = logging.getLogger("streamflow.worker")
 
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, ClusterError,
+                TryAgainError)
+"""Errors that pass (a lost connection; on Cluster, a slot being moved or failing over)."""
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is a lost connection: a Redis error of ``REDIS_ERRORS``, or the
+    AttributeError/TypeError redis-py's asyncio client leaks from inside itself when a
+    connection is torn down under a write (seen when a Cluster master dies; redis-py #4287)."""
+    if isinstance(exc, REDIS_ERRORS):
+        return True
+    if not isinstance(exc, AttributeError | TypeError):
+        return False
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
 FINAL_FLUSH_S = 3.0
 """How long the final flush may try at shutdown."""
 REFUSALS_KEPT = 3
@@ -142,7 +161,9 @@ class Acker:
                 if self._commands:  # refused ones, sent again with the next round
                     await anyio.sleep(FULL_RETRY_S if self.full else 0.05)
                     self._wanted.set()
-            except REDIS_ERRORS as exc:
+            except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
+                if not lost_connection(exc):
+                    raise
                 failures += 1
                 delay = min(0.05 * 2**failures, 5.0)
                 log.warning("ack flush failed (%s); %d commands kept, retrying in %.2fs",

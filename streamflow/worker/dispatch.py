@@ -35,6 +35,10 @@ class Dispatcher:
         self.progress: Any = None
         self.log: Any = None
         self.track_started: Callable[[Job], None] = lambda job: None
+        self.shared: SharedCapacity | None = None
+        self.fetching = 0
+        """Entries asked for by a fetch in flight (partitions sharing capacity count them)."""
+        """Set on the partitions of one worker: they share its concurrency."""
         self._outcomes = outcomes
         self._flush_wanted = flush_wanted
         self._idle: list[anyio.Event] = []
@@ -45,6 +49,8 @@ class Dispatcher:
     @property
     def free(self) -> int:
         """How many more entries this worker may take."""
+        if self.shared is not None:
+            return min(self.concurrency - len(self.held), self.shared.free)
         return self.concurrency - len(self.held)
 
     async def wait_for_capacity(self, timeout: float) -> None:
@@ -89,6 +95,8 @@ class Dispatcher:
         """``job`` is finished: its slot is free."""
         self.held.discard((self._level_of[job.level], job.entry_id))
         self.capacity.set()
+        if self.shared is not None:
+            self.shared.released()
 
     def _wake(self) -> None:
         if self._in_transit == 0 and self._idle and self.ready:
@@ -124,3 +132,38 @@ class Dispatcher:
     def finished(self) -> bool:
         """Whether ``finish()`` was called."""
         return self._done
+
+
+class SharedCapacity:
+    """One worker's concurrency shared by the dispatchers of the partitions it consumes.
+
+    A fetch takes at most a fair share (concurrency / partitions, at least 1) and a freed slot
+    wakes the partitions' fetchers in rotating order, so no partition starves while another
+    has a backlog; a partition alone with work still fills every slot, a share per fetch.
+    """
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.dispatchers: list[Dispatcher] = []
+        self._share = concurrency
+        self._turn = 0
+
+    def join(self, dispatcher: Dispatcher) -> None:
+        """Let ``dispatcher`` take from this capacity."""
+        dispatcher.shared = self
+        self.dispatchers.append(dispatcher)
+        self._share = max(1, -(-self.concurrency // len(self.dispatchers)))
+
+    @property
+    def free(self) -> int:
+        """Slots free across the partitions, capped at one partition's fair share."""
+        held = sum(len(d.held) + d.fetching for d in self.dispatchers)
+        return min(self.concurrency - held, self._share)
+
+    def released(self) -> None:
+        """A slot freed: every partition may fetch again, a different one first each time."""
+        count = len(self.dispatchers)
+        self._turn = (self._turn + 1) % count
+        for i in range(count):
+            self.dispatchers[(self._turn + i) % count].capacity.set()
+

@@ -27,7 +27,7 @@ from .. import scripts
 from ..keys import QueueKeys
 from ..protocol import NOTHING_WAITS
 from ..settings import StreamflowSettings
-from .acker import REDIS_ERRORS
+from .acker import REDIS_ERRORS, lost_connection
 from .dispatch import Dispatcher
 
 log = logging.getLogger("streamflow.worker")
@@ -108,7 +108,11 @@ class Fetcher:
                             await anyio.sleep(min(limited, PAUSE_CHECK_S))
                             continue
                         self.state = FetchState.FETCHING
-                        reply = await self._fetch(min(free, ws.batch_size))
+                        dispatcher.fetching = min(free, ws.batch_size)
+                        try:
+                            reply = await self._fetch(dispatcher.fetching)
+                        finally:
+                            dispatcher.fetching = 0
                         failures = 0
                         if isinstance(reply, int):  # 0: paused; -W: rate limited for W ms
                             self.state = FetchState.PAUSED if reply == 0 else FetchState.LIMITED
@@ -118,9 +122,11 @@ class Fetcher:
                         last_ids = self._dispatch(reply)
                         if last_ids is None:  # more may wait: let runners start these first
                             await anyio.lowlevel.checkpoint()
-                    except (*REDIS_ERRORS, ResponseError) as exc:
+                    except (*REDIS_ERRORS, ResponseError, AttributeError, TypeError) as exc:
                         if isinstance(exc, NoPermissionError):
                             raise  # a worker without the rights it needs must stop, loudly
+                        if not isinstance(exc, ResponseError) and not lost_connection(exc):
+                            raise
                         self.state = FetchState.FAILING
                         last_ids = None
                         failures += 1

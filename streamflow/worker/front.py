@@ -9,7 +9,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -36,6 +36,7 @@ from .dispatch import Dispatcher
 from .execute import JobRunner
 from .fetcher import Fetcher
 from .loops import Maintenance
+from .partitioned import consumed_partitions, run_partitions
 
 log = logging.getLogger("streamflow.worker")
 
@@ -57,16 +58,27 @@ class Worker:
     later, ``Discard`` to dead-letter the job at once, ``RateLimited`` to run again after a
     wait without spending an attempt, or any other exception to retry with the job's backoff
     until its attempts run out.
+
+    On a partitioned queue (the count recorded by ``Queue``, or ``queue.partitions``) the
+    worker consumes every partition, or those in ``partitions``, sharing its concurrency.
     """
 
     def __init__(self, queue: str, handler: Router | Callable[[Job], Any], *,
                  url: str | None = None, settings: StreamflowSettings | None = None,
                  client: Any = None, concurrency: int | None = None, group: str | None = None,
-                 consumer: str | None = None) -> None:
+                 consumer: str | None = None, partitions: Sequence[int] | None = None,
+                 partition: int | None = None) -> None:
         self.settings = resolve_settings(url, settings)
         ws = self.settings.worker
         self.queue = queue
-        self.keys = QueueKeys(queue, self.settings.prefix, tuple(self.settings.levels))
+        self.keys = QueueKeys(queue, self.settings.prefix, tuple(self.settings.levels),
+                              partition)
+        self.partition = partition
+        """The one partition this worker consumes (None: the queue, all its partitions)."""
+        self.partitions = tuple(partitions) if partitions is not None else None
+        """The partitions to consume (None: all); ``--partitions 0-3`` in the CLI."""
+        self.parts: list[Worker] = []
+        """One worker per partition consumed, sharing this one's client and concurrency."""
         self.router: Router = as_router(handler)
         self.concurrency = concurrency or ws.concurrency
         if self.concurrency < 1:
@@ -113,16 +125,18 @@ class Worker:
     @property
     def processed(self) -> int:
         """Jobs whose handler returned."""
-        return self._runner.processed
+        return self._runner.processed + sum(part.processed for part in self.parts)
 
     @property
     def failed(self) -> int:
         """Runs that failed (a rate limit is not a failure)."""
-        return self._runner.failed
+        return self._runner.failed + sum(part.failed for part in self.parts)
 
     @property
     def ready(self) -> bool:
         """True while the worker is fetching (for readiness probes)."""
+        if self.parts:
+            return all(part.ready for part in self.parts) and not self._stopping.is_set()
         return self.fetcher.working and not self._stopping.is_set()
 
     @property
@@ -148,6 +162,11 @@ class Worker:
         metrics = metrics_for(self.queue)
         self._outcomes.metrics = self.maintenance.metrics = metrics
         try:
+            if self.partition is None:
+                layout = await consumed_partitions(self)
+                if layout is not None:
+                    await run_partitions(self, *layout, handle_signals=handle_signals)
+                    return
             await self._setup()
             maintenance = self.maintenance
             async with self.router.resources(), anyio.create_task_group() as background:
@@ -159,8 +178,9 @@ class Worker:
                 await background.start(maintenance.heartbeats)
                 await background.start(maintenance.janitor)
                 await background.start(partial(self._cancels.watch, survive=maintenance.survive))
-                background.start_soon(metrics.refresh_gauges, self.client, self.keys,
-                                      self.group)
+                if self.partition is None:  # a partitioned worker sums all partitions
+                    background.start_soon(metrics.refresh_gauges, self.client, self.keys,
+                                          self.group)
                 async with anyio.create_task_group() as work:
                     background.start_soon(self._enforce_grace, work.cancel_scope)
                     work.start_soon(self.fetcher.loop)

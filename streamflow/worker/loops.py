@@ -19,10 +19,12 @@ import orjson
 from anyio.abc import TaskStatus
 from redis.exceptions import ResponseError
 
+from .. import scripts
 from ..keys import QueueKeys
 from ..metrics import NoMetrics
 from ..outcomes import dead_retention
 from ..queue import ensure_groups
+from ..queue.ordered import release_stalled
 from ..reclaimer import keep_alive, reclaim_stalled
 from ..repeat import schedule_repeats
 from ..retention import remove_gone_consumers, trim_streams
@@ -132,6 +134,8 @@ class Maintenance:
                 if dead:
                     self.metrics.dead(name, None, "stalled", dead)
                     log.warning("%d stalled entries of %s dead-lettered", dead, name)
+                    await release_stalled(self.client, self.keys, dead, scripts.flag(
+                        defaults.emit_all), defaults.events_maxlen)
                 if claimed:
                     self.metrics.reclaimed(name, len(claimed))
                     log.info("reclaimed %d stalled entries of %s", len(claimed), name)

@@ -78,3 +78,18 @@ def test_a_glob_cannot_name_a_queue_so_obliterate_cannot_reach_other_queues() ->
         Queue("*", url="redis://127.0.0.1:1/0")  # nothing is contacted: refused at once
     with pytest.raises(InvalidQueueName):
         Worker("pay*", lambda job: None, url="redis://127.0.0.1:1/0")
+
+
+def test_a_partition_has_the_whole_layout_under_its_own_hash_tag() -> None:
+    from redis.crc import key_slot
+
+    keys = QueueKeys("payments", partition=3)
+    assert keys.level("high") == "sf:{payments#3}:p:high"
+    assert keys.held("pay_1") == "sf:{payments#3}:held:pay_1"
+    assert keys.keylocks == "sf:{payments#3}:keylocks"
+    assert QueueKeys("payments").part(3) == keys
+    same = {key_slot(k.encode()) for k in (*keys.streams, keys.delayed, keys.meta,
+                                           keys.dedup("x"), keys.held("k"), keys.keylocks)}
+    assert len(same) == 1
+    slots = {key_slot(QueueKeys("payments", partition=i).meta.encode()) for i in range(8)}
+    assert len(slots) == 8, "partitions sit on different slots"

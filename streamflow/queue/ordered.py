@@ -1,0 +1,115 @@
+"""Per-key order: the add command of keyed jobs on an ordered queue, and the release a worker
+sends when such a job ends.
+
+At most one job of a key is out in a partition (waiting, running, retrying, delayed); the key
+locks hash names it. Later jobs of the key wait in the key's held list, in the order added.
+When the job that holds the key completes or is dead-lettered, the release (in the same
+pipeline as its ack) lets the next held job go to its level stream. A retry keeps the key:
+the later jobs of that key wait out its backoff too (the price of order).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import scripts
+from ..codec import delayed_record, encode_data, envelope_fields
+from ..errors import DurabilityError, InvalidJob
+from ..job import JobOptions
+from ..keys import QueueKeys
+from ..protocol import DEAD_PREFIX, F_ID, F_KEY, DeadReason
+from ..settings import Durability, to_ms, to_seconds
+
+STALLED_REASON_FIELD = DEAD_PREFIX + b"reason"
+STALLED = DeadReason.STALLED.value.encode()
+
+if TYPE_CHECKING:
+    from .producer import JobSpec, Producer
+
+
+def ordered_add_command(queue: Producer, specs: Sequence[JobSpec],
+                        carrier: dict[str, str]) -> scripts.Command:
+    """One ``add_ordered`` call for ``specs`` (every one with a key) on ``queue``'s keys."""
+    keys = queue.keys
+    now = int(time.time() * 1000)
+    settings = queue.settings
+    max_bytes = settings.queue.max_payload_bytes
+    extra: dict[str, int] = {}
+
+    def index(key: str) -> int:
+        return extra.setdefault(key, len(extra) + 1)
+
+    args: list[Any] = [now, len(keys.streams), scripts.flag(settings.queue.emit_all),
+                       settings.queue.events_maxlen, int(settings.queue.dedup_ttl * 1000)]
+    for spec in specs:
+        if not spec.name:
+            raise InvalidJob("a job needs a non-empty name")
+        if spec.job_id is not None and not spec.job_id:
+            raise InvalidJob("job_id must be a non-empty string")
+        assert spec.key is not None
+        level = queue.level_index(spec.priority)
+        data = encode_data(spec.data, max_bytes)
+        job_id = spec.job_id or os.urandom(10).hex()
+        options = JobOptions(spec.attempts, spec.backoff, spec.timeout,
+                             spec.track or spec.job_id is not None, spec.keep_result)
+        due = now + to_ms(spec.delay) if spec.delay is not None and to_seconds(
+            spec.delay) > 0 else 0
+        fields = [*envelope_fields(spec.name, data, job_id=job_id, enqueued_ms=now,
+                                   options=options, traceparent=carrier.get("traceparent"),
+                                   tracestate=carrier.get("tracestate")), F_KEY, spec.key]
+        dedup = index(keys.dedup(spec.job_id)) if spec.job_id is not None else 0
+        status = index(keys.status(job_id)) if options.track else 0
+        args += [level, due, dedup, status, index(keys.held(spec.key)), job_id, spec.key,
+                 delayed_record(level, fields), spec.name, len(fields), *fields]
+    return scripts.ADD_ORDERED.command(
+        [keys.keylocks, keys.delayed, keys.jobs, keys.events, *keys.streams, *extra], args)
+
+
+async def send_ordered(queue: Producer, commands: list[scripts.Command],
+                       durability: Durability) -> list[str | None]:
+    """Send ``add_ordered`` calls of one partition in one pipeline (in order: a key's jobs
+    take its lock in the order given), then WAIT for a replica with ``"replicated"``; the
+    ids."""
+    timeout_s = queue.settings.queue.replicated_timeout
+    if durability == "replicated":
+        commands = [*commands, ("WAIT", 1, int(timeout_s * 1000))]
+    results = await scripts.pipeline(queue.client, commands)
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
+    if durability == "replicated" and results.pop() < 1:
+        raise DurabilityError(f"no replica confirmed the add within {timeout_s:g}s; retry it "
+                              "with the same job_id")
+    return [item.decode() if isinstance(item, bytes) else None
+            for chunk in results for item in chunk]
+
+
+async def release_stalled(client: Any, keys: QueueKeys, dead: int, emit: str,
+                          events_maxlen: int) -> None:
+    """Release the keys of jobs the reclaimer just dead-lettered as ``stalled`` (it reports only
+    how many): read back the newest dead letters. A release of a job that no longer holds its
+    key changes nothing, so reading a few more than ``dead`` is harmless."""
+    entries = await client.xrevrange(keys.dead, count=dead + 50)
+    releases = [(fields[F_KEY], fields[F_ID].decode()) for _, fields in entries
+                if fields.get(STALLED_REASON_FIELD) == STALLED and F_KEY in fields
+                and F_ID in fields]
+    if releases:
+        [result] = await scripts.pipeline(client, [release_command(keys, releases, emit,
+                                                                   events_maxlen)])
+        if isinstance(result, Exception):
+            raise result
+
+
+def release_command(keys: QueueKeys, releases: Sequence[tuple[bytes, str]],
+                    emit: str, events_maxlen: int) -> scripts.Command:
+    """One ``release_keys`` call: ``releases`` are (key, id of the job that ended)."""
+    held: dict[str, int] = {}
+    args: list[Any] = [int(time.time() * 1000), len(keys.streams), emit, events_maxlen]
+    for raw_key, job_id in releases:
+        key = raw_key.decode()
+        args += [key, job_id, held.setdefault(keys.held(key), len(held) + 1)]
+    return scripts.RELEASE_KEYS.command(
+        [keys.keylocks, keys.delayed, keys.jobs, keys.events, *keys.streams, *held], args)

@@ -1,0 +1,33 @@
+"""Which errors a worker loop takes for a lost connection (and retries) rather than a bug."""
+
+from __future__ import annotations
+
+import redis.asyncio.connection
+from redis.exceptions import ClusterError, ConnectionError, TryAgainError
+
+from streamflow.worker.acker import lost_connection
+
+
+def _raised_inside_redis_py() -> AttributeError:
+    # compile code that claims redis-py's connection module as its file, as a frame of it would
+    code = compile("None.writelines([])", redis.asyncio.connection.__file__, "exec")
+    try:
+        exec(code)
+    except AttributeError as exc:
+        return exc
+    raise AssertionError("unreachable")
+
+
+def test_redis_errors_and_redis_py_transport_glitches_are_a_lost_connection() -> None:
+    assert lost_connection(ConnectionError("gone"))
+    assert lost_connection(ClusterError("TTL exhausted."))
+    assert lost_connection(TryAgainError("TRYAGAIN"))
+    assert lost_connection(_raised_inside_redis_py())
+
+
+def test_our_own_attribute_errors_are_not() -> None:
+    try:
+        None.writelines([])  # type: ignore[attr-defined]
+    except AttributeError as exc:
+        assert not lost_connection(exc)
+    assert not lost_connection(ValueError("x"))
