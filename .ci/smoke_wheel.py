@@ -152,14 +152,15 @@ def smoke(wheel: Path, folder: Path) -> None:
                       capture_output=True, check=False).returncode == 0:
         fail("the fresh venv can import a top-level `consumers` package")
     run([cli, "--help"], work, env, expect="Usage: streamflow")
-    run([python, "-m", "streamflow", "--help"], work, env, expect="Usage: python -m streamflow")
+    run([python, "-m", "streamflow", "--help"], work, env,
+        expect="Job and event pipeline on Redis Streams")
 
     redis, port = start_redis(folder)
     url = f"redis://127.0.0.1:{port}/0"
     worker: subprocess.Popen[bytes] | None = None
     try:
-        run([cli, "--redis-url", url, "add", QUEUE, "smoke.ping", "--data", '{"n": 41}',
-             "--job-id", "smoke-1"], work, env)
+        run([cli, "--redis-url", url, "add", QUEUE, "smoke.ping", "--create",
+             "--data", '{"n": 41}', "--job-id", "smoke-1"], work, env)
         worker = subprocess.Popen([cli, "--redis-url", url, "worker", QUEUE, "--app",
                                    "smoke_app:router", "--log-level", "WARNING"],
                                   cwd=work, env=env)
