@@ -6,22 +6,12 @@ queue key): the test sets it to dead-letter a job, deletes it ("fixes the cause"
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from streamflow import Discard, Job, Router
+from tests.apps import _redis
 
 router = Router()
-_client: aioredis.Redis | None = None
-
-
-def _redis() -> aioredis.Redis:
-    global _client
-    if _client is None:
-        _client = aioredis.Redis.from_url(os.environ["STREAMFLOW_REDIS_URL"])
-    return _client
 
 
 @router.handler("provider.call")
