@@ -128,6 +128,10 @@ def worker(
             await _warn_if_unknown(settings, queue)
             await runner.run()
             tg.cancel_scope.cancel()
+        if runner.exhausted:
+            raise CliError(f"stopped: {settings.worker.max_abandoned_threads} handler threads "
+                           "outlived their deadline and still run; restart the worker "
+                           "(worker.max_abandoned_threads)", 1)
 
     run(settings, main)
 

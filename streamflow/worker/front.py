@@ -140,6 +140,14 @@ class Worker:
         return self.fetcher.working and not self._stopping.is_set()
 
     @property
+    def exhausted(self) -> bool:
+        """True once the worker stopped itself because ``max_abandoned_threads`` handler
+        threads outlived their deadline: it must be restarted (the CLI exits 1)."""
+        threads = self._runner.threads
+        return threads.abandoned >= threads.max_abandoned or any(
+            part.exhausted for part in self.parts)
+
+    @property
     def stopped(self) -> bool:
         """True once ``run()`` has returned."""
         return self._stopped.is_set()

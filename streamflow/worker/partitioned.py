@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio
@@ -87,8 +86,15 @@ async def run_partitions(front: Worker, count: int, chosen: tuple[int, ...], *,
         background.start_soon(_refresh_gauges, front, count)
         async with anyio.create_task_group() as parts:
             for part in front.parts:
-                parts.start_soon(partial(part.run, handle_signals=False))
+                parts.start_soon(_run_part, front, part)
         background.cancel_scope.cancel()
+
+
+async def _run_part(front: Worker, part: Worker) -> None:
+    """``part`` until it stops; one that stops by itself (too many abandoned handler threads)
+    stops the whole worker, to be restarted, rather than leave its partition unserved."""
+    await part.run(handle_signals=False)
+    front._stopping.set()
 
 
 async def _stop_parts(front: Worker) -> None:

@@ -157,3 +157,17 @@ async def _ran(q: Queue, n: int) -> bool:
 async def _retrying(q: Queue, job_id: str) -> bool:
     return any(e.get(b"e") == b"retrying" and e.get(b"i") == job_id.encode()
                for _, e in await q.client.xrange(q.keys.events))
+
+
+@pytest.mark.parametrize("partitions", [1, 2])
+async def test_a_worker_stopped_by_abandoned_threads_exits_1_to_be_restarted(
+        redis_url: str, queue_name: str, partitions: int) -> None:
+    async with Queue(queue_name, url=redis_url, partitions=partitions) as q:
+        await q.add("sleep_sync", {"seconds": 120}, job_id="stuck", timeout=0.3, attempts=1)
+        proc = start_worker(redis_url, queue_name, consumer="capped", concurrency=2, app=APP,
+                            STREAMFLOW_WORKER__MAX_ABANDONED_THREADS="1", **FAST)
+        try:  # before: exit code 0 (and, partitioned, the other partitions went on serving)
+            await wait_until(lambda: proc.poll() is not None, timeout=30)
+        finally:
+            stop(proc)
+        assert proc.returncode == 1
