@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -33,6 +34,8 @@ from opentelemetry.trace import (
     TraceFlags,
     TraceState,
 )
+
+from .connection import redact
 
 log = logging.getLogger("streamflow.telemetry")
 
@@ -226,10 +229,15 @@ class process_span:  # a lower-case name: used as ``with process_span(...) as sp
 
 
 def record_failure(span: Span, exc: BaseException, outcome: str) -> None:
-    """Mark ``span`` as failed and add the outcome (``retrying``, ``dead``) as an event."""
+    """Mark ``span`` as failed and add the outcome (``retrying``, ``dead``) as an event.
+
+    Passwords in URLs are masked in the status, message and stack trace, as in dead letters:
+    spans leave for a tracing backend that more people read than the job's data."""
     if span.is_recording():
-        span.record_exception(exc)
-        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        span.record_exception(exc, attributes={
+            "exception.message": redact(str(exc)),
+            "exception.stacktrace": redact("".join(traceback.format_exception(exc)))})
+        span.set_status(Status(StatusCode.ERROR, redact(f"{type(exc).__name__}: {exc}")))
         span.add_event(f"streamflow.{outcome}")
 
 

@@ -280,3 +280,25 @@ def test_unsampled_parents_skip_the_sdk_but_keep_the_trace() -> None:
         if recorded:
             assert finished[0].parent is not None
             assert finished[0].parent.span_id == 0xB7AD6B7169203331
+
+
+async def test_failure_spans_mask_passwords_like_dead_letters(
+        redis_url: str, queue_name: str, spans: InMemorySpanExporter) -> None:
+    settings = fast_settings(redis_url, attempts=1)
+    url = "postgresql://ledger:s3cret-pw@db.internal/ledger"
+
+    async def handler(job: Any) -> None:
+        raise ConnectionError(f"cannot reach {url}")
+
+    async with Queue(queue_name, settings=settings) as q, running(
+            Worker(queue_name, handler, settings=settings)):
+        await q.add("call")
+        await wait_until(lambda: len(process_spans(spans, queue_name)) == 1)
+    (span,) = process_spans(spans, queue_name)
+    (exception,) = [e for e in span.events if e.name == "exception"]
+    attributes = exception.attributes or {}
+    shown = [span.status.description or "", *(str(v) for v in attributes.values())]
+    assert all("s3cret-pw" not in text for text in shown)  # before: in all three texts
+    assert span.status.description == (
+        "ConnectionError: cannot reach postgresql://ledger:***@db.internal/ledger")
+    assert "ledger:***@db.internal" in str((exception.attributes or {})["exception.stacktrace"])
