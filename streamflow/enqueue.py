@@ -33,7 +33,6 @@ from .backoff import Backoff
 from .coalesce import Coalescer
 from .codec import delayed_record, encode_data
 from .errors import (
-    DurabilityError,
     InvalidJob,
     PayloadNotSerializable,
     QueueFull,
@@ -54,6 +53,7 @@ from .protocol import (
     KEYED_RECORD,
     PLAIN_RECORD,
 )
+from .replication import send_writes
 from .settings import Durability, StreamflowSettings, to_seconds
 
 CHUNK = 1000
@@ -358,10 +358,8 @@ class Enqueuer:
 
     async def _send(self, commands: list[scripts.Command], replicated: bool
                     ) -> list[str | None]:
-        queue = self.settings.queue
-        if replicated:
-            commands = [*commands, ("WAIT", 1, int(queue.replicated_timeout * 1000))]
-        results = await scripts.pipeline(self.client, commands)
+        results = await send_writes(self.client, commands, replicated=replicated,
+                                    timeout_s=self.settings.queue.replicated_timeout)
         for result in results:
             if isinstance(result, OutOfMemoryError):
                 raise QueueFull("Redis is full (maxmemory reached) and refused the add; retry "
@@ -369,10 +367,6 @@ class Enqueuer:
                                            "added)" if len(commands) > 1 else "")) from result
             if isinstance(result, Exception):
                 raise result
-        if replicated and results.pop() < 1:
-            raise DurabilityError(
-                f"no replica confirmed the add within {queue.replicated_timeout:g}s; "
-                "retry it with the same job_id")
         ids: list[str | None] = []
         for chunk in results:
             ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
@@ -289,17 +290,20 @@ async def call(client: Any, script: Script, keys: list[str] | tuple[str, ...],
     return script.check(await client.execute_command(*command))
 
 
-async def pipeline(client: Any, commands: list[Command]) -> list[Any]:
+async def pipeline(client: Any, commands: list[Command], *,
+                   targets: Mapping[int, Any] | None = None,
+                   resent: list[int] | None = None) -> list[Any]:
     """Send ``commands`` in one non-transactional pipeline; per-command errors are returned
     in place, not raised. Commands that met NOSCRIPT ("Function not found") are sent again once
-    the moves are loaded; moves a full Redis refused, again as their function for a full Redis.
-    """
+    the moves are loaded; moves a full Redis refused, again as their function for a full Redis
+    (their indexes are added to ``resent``). ``targets`` routes commands (by index) to a
+    Cluster node (``target_nodes``)."""
     if not commands:
         return []
     mode = _modes.get(client) or await _settle(client)
     if mode == "evalsha":
         commands = [_as_evalsha(command) for command in commands]
-    results = await _send(client, commands)
+    results = await _send(client, commands, targets or {})
     retry = [i for i, result in enumerate(results) if _gone(result)]
     if retry:
         await _reload(client, mode)
@@ -311,6 +315,8 @@ async def pipeline(client: Any, commands: list[Command]) -> list[Any]:
         for i in full:
             commands[i] = ("FCALL", _FULL[commands[i][1]], *commands[i][2:])
         await _send_again(client, commands, results, full)
+    if resent is not None:
+        resent += retry + full
     return results
 
 
@@ -321,13 +327,17 @@ async def _send_again(client: Any, commands: list[Command], results: list[Any],
         results[i] = result
 
 
-async def _send(client: Any, commands: list[Command]) -> list[Any]:
-    if len(commands) == 1:  # no pipeline object for one command: less work on the hot path
+async def _send(client: Any, commands: list[Command],
+                targets: Mapping[int, Any] | None = None) -> list[Any]:
+    if len(commands) == 1 and not targets:  # no pipeline object: less work on the hot path
         try:
             return [await client.execute_command(*commands[0])]
         except ResponseError as exc:
             return [exc]
     pipe = client.pipeline(transaction=False)
-    for command in commands:
-        pipe.execute_command(*command)
+    for i, command in enumerate(commands):
+        if targets and i in targets:
+            pipe.execute_command(*command, target_nodes=targets[i])
+        else:
+            pipe.execute_command(*command)
     return list(await pipe.execute(raise_on_error=False))

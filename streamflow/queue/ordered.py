@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import scripts
 from ..codec import delayed_record, encode_data, envelope_fields
-from ..errors import DurabilityError, InvalidJob
+from ..errors import InvalidJob
 from ..job import JobOptions
 from ..keys import QueueKeys
 from ..protocol import DEAD_PREFIX, F_ID, F_KEY, DeadReason
+from ..replication import send_writes
 from ..settings import Durability, to_ms, to_seconds
 
 STALLED_REASON_FIELD = DEAD_PREFIX + b"reason"
@@ -73,16 +74,11 @@ async def send_ordered(queue: Producer, commands: list[scripts.Command],
     """Send ``add_ordered`` calls of one partition in one pipeline (in order: a key's jobs
     take its lock in the order given), then WAIT for a replica with ``"replicated"``; the
     ids."""
-    timeout_s = queue.settings.queue.replicated_timeout
-    if durability == "replicated":
-        commands = [*commands, ("WAIT", 1, int(timeout_s * 1000))]
-    results = await scripts.pipeline(queue.client, commands)
+    results = await send_writes(queue.client, commands, replicated=durability == "replicated",
+                                timeout_s=queue.settings.queue.replicated_timeout)
     for result in results:
         if isinstance(result, Exception):
             raise result
-    if durability == "replicated" and results.pop() < 1:
-        raise DurabilityError(f"no replica confirmed the add within {timeout_s:g}s; retry it "
-                              "with the same job_id")
     return [item.decode() if isinstance(item, bytes) else None
             for chunk in results for item in chunk]
 
