@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from redis.exceptions import ResponseError
 
 from .. import scripts
 from ..errors import QueueBusy
@@ -170,7 +171,7 @@ class _Mover:
                 if name == group:
                     last = info["last-delivered-id"]
                     start = "(" + (last.decode() if isinstance(last, bytes) else str(last))
-        except Exception:  # no such stream: nothing waits
+        except ResponseError:  # no such stream: nothing waits
             return
         while True:
             entries = await self.client.xrange(stream, min=start, count=BATCH)
