@@ -114,13 +114,14 @@ async def migrate_partitions(queue: Admin, to: int, *, group: str | None = None)
                         "its reclaimer returns them), then stop the workers")
     for keys in new:
         await ensure_groups(client, keys, group)
-    router = _Router(to)
-    paused = False
-    for index, keys in enumerate(old):
-        vanishing = index >= to or (before == 1) != (to == 1)
-        mover = _Mover(client, keys, index, vanishing, new, router, report)
-        paused = paused or await client.hget(keys.meta, "paused") == b"1"
-        await mover.run(group)
+    router, out = _Router(to), set[str]()
+    movers = [_Mover(client, keys, index, index >= to or (before == 1) != (to == 1), new,
+                     router, report, out) for index, keys in enumerate(old)]
+    paused = any([await client.hget(keys.meta, "paused") == b"1" for keys in old])
+    for mover in movers:  # first every job, then the keys' order (a holder moved by an
+        await mover.move_jobs(group)  # interrupted run is found in its new partition)
+    for mover in movers:
+        await mover.move_the_rest()
     if (before == 1) != (to == 1):
         await _copy_keys(client, [(old[0].repeat, new[0].repeat),
                                   (old[0].repeat_last, new[0].repeat_last)])
@@ -141,10 +142,11 @@ class _Mover:
     """Moves the jobs of one partition of the old layout."""
 
     def __init__(self, client: Any, keys: QueueKeys, index: int, vanishing: bool,
-                 new: Sequence[QueueKeys], router: _Router, report: Migration) -> None:
+                 new: Sequence[QueueKeys], router: _Router, report: Migration,
+                 out: set[str]) -> None:
         self.client, self.keys, self.index, self.vanishing = client, keys, index, vanishing
         self.new, self.router, self.report = new, router, report
-        self.out: set[str] = set()  # ids of the waiting and delayed jobs seen
+        self.out = out  # ids of the waiting and delayed jobs seen in every partition
 
     def dest(self, key: str | None, job_id: str | None) -> int | None:
         """Where a job goes; None when it stays."""
@@ -153,10 +155,14 @@ class _Mover:
         target = self.router.of(key, job_id)
         return None if not self.vanishing and target == self.index else target
 
-    async def run(self, group: str) -> None:
+    async def move_jobs(self, group: str) -> None:
+        """Waiting and delayed jobs."""
         for level, stream in enumerate(self.keys.streams):
             await self._streams(level, stream, group)
         await self._delayed()
+
+    async def move_the_rest(self) -> None:
+        """Key order, dedup marks, status records, dead letters."""
         await self._key_order()
         await self._dedup()
         if self.vanishing:
@@ -241,6 +247,9 @@ class _Mover:
                         self.keys, [(raw_key, holder.decode())], "0", 0)])
                 continue
             dest = self.new[target]
+            if stale:  # moved there by an interrupted run of the migration?
+                stale = not (await self.client.hexists(dest.where, holder) or
+                             await self.client.zscore(dest.delayed, holder) is not None)
             items = await self.client.lrange(self.keys.held(key), 0, -1)
             ids = [item.decode().split(HELD_SEPARATOR, 1)[1] for item in items]
             records = [await self.client.hget(self.keys.jobs, job_id) for job_id in ids]

@@ -160,3 +160,69 @@ def test_cli_migrate(redis_url: str, queue_name: str) -> None:
             await q.obliterate(force=True)
 
     anyio.run(clean)
+
+
+@pytest.mark.parametrize(("before", "to"), [(4, 2), (2, 5), (1, 3)])
+async def test_an_interrupted_migration_run_again_loses_nothing_and_keeps_order(
+        redis_url: str, queue_name: str, before: int, to: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamflow.queue import migrate
+
+    settings = fast_settings(redis_url)
+    ran: list[Any] = []
+    violations: list[Any] = []
+    last: dict[str, int] = {}
+
+    active: set[str] = set()
+
+    async def handler(job: Job) -> None:
+        key, seq = job.data
+        if key in active:
+            violations.append(("two at once", key, seq))
+        active.add(key)
+        await anyio.sleep(0.005)
+        active.discard(key)
+        if last.get(key, -1) != seq - 1:
+            violations.append((key, last.get(key), seq))
+        last[key] = seq
+        ran.append((key, seq))
+
+    specs = [JobSpec("k", [f"pay_{i % 9}", i // 9], key=f"pay_{i % 9}", job_id=f"e{i}")
+             for i in range(90)]
+    async with Queue(queue_name, settings=settings, partitions=before, ordered=True) as q:
+        await q.add_bulk(specs)
+        original = migrate._Mover.move_the_rest
+
+        async def crash(self: Any) -> None:
+            raise ConnectionError("the operator's laptop went to sleep")
+
+        monkeypatch.setattr(migrate._Mover, "move_the_rest", crash)
+        with pytest.raises(ConnectionError):
+            await migrate_partitions(q, to)
+        monkeypatch.setattr(migrate._Mover, "move_the_rest", original)
+        await migrate_partitions(q, to)
+    async with Queue(queue_name, settings=settings, ordered=True) as q:
+        assert q.partitions == to
+        async with running(Worker(queue_name, handler, settings=settings, concurrency=16)):
+            await wait_until(lambda: len(ran) >= len(specs), timeout=30)
+            await anyio.sleep(0.2)
+        assert violations == []
+        assert Counter(ran) == Counter(tuple(s.data) for s in specs)
+        await q.obliterate(force=True)
+
+
+async def test_a_lock_whose_job_is_gone_lets_the_next_job_go(redis_url: str,
+                                                             queue_name: str) -> None:
+    settings = fast_settings(redis_url)
+    ran: list[int] = []
+    async with Queue(queue_name, settings=settings, ordered=True) as q:
+        await q.add_bulk([JobSpec("k", i, key="pay_L", job_id=f"L{i}") for i in range(3)])
+        [(entry_id, _)] = await q.client.xrange(q.keys.level("normal"))
+        await q.client.xdel(q.keys.level("normal"), entry_id)  # L0 ended, its release lost
+        await migrate_partitions(q, 2)
+    async with Queue(queue_name, settings=settings, ordered=True) as q:
+        async with running(Worker(queue_name, lambda job: ran.append(job.data),
+                                  settings=settings)):
+            await wait_until(lambda: len(ran) == 2)
+        assert ran == [1, 2]
+        await q.obliterate(force=True)
