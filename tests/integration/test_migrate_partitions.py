@@ -127,6 +127,18 @@ async def test_migration_is_refused_while_workers_run(redis_url: str, queue_name
         await q.obliterate(force=True)
 
 
+async def test_migration_is_refused_while_jobs_are_in_flight(redis_url: str,
+                                                             queue_name: str) -> None:
+    settings = fast_settings(redis_url)
+    async with Queue(queue_name, settings=settings) as q:
+        await q.add("j", None)
+        await q.client.xreadgroup("workers", "gone", {q.keys.level("normal"): ">"})
+        with pytest.raises(QueueBusy, match="1 job\\(s\\) in flight"):
+            await migrate_partitions(q, 2)
+        assert q.partitions == 1 and (await q.counts())["pending"] == 1
+        await q.obliterate(force=True)
+
+
 async def _registered(q: Queue) -> bool:
     return any([await q.client.hlen(q.keys.part(i).workers) for i in range(2)])
 
@@ -150,6 +162,8 @@ def test_cli_migrate(redis_url: str, queue_name: str) -> None:
     assert shown.exit_code == 0 and "3 partition(s)" in shown.output
     stats = runner.invoke(app, ["--redis-url", redis_url, "stats", queue_name, "--json"])
     assert '"waiting":30' in stats.output.replace(" ", ""), stats.output
+    as_json = runner.invoke(app, [*base, "migrate", queue_name, "--to", "2", "--yes", "--json"])
+    assert as_json.exit_code == 0 and '"after": 2' in as_json.output, as_json.output
     bad = runner.invoke(app, [*base, "migrate", queue_name, "--to", "0", "--yes"])
     assert bad.exit_code == 2 and "Traceback" not in bad.output
     unknown = runner.invoke(app, [*base, "migrate", "no-such-queue", "--to", "2", "--yes"])
