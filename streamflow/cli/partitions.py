@@ -29,6 +29,9 @@ def migrate(
     ctx: typer.Context, queue: QueueArg,
     to: Annotated[int, typer.Option("--to", min=1, max=MAX_PARTITIONS,
                                     help="The new partition count (1: a plain queue).")],
+    group: Annotated[str | None, typer.Option(
+        help="The consumer group whose position tells waiting jobs (default: the workers').")]
+    = None,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -40,7 +43,7 @@ def migrate(
 
     async def go(q: Queue) -> Migration:
         try:
-            return await migrate_partitions(q, to)
+            return await migrate_partitions(q, to, group=group)
         except QueueBusy as exc:
             raise CliError(str(exc)) from None
 
