@@ -28,7 +28,7 @@ from __future__ import annotations
 import copy
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -252,7 +252,7 @@ class _Mover:
                              await self.client.zscore(dest.delayed, holder) is not None)
             items = await self.client.lrange(self.keys.held(key), 0, -1)
             ids = [item.decode().split(HELD_SEPARATOR, 1)[1] for item in items]
-            records = [await self.client.hget(self.keys.jobs, job_id) for job_id in ids]
+            records = await self.client.hmget(self.keys.jobs, ids) if ids else []
             held = [(item, job_id, record) for item, job_id, record
                     in zip(items, ids, records, strict=True) if record is not None]
             if stale and held:
@@ -291,31 +291,32 @@ class _Mover:
     async def _dedup(self) -> None:
         targets = [keys for index, keys in enumerate(self.new)
                    if self.vanishing or index != self.index]
-        async for mark in self.client.scan_iter(match=_glob(self.keys.dedup("")) + "*",
-                                                count=1000):
+        prefix = self.keys.dedup("")
+        async for marks in _scan_batches(self.client, prefix):
+            values = await self.client.mget(marks)  # one slot: the partition's hash tag
             pipe = self.client.pipeline(transaction=False)
-            pipe.get(mark)
-            pipe.pttl(mark)
-            value, ttl = await pipe.execute()
-            if value is None:
-                continue
-            job_id = mark.decode()[len(self.keys.dedup("")):]
+            for mark in marks:
+                pipe.pttl(mark)
+            ttls = await pipe.execute()
             pipe = self.client.pipeline(transaction=False)
-            for keys in targets:
-                pipe.set(keys.dedup(job_id), value, nx=True, px=ttl if ttl > 0 else None)
-            if self.vanishing:
-                pipe.delete(mark)
+            for mark, value, ttl in zip(marks, values, ttls, strict=True):
+                if value is None:
+                    continue
+                job_id = mark.decode()[len(prefix):]
+                for keys in targets:
+                    pipe.set(keys.dedup(job_id), value, nx=True, px=ttl if ttl > 0 else None)
+                if self.vanishing:
+                    pipe.delete(mark)
+                self.report.dedup_marks += 1
             await pipe.execute()
-            self.report.dedup_marks += 1
 
     async def _status(self) -> None:
         prefix = self.keys.status("")
-        moves: list[tuple[Any, str]] = []
-        async for raw in self.client.scan_iter(match=_glob(prefix) + "*", count=1000):
-            job_id = raw.decode()[len(prefix):]
-            moves.append((raw, self.new[self.router.of(None, job_id)].status(job_id)))
-        await _copy_keys(self.client, moves, delete=True)
-        self.report.status += len(moves)
+        async for raws in _scan_batches(self.client, prefix):
+            moves = [(raw, self.new[self.router.of(None, job_id)].status(job_id))
+                     for raw in raws for job_id in [raw.decode()[len(prefix):]]]
+            await _copy_keys(self.client, moves, delete=True)
+            self.report.status += len(moves)
 
     async def _dead(self) -> None:
         start = "-"
@@ -338,16 +339,31 @@ class _Mover:
 async def _copy_keys(client: Any, pairs: Sequence[tuple[Any, str]], *,
                      delete: bool = False) -> None:
     """DUMP/RESTORE each (source, destination) with its TTL (works across Cluster slots)."""
-    for source, dest in pairs:
-        pipe = client.pipeline(transaction=False)
+    pipe = client.pipeline(transaction=False)
+    for source, _ in pairs:
         pipe.dump(source)
         pipe.pttl(source)
-        dumped, ttl = await pipe.execute()
+    read = await pipe.execute()
+    pipe = client.pipeline(transaction=False)
+    for (source, dest), dumped, ttl in zip(pairs, read[::2], read[1::2], strict=True):
         if dumped is None:
             continue
-        await client.restore(dest, max(ttl, 0), dumped, replace=True)
+        pipe.restore(dest, max(ttl, 0), dumped, replace=True)
         if delete:
-            await client.delete(source)
+            pipe.delete(source)
+    await pipe.execute()
+
+
+async def _scan_batches(client: Any, prefix: str) -> AsyncIterator[list[Any]]:
+    """The keys starting with ``prefix``, up to `BATCH` at a time."""
+    batch: list[Any] = []
+    async for key in client.scan_iter(match=_glob(prefix) + "*", count=1000):
+        batch.append(key)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 async def _clear(queue: Admin, keys: QueueKeys) -> int:
