@@ -92,7 +92,8 @@ class _Router:
 async def migrate_partitions(queue: Admin, to: int, *, group: str | None = None) -> Migration:
     """Move the jobs of ``queue`` (a ``Queue`` handle, any count) to a layout of ``to``
     partitions and record ``to``. Raises `QueueBusy` while a worker's heartbeat is fresh or
-    jobs are in flight (the workers must finish or the reclaimer return them first)."""
+    jobs are in flight (the workers must finish or the reclaimer return them first).
+    Handles opened before keep the old count: open new ones (they read the new count)."""
     check_partitions(to)
     client, base = queue.client, QueueKeys(queue.name, queue.settings.prefix,
                                            tuple(queue.settings.levels))

@@ -82,3 +82,30 @@ def test_the_prefix_setting_orders_those_keys(monkeypatch: pytest.MonkeyPatch) -
     assert not q.key_order.applies(None)
     assert Queue("q", settings=settings, ordered=True).key_order.applies("cust_1")
     assert not Queue("q", settings=settings, ordered=False).ordered
+
+
+def test_cli_stats_shows_held_jobs(redis_url: str, queue_name: str) -> None:
+    import anyio
+    from typer.testing import CliRunner
+
+    from streamflow.cli import app
+
+    async def fill() -> None:
+        async with Queue(queue_name, settings=fast_settings(redis_url), partitions=2,
+                         ordered=True) as q:
+            await q.add_bulk([JobSpec("j", i, key="pay_S") for i in range(4)])
+
+    async def clean() -> None:
+        async with Queue(queue_name, settings=fast_settings(redis_url)) as q:
+            await q.obliterate(force=True)
+
+    anyio.run(fill)
+    runner = CliRunner()
+    table = runner.invoke(app, ["--redis-url", redis_url, "stats", queue_name])
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    header, row = lines[-3].split(), lines[-1].split()  # header, rule, row
+    assert row[header.index("held")] == "3", table.output
+    as_json = runner.invoke(app, ["--redis-url", redis_url, "stats", queue_name, "--json"])
+    assert '"held":3' in as_json.output.replace(" ", "")
+    anyio.run(clean)
