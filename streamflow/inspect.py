@@ -26,6 +26,9 @@ class QueueCounts(TypedDict):
     waiting: int
     pending: int
     delayed: int
+    held: int
+    """Jobs of an ordered queue held back behind an earlier job of their key (not in
+    ``waiting``: none of them can start before that job ends)."""
     dead: int
     consumers: int
     groups: list[str]
@@ -91,12 +94,19 @@ def _text(value: Any) -> str:
 
 
 async def read_counts(client: Any, keys: QueueKeys, group: str) -> QueueCounts:
-    """One pipeline: XINFO GROUPS + XLEN per level, ZCARD delayed, XLEN dead, paused flag."""
+    """One pipeline: XINFO GROUPS + XLEN per level, ZCARD delayed, HLEN jobs, XLEN dead, paused
+    flag.
+
+    ``held`` is the envelopes of the jobs hash that are not in the delayed set: the hash holds
+    those of delayed and of held jobs only (ordered queues), so this costs nothing on the add
+    path. Jobs moving between the two reads can put it off by those few for one read.
+    """
     pipe = client.pipeline(transaction=False)
     for stream in keys.streams:
         pipe.xlen(stream)
         pipe.xinfo_groups(stream)
     pipe.zcard(keys.delayed)
+    pipe.hlen(keys.jobs)
     pipe.xlen(keys.dead)
     pipe.hget(keys.meta, "paused")
     results = await pipe.execute(raise_on_error=False)
@@ -122,12 +132,13 @@ async def read_counts(client: Any, keys: QueueKeys, group: str) -> QueueCounts:
             waiting = int(lag) if lag is not None else max(
                 length - pending - int(info.get("entries-read") or 0), 0)
         levels[level] = LevelCounts(length=length, waiting=waiting, pending=pending)
-    delayed, dead, paused = results[-3:]
+    delayed, envelopes, dead, paused = results[-4:]
     return QueueCounts(
         levels=levels,
         waiting=sum(c["waiting"] for c in levels.values()),
         pending=sum(c["pending"] for c in levels.values()),
         delayed=int(delayed),
+        held=max(int(envelopes) - int(delayed), 0),
         dead=int(dead),
         consumers=consumers,
         groups=sorted(group_names),

@@ -102,6 +102,21 @@ class QueueDefaults(BaseModel):
     ordered: bool = False
     """Per-key order: jobs added with a ``key`` run one at a time per key, in the order added
     (a retry holds the later jobs of its key back)."""
+    ordered_prefixes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Per-key order for the keys starting with one of these prefixes only (others run
+    freely), e.g. ``["pay_", "order_"]`` (``STREAMFLOW_QUEUE__ORDERED_PREFIXES=pay_,order_``);
+    when set, it turns order on whatever ``ordered`` says. Every producer of a queue must use
+    the same."""
+
+    _split_prefixes = field_validator("ordered_prefixes", mode="before")(_comma_list)
+
+    @field_validator("ordered_prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        if any(not prefix for prefix in value):
+            raise ValueError("an ordered key prefix must be a non-empty string "
+                             "(ordered=true orders every key)")
+        return value
 
     @property
     def emit_all(self) -> bool:

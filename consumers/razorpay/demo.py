@@ -25,6 +25,10 @@ What is sent, over HTTP with real HMAC signatures:
    the entity its type needs (the handler raises ``Discard``: dead-lettered at once).
 3. *late re-delivery*: one event re-sent after its dedup mark is gone (as after the 24 h TTL):
    enqueued again, and the ledger's ``applied_events`` makes it change nothing.
+4. *ordered* (``ordered_demo``): an order-dependent handler, the payment journal, on a queue of
+   4 partitions ordered by payment id: many payments' lifecycles added at once, 4 workers,
+   every payment's transitions applied in order (added to Redis directly: the ingress does not
+   key events by payment).
 
 Then it waits (bounded) until every accepted job is finished (completed or dead, nothing
 waiting, pending or delayed), stops the workers with SIGTERM and prints the summary. Exit code
@@ -59,6 +63,7 @@ from streamflow.inspect import DeadEntry, QueueCounts
 from streamflow.localredis import free_port, local_redis
 
 from .ingress import WEBHOOK_PATH
+from .ordered_demo import run_ordered
 from .sample import (
     Event,
     SignedWebhook,
@@ -380,6 +385,8 @@ def run_demo(settings: StreamflowSettings | None = None, *, workers: int = 2,
         pipeline.stop("ingress")
         report = anyio.run(_collect, sf, queue, ledger_path, razorpay.table_prefix)
         ok = _print_summary(result, report, codes, time.monotonic() - started)
+        print()  # then a handler that is not order-tolerant, on an ordered queue
+        ok = anyio.run(run_ordered, sf, razorpay, f"{queue}-ordered") and ok
         if not ok:
             print(pipeline.tails())
         return 0 if ok else 1

@@ -26,8 +26,9 @@ from typing import Any
 
 from streamflow import Discard, Job, Retry, Router
 
+from .journal import PaymentJournal
 from .settings import RazorpaySettings
-from .states import EVENT_STATUS, PAYMENT_STATUS_OF_ENTITY, Versioned
+from .states import EVENT_STATUS, LIFECYCLE_EVENTS, PAYMENT_STATUS_OF_ENTITY, OutOfOrder, Versioned
 from .store import (
     DISPUTES,
     INTEGER_COLUMNS,
@@ -198,14 +199,7 @@ def _router(ledger_of: Callable[[], Awaitable[tuple[Ledger, float]]]) -> Router:
     """The router; ``ledger_of`` gives the ledger and the retry delay of ledger outages."""
 
     async def apply_event(job: Job) -> str:
-        body = job.data
-        if isinstance(body, str):  # the signed text (jobs enqueued before: parsed already)
-            try:
-                body = parse_event_body(body)
-            except MalformedBody as exc:
-                raise Discard(f"malformed: {exc}") from exc
-        if not isinstance(body, Mapping):
-            raise Discard("malformed: the webhook body is not a JSON object")
+        body = event_body(job)
         try:
             entity_id, updates = updates_for(job.name, body)
         except MalformedEvent as exc:
@@ -231,5 +225,101 @@ def _router(ledger_of: Callable[[], Awaitable[tuple[Ledger, float]]]) -> Router:
     return router
 
 
+def event_body(job: Job) -> Mapping[str, Any]:
+    """The webhook body of ``job``; `Discard` when it cannot be understood."""
+    body = job.data
+    if isinstance(body, str):  # the signed text (jobs enqueued before: parsed already)
+        try:
+            body = parse_event_body(body)
+        except MalformedBody as exc:
+            raise Discard(f"malformed: {exc}") from exc
+    if not isinstance(body, Mapping):
+        raise Discard("malformed: the webhook body is not a JSON object")
+    return body
+
+
+# ------------------------------------------------------- the order-dependent payment journal
+
+
+def lifecycle_step(event: str, body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(payment id, status) an event moves a payment to on `states.PAYMENT_LIFECYCLE`; None
+    for events that do not move it. The payment id is also the event's ordering key."""
+    to = LIFECYCLE_EVENTS.get(event)
+    if to is None:
+        return None
+    if event.startswith("refund."):
+        payment_id = _entity(body, "refund").get("payment_id")
+        if not isinstance(payment_id, str) or not payment_id:
+            raise MalformedEvent("payload.refund.entity.payment_id is missing")
+        return payment_id, to
+    return _entity(body, "payment")["id"], to
+
+
+def ordering_key(event: str, body: Mapping[str, Any]) -> str | None:
+    """The key to add a webhook with on an ordered queue (``add(..., key=...)``): the id of
+    the payment it moves, so one payment's events run one at a time, in the order added."""
+    try:
+        step = lifecycle_step(event, body)
+    except MalformedEvent:
+        return None
+    return step[0] if step else None
+
+
+def build_lifecycle_router(journal: PaymentJournal | None = None,
+                           settings: RazorpaySettings | None = None) -> Router:
+    """A router whose handler moves payments along their lifecycle in the journal: an
+    order-dependent handler, for an ordered queue keyed by `ordering_key`.
+
+    A transition the payment's status does not allow (``captured`` before ``authorized``) is
+    dead-lettered (``Discard``), not retried: on an ordered queue a retry would hold the later
+    events of the payment back, and the missing event may never come. Without ``journal`` the
+    lifespan opens the ledger database of ``settings`` (as `build_router`).
+    """
+    opened: list[PaymentJournal] = [journal] if journal is not None else []
+    retry_delay = (settings or RazorpaySettings()).db_retry_delay
+
+    async def advance(job: Job) -> str:
+        body = event_body(job)
+        try:
+            step = lifecycle_step(job.name, body)
+        except MalformedEvent as exc:
+            raise Discard(f"malformed {job.name}: {exc}") from exc
+        if step is None:
+            return "ignored"
+        if not opened:
+            raise RuntimeError("the journal opens with the worker (router lifespan)")
+        try:
+            applied = await opened[0].advance(job.id, *step)
+        except OutOfOrder as exc:
+            raise Discard(f"out of order: {exc}") from exc
+        except LedgerUnavailable as exc:
+            raise Retry(delay=retry_delay, reason="ledger unavailable") from exc
+        return "applied" if applied else "duplicate"
+
+    router = Router()
+    for name in LIFECYCLE_EVENTS:
+        router.add(name, advance)
+    router.fallback(advance)
+    if journal is None:
+        @router.lifespan
+        @asynccontextmanager
+        async def open_journal() -> AsyncIterator[None]:
+            config = settings or RazorpaySettings()
+            async with open_ledger(config) as ledger:
+                own = PaymentJournal(ledger.db, ledger.prefix)
+                await own.create_schema()
+                opened.append(own)
+                try:
+                    yield
+                finally:
+                    opened.clear()
+
+    return router
+
+
 router = build_router()
 """The handlers on the environment's ledger: ``--app consumers.razorpay.handlers:router``."""
+
+lifecycle_router = build_lifecycle_router()
+"""The payment journal on the environment's ledger database, for an ordered queue:
+``--app consumers.razorpay.handlers:lifecycle_router``."""

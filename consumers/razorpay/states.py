@@ -137,3 +137,60 @@ def refund_status(amount: int | None, amount_refunded: int) -> str | None:
     if amount is not None and amount_refunded >= amount:
         return "full"
     return "partial"
+
+
+# ---------------------------------------------------------------- an order-dependent machine
+
+
+class OutOfOrder(ValueError):
+    """Raised when an event asks for a transition its entity's current status does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """A strict state machine: each event moves an entity from its current status to one the
+    current status allows, or is refused (`OutOfOrder`). Unlike `StateMachine` it is not
+    order-tolerant: its events must be applied in the order they happened, which an ordered
+    queue keyed by the entity gives (docs/scaling.md, per-key order)."""
+
+    name: str
+    initial: str
+    moves: Mapping[str, frozenset[str]]
+    """status -> the statuses it may move to."""
+
+    def __post_init__(self) -> None:
+        targets = {target for allowed in self.moves.values() for target in allowed}
+        if self.initial not in self.moves or not targets <= set(self.moves):
+            raise ValueError(f"{self.name}: every status must be listed in moves")
+
+    def step(self, current: str, to: str) -> str:
+        """``to`` when ``current`` may move to it; `OutOfOrder` otherwise."""
+        if to not in self.moves.get(current, frozenset()):
+            raise OutOfOrder(f"{self.name} cannot go from {current!r} to {to!r}")
+        return to
+
+    def run(self, statuses: Iterable[str]) -> str:
+        """The status after ``statuses`` applied in turn from the initial one."""
+        return reduce(self.step, statuses, self.initial)
+
+
+PAYMENT_LIFECYCLE = Lifecycle(
+    "payment",
+    initial="created",
+    moves={
+        "created": frozenset({"authorized", "failed"}),
+        "authorized": frozenset({"captured", "failed"}),
+        "captured": frozenset({"refunded"}),
+        "refunded": frozenset({"refunded"}),  # a second partial refund
+        "failed": frozenset(),
+    },
+)
+"""created -> authorized -> captured -> refunded (or failed before capture)."""
+
+LIFECYCLE_EVENTS: dict[str, str] = {
+    "payment.authorized": "authorized",
+    "payment.captured": "captured",
+    "payment.failed": "failed",
+    "refund.processed": "refunded",
+}
+"""The events that move a payment along `PAYMENT_LIFECYCLE`, and where to."""

@@ -139,6 +139,8 @@ class Transaction(Protocol):
 
     async def fetchone(self, sql: str, *args: Any) -> Row | None: ...
 
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]: ...
+
 
 class Database(Protocol):
     """A connection (SQLite) or pool (PostgreSQL) that runs transactions."""
@@ -179,6 +181,12 @@ class _SqliteTransaction:
                 return None
             names = [column[0] for column in cursor.description]
             return dict(zip(names, row, strict=True))
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        text, order = _qmark(sql)
+        async with self._conn.execute(text, [args[i] for i in order]) as cursor:
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
 
 
 class SqliteDatabase:
@@ -225,6 +233,9 @@ class _PostgresTransaction:
     async def fetchone(self, sql: str, *args: Any) -> Row | None:
         record = await self._conn.fetchrow(sql, *args)
         return dict(record) if record is not None else None
+
+    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        return [dict(record) for record in await self._conn.fetch(sql, *args)]
 
 
 class PostgresDatabase:

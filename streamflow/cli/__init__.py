@@ -45,12 +45,12 @@ def root(
 
 
 def _register() -> None:
-    from . import admin, dashboard, dead, functions, inspect, jobs, steer
+    from . import admin, dashboard, dead, functions, inspect, jobs, partitions, steer
     from . import worker as worker_cli
 
     app.add_typer(dead.app, name="dead")
     app.add_typer(admin.repeat_app, name="repeat")
-    for module in (worker_cli, jobs, inspect, admin, functions, dashboard, steer):
+    for module in (worker_cli, jobs, inspect, admin, functions, dashboard, steer, partitions):
         module.register(app)
 
 

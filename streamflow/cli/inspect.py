@@ -70,7 +70,7 @@ def queues(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
 def stats(ctx: typer.Context, queue: Annotated[str, typer.Argument(help="Queue name.")],
           group: GroupOption = None, as_json: JsonOption = False) -> None:
-    """Waiting per level, pending, delayed, dead, groups, live workers and lag."""
+    """Waiting per level, pending, delayed, held (behind their key), dead, groups, workers."""
     async def go(q: Queue) -> Any:
         counts: dict[str, Any] = dict(await q.counts(group))
         counts["group_consumers"] = counts["consumers"]  # includes consumers that exited
@@ -85,8 +85,8 @@ def stats(ctx: typer.Context, queue: Annotated[str, typer.Argument(help="Queue n
                              for level, c in counts["levels"].items()]
     print_table(["level", "waiting (lag)", "pending", "stream length"], rows)
     echo_safe("")
-    print_table(["delayed", "dead", "live workers", "groups", "paused"],
-                [[counts["delayed"], counts["dead"], counts["consumers"],
+    print_table(["delayed", "held", "dead", "live workers", "groups", "paused"],
+                [[counts["delayed"], counts["held"], counts["dead"], counts["consumers"],
                   ",".join(counts["groups"]) or "-", "yes" if counts["paused"] else "no"]])
 
 

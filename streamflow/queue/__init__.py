@@ -6,6 +6,8 @@
 ``getters``   counts, pause state, jobs, repeats, dead letters
 ``partitioned`` routing over N partitions and the operations that span them
 ``ordered``   per-key order: the add of keyed jobs, the release when one ends
+``layout``    the recorded partition count, counts summed over partitions
+``migrate``   changing the partition count: moving the jobs (``streamflow partitions migrate``)
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import scripts
@@ -22,13 +23,59 @@ from ..job import JobOptions
 from ..keys import QueueKeys
 from ..protocol import DEAD_PREFIX, F_ID, F_KEY, DeadReason
 from ..replication import send_writes
-from ..settings import Durability, to_ms, to_seconds
+from ..settings import Durability, QueueDefaults, to_ms, to_seconds
 
 STALLED_REASON_FIELD = DEAD_PREFIX + b"reason"
 STALLED = DeadReason.STALLED.value.encode()
 
 if TYPE_CHECKING:
     from .producer import JobSpec, Producer
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOrder:
+    """Which keys of a queue are held in order: none, every key (``prefixes=None``), or the
+    keys that start with one of ``prefixes``. Decided where jobs are added: every producer of
+    a queue must use the same one (a job added unordered is not held behind its key)."""
+
+    enabled: bool
+    prefixes: tuple[str, ...] | None = None
+
+    def applies(self, key: str | None) -> bool:
+        """Whether a job added with ``key`` is held in order behind the earlier ones."""
+        if key is None or not self.enabled:
+            return False
+        return self.prefixes is None or key.startswith(self.prefixes)
+
+    @classmethod
+    def of(cls, ordered: bool | Iterable[str] | None, defaults: QueueDefaults) -> KeyOrder:
+        """From a ``Queue(ordered=...)`` argument (None: the settings ``queue.ordered`` and
+        ``queue.ordered_prefixes``): ``True`` every key, ``False`` none, a tuple of prefixes
+        the keys starting with one of them. ValueError for anything else."""
+        if ordered is None:
+            if defaults.ordered_prefixes:
+                return cls(True, tuple(defaults.ordered_prefixes))
+            return cls(defaults.ordered)
+        if isinstance(ordered, bool):
+            return cls(ordered)
+        if isinstance(ordered, (str, bytes)) or not isinstance(ordered, Iterable):
+            raise ValueError(f"ordered takes True, False or a tuple of key prefixes such as "
+                             f"ordered=('pay_',), not {ordered!r}")
+        prefixes = tuple(ordered)
+        return cls(True, check_prefixes(prefixes))
+
+
+def check_prefixes(prefixes: Sequence[object]) -> tuple[str, ...]:
+    """``prefixes`` if they are ordering key prefixes (non-empty strings, at least one), else
+    ValueError with a one-line reason."""
+    if not prefixes:
+        raise ValueError("an empty list of ordered key prefixes orders no key: "
+                         "pass ordered=False")
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"an ordered key prefix must be a non-empty string, not {prefix!r}"
+                             " (ordered=True orders every key)")
+    return tuple(str(prefix) for prefix in prefixes)
 
 
 def ordered_add_command(queue: Producer, specs: Sequence[JobSpec],

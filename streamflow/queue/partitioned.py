@@ -18,8 +18,8 @@ from typing import Any, Self
 import anyio
 
 from ..backoff import Backoff
-from ..errors import InvalidJob, PartitionMismatch
-from ..inspect import DeadEntry, JobInfo, LevelCounts, QueueCounts, RepeatInfo, read_counts
+from ..errors import InvalidJob
+from ..inspect import DeadEntry, JobInfo, QueueCounts, RepeatInfo, read_counts
 from ..keys import QueueKeys
 from ..metrics import metrics_for
 from ..partitions import RoundRobin, check_partitions, partition_for
@@ -28,11 +28,15 @@ from ..telemetry import publish_span
 from .admin import Admin
 from .base import CHUNK, ensure_groups
 from .getters import Getters
-from .ordered import ordered_add_command, send_ordered
+from .layout import PARTITIONS_FIELD as PARTITIONS_FIELD
+from .layout import check_partition_count as check_partition_count
+from .layout import clear_key_order, sum_counts
+from .layout import stored_partitions as stored_partitions
+from .ordered import KeyOrder, ordered_add_command, send_ordered
 from .producer import JobSpec, Producer
 
-PARTITIONS_FIELD = "partitions"
-"""Field of the unpartitioned meta hash that holds a partitioned queue's partition count."""
+__all__ = ["PARTITIONS_FIELD", "Partitioned", "check_partition_count", "stored_partitions",
+           "sum_counts"]
 
 
 class _Spread(Producer, Admin, Getters):
@@ -41,14 +45,17 @@ class _Spread(Producer, Admin, Getters):
     def __init__(self, name: str, *, url: str | None = None,
                  settings: StreamflowSettings | None = None, client: Any = None,
                  durability: Durability | None = None, partitions: int | None = None,
-                 ordered: bool | None = None) -> None:
+                 ordered: bool | Iterable[str] | None = None) -> None:
         super().__init__(name, url=url, settings=settings, client=client,
                          durability=durability)
         self.partitions = check_partitions(partitions or self.settings.queue.partitions)
         self._count_given = partitions is not None or self.partitions > 1
         self._count_checked = False
-        self.ordered = self.settings.queue.ordered if ordered is None else ordered
-        """Per-key order for jobs added with a ``key`` (README "Scaling out")."""
+        self.key_order = KeyOrder.of(ordered, self.settings.queue)
+        """Which keys are held in order: ``ordered=True`` every key, ``ordered=("pay_",)``
+        the keys with one of these prefixes (docs/scaling.md)."""
+        self.ordered = self.key_order.enabled
+        """Whether any key is held in order (README "Scaling out")."""
         self.partition_index: int | None = None
         """Which partition this handle is, when it is one (`partition`)."""
         self._views: dict[int, Self] = {}
@@ -145,7 +152,7 @@ class Partitioned(_Spread):
                   durability: Durability | None = None, key: str | None = None) -> str | None:
         """Add one job (see `Producer.add`); ``key`` routes it on a partitioned queue: every
         job of one key goes to the same partition (README "Scaling out")."""
-        if key is not None and self.ordered:
+        if self.key_order.applies(key):
             spec = JobSpec(name, data, priority, delay, job_id, attempts, backoff, timeout,
                            track, keep_result, index, key)
             return (await self.add_bulk([spec], durability=durability))[0]
@@ -183,8 +190,8 @@ class Partitioned(_Spread):
             sends: list[tuple[list[int], Callable[[], Awaitable[list[str | None]]]]] = []
             for partition, indexes in sorted(groups.items()):  # every job checked first
                 view = self if self.partitions == 1 else self.partition(partition)
-                keyed = [i for i in indexes if self.ordered and specs[i].key is not None]
-                plain = [i for i in indexes if not self.ordered or specs[i].key is None]
+                keyed = [i for i in indexes if self.key_order.applies(specs[i].key)]
+                plain = [i for i in indexes if not self.key_order.applies(specs[i].key)]
                 if plain:
                     prepared = [view._enqueuer.prepare(specs[i], now, tp, ts) for i in plain]
                     sends.append((plain, partial(view._enqueuer.add_many, prepared,
@@ -302,8 +309,6 @@ class Partitioned(_Spread):
     async def repeats(self) -> list[RepeatInfo]:
         """See `Getters.repeats`."""
         return await Getters.repeats(self._first())
-
-
 async def _concurrently(sends: Sequence[Callable[[], Awaitable[list[str | None]]]]
                         ) -> list[list[str | None]]:
     """Run ``sends`` at once; their results in order; the first error raised as itself."""
@@ -326,63 +331,3 @@ async def _concurrently(sends: Sequence[Callable[[], Awaitable[list[str | None]]
         raise error from None
     return results
 
-
-def sum_counts(parts: Sequence[QueueCounts]) -> QueueCounts:
-    """The counts of a partitioned queue from those of its partitions."""
-    levels: dict[str, LevelCounts] = {}
-    for counts in parts:
-        for level, c in counts["levels"].items():
-            total = levels.setdefault(level, LevelCounts(length=0, waiting=0, pending=0))
-            for field in ("length", "waiting", "pending"):
-                total[field] += c[field]
-    return QueueCounts(
-        levels=levels,
-        waiting=sum(c["waiting"] for c in parts),
-        pending=sum(c["pending"] for c in parts),
-        delayed=sum(c["delayed"] for c in parts),
-        dead=sum(c["dead"] for c in parts),
-        consumers=max((c["consumers"] for c in parts), default=0),
-        groups=sorted({g for c in parts for g in c["groups"]}),
-        paused=any(c["paused"] for c in parts),
-    )
-
-
-async def clear_key_order(client: Any, keys: QueueKeys) -> int:
-    """Delete the key locks and held lists of an ordered queue (partition); how many keys."""
-    deleted = int(await client.delete(keys.keylocks))
-    batch: list[Any] = []
-    pattern = "".join(f"\\{ch}" if ch in "[]?{}" else ch for ch in keys.held("*"))
-    async for key in client.scan_iter(match=pattern, count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            deleted += int(await client.delete(*batch))
-            batch = []
-    if batch:
-        deleted += int(await client.delete(*batch))
-    return deleted
-
-
-async def stored_partitions(client: Any, keys: QueueKeys) -> int:
-    """The partition count recorded for a queue (1 when none is)."""
-    raw = await client.hget(keys.meta, PARTITIONS_FIELD)
-    return int(raw) if raw else 1
-
-
-async def check_partition_count(client: Any, keys: QueueKeys, partitions: int,
-                                group: str) -> None:
-    """Record ``partitions`` for the queue of ``keys`` (its unpartitioned keys); refuse with
-    `PartitionMismatch` when another count is recorded and that layout holds jobs (waiting,
-    in flight or delayed). A plain queue (one partition) records nothing."""
-    stored = await stored_partitions(client, keys)
-    if stored == partitions:
-        return
-    layout = [keys] if stored == 1 else [keys.part(i) for i in range(stored)]
-    held = sum_counts([await read_counts(client, part, group) for part in layout])
-    if held["waiting"] or held["pending"] or held["delayed"]:
-        raise PartitionMismatch(
-            f"queue {keys.queue!r} has {stored} partition(s) holding jobs; it cannot be opened "
-            f"with {partitions} (README 'Scaling out' shows how to change the count)")
-    if partitions == 1:
-        await client.hdel(keys.meta, PARTITIONS_FIELD)
-    else:
-        await client.hset(keys.meta, PARTITIONS_FIELD, partitions)
