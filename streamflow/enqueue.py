@@ -96,12 +96,13 @@ class Prepared:
 
     record: list[Any]
     keys: tuple[str, ...] = ()
-    """Dedup mark and/or status record, numbered 1.. in ``record`` until merged into a call."""
+    """Status record (the dedup mark of a caller-given id) and business-key indexes, numbered
+    1.. in ``record`` until merged into a call."""
     size: int = 0
     keyed: bool = False
     """Whether the job has a caller-given id (its dedup mark recognises a repeated call)."""
-    indexes: tuple[int, ...] = (2, 3)
-    """Where ``record`` holds its key indexes (dedup, status, business-key indexes)."""
+    indexes: tuple[int, ...] = (3,)
+    """Where ``record`` holds its key indexes (status, business-key indexes)."""
 
 
 def _text(value: object, what: str) -> str:
@@ -271,14 +272,10 @@ class Enqueuer:
             due = 0
         if (due or track) and job_id is None:
             job_id = os.urandom(10).hex()
-        keys: list[str] = []
-        if given_id is not None:
-            keys.append(self.keys.dedup(given_id))
-        if track:
-            keys.append(self.keys.status(job_id))
+        keys = (self.keys.status(job_id),) if track else ()
         if given_id is not None and not due:  # the webhook's add: a short record
-            return Prepared([KEYED_RECORD, level, job_id, name, raw, wire or "", 1, 2,
-                             len(trace), *trace], tuple(keys), len(raw), True, (6, 7))
+            return Prepared([KEYED_RECORD, level, job_id, name, raw, wire or "", 1,
+                             len(trace), *trace], keys, len(raw), True, (6,))
         fields: list[bytes | str] = [F_NAME, name, F_DATA, raw]
         if job_id is not None:
             fields += [F_ID, job_id]
@@ -287,13 +284,13 @@ class Enqueuer:
         if wire is not None:
             fields += [F_OPTIONS, wire]
         fields += trace
-        dedup_index = 1 if given_id is not None else 0
-        status_index = len(keys) if track else 0
+        keyed = 1 if given_id is not None else 0  # dedup on the status record
+        status_index = 1 if track else 0
         if due:
-            record = [level, due, dedup_index, status_index, job_id,
+            record = [level, due, keyed, status_index, job_id,
                       delayed_record(level, fields), name, 0]
         else:
-            record = [level, 0, dedup_index, status_index, job_id or "", "", name,
+            record = [level, 0, keyed, status_index, job_id or "", "", name,
                       len(fields), *fields]
         return Prepared(record, tuple(keys), len(raw), given_id is not None)
 

@@ -8,8 +8,10 @@
   KEYS[3]  jobs hash (envelopes of delayed and held jobs)
   KEYS[4]  events stream
   KEYS[5 .. 4+L]          one stream per priority level, highest first (declared tail)
-  KEYS[5+L ..]            dedup marks, status records and held lists, referenced by index
-                          from the job records
+  KEYS[5+L ..]            status records (also the dedup marks of caller-given ids: a job
+                          with an id is tracked), held lists, referenced by index from the
+                          job records (a dedup key index other than 0 only says that the
+                          job id is caller-given: the dedup key itself is not used)
 
   ARGV[1]  now (ms)
   ARGV[2]  L, the number of levels
@@ -22,7 +24,7 @@
            (same numbering), job id (never empty), key, delayed record (the job as
            `promote_due` reads it), job name, field count F, then F stream fields
 
-  Returns  one item per job: the job id, or 0 when its dedup mark already existed (a
+  Returns  one item per job: the job id, or 0 when its status record already existed (a
            duplicate: nothing was written)
   Events   added | delayed, with i (job id) and n (name); a held job's event is written when
            it is let go
@@ -56,7 +58,7 @@ while pos <= n do
 
   local fresh = true
   if dedup_index > 0 then
-    fresh = rcall("SET", KEYS[extra + dedup_index], job_id, "NX", "PX", dedup_ttl)
+    fresh = rcall("EXISTS", KEYS[extra + status_index]) == 0  -- the status record is the mark
   end
   local state = "waiting"
   if not fresh then

@@ -36,8 +36,9 @@ async def test_duplicate_job_id_is_refused_within_the_ttl(redis_url: str, queue_
         for _ in range(4):  # the provider retries the webhook
             assert await q.add("payment.captured", {"n": 1}, job_id="evt_1") is None
         assert await q.client.xlen(q.keys.level("normal")) == 1
-        ttl = await q.client.pttl(q.keys.dedup("evt_1"))
+        ttl = await q.client.pttl(q.keys.status("evt_1"))  # the status record is the mark
         assert 0 < ttl <= 86_400_000
+        assert await q.client.exists(q.keys.dedup("evt_1")) == 0  # no second key per job
 
 
 async def test_refusals_write_nothing(redis_url: str, queue_name: str) -> None:
@@ -52,7 +53,7 @@ async def test_refusals_write_nothing(redis_url: str, queue_name: str) -> None:
             await q.add("x", {}, priority="urgent")
         with pytest.raises(PayloadTooLarge):  # one bad job refuses the whole bulk
             await q.add_bulk([("ok", {}), ("big", {"blob": "x" * 2000})])
-        assert await q.client.exists(q.keys.dedup("big_1"), q.keys.dedup("odd_1")) == 0
+        assert await q.client.exists(q.keys.status("big_1"), q.keys.status("odd_1")) == 0
         assert (await q.counts())["waiting"] == 0
 
 
