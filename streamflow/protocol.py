@@ -168,6 +168,8 @@ NOTHING_WAITS = -1
 
 PLAIN_RECORD = "p"
 """First argument of an add-script job record with no id, delay or options (a short record)."""
+RUN_RECORD = "r"
+"""First argument of an add-script record of several plain jobs of one level, name and trace."""
 KEYED_RECORD = "k"
 """First argument of an add-script record of a job with a caller-given id and no delay."""
 INDEX_RECORD = "x"
@@ -191,5 +193,5 @@ def protocol_literals() -> frozenset[str]:
             | META_FIELDS | CONTROL_FIELDS | AUDIT_FIELDS | METRIC_FIELDS | SCRIPT_WORDS
             | WORKER_FIELDS
             | {str(m) for m in (*DeadReason, *JobState, *EventName, *JobAction)}
-            | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, INDEX_RECORD,
+            | {DEAD_PREFIX.decode(), PLAIN_RECORD, RUN_RECORD, KEYED_RECORD, INDEX_RECORD,
                HELD_SEPARATOR})

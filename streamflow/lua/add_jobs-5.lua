@@ -33,6 +33,9 @@
   ARGV[8+L ..] job records, each either
            plain (no id, no delay, untracked): "p", level index (0-based), job name, data,
            T, then T more stream fields (trace context)
+           or a run of plain jobs of one level, name and trace context (a bulk add's usual
+           case: one argument per job): "r", level index, job name, T, T more stream fields,
+           count C, then the C jobs' data
            or keyed (a caller-given id, no delay): "k", level index, job id, job name, data,
            options JSON ("" = none), status key index (as below), T, then T more stream
            fields (trace context)
@@ -128,6 +131,29 @@ while pos <= n do
       rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
         "e", "added", "i", job_id, "n", name)
     end
+  elseif ARGV[pos] == "r" then
+    local level = tonumber(ARGV[pos + 1])
+    local name = ARGV[pos + 2]
+    local extra = tonumber(ARGV[pos + 3])
+    local first = pos + 5 + extra
+    local last = first + tonumber(ARGV[pos + 4 + extra]) - 1
+    local stream, prefix = KEYS[6 + level], ARGV[8 + level] .. ":"
+    for i = first, last do
+      local entry_id
+      if extra == 0 then
+        entry_id = rcall("XADD", stream, "*", "n", name, "d", ARGV[i])
+      else
+        entry_id = rcall("XADD", stream, "*", "n", name, "d", ARGV[i],
+          unpack(ARGV, pos + 4, pos + 3 + extra))
+      end
+      local job_id = prefix .. entry_id
+      results[#results + 1] = job_id
+      if emit then
+        rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+          "e", "added", "i", job_id, "n", name)
+      end
+    end
+    pos = last + 1
   elseif ARGV[pos] == "k" then
     local level = ARGV[pos + 1]
     local job_id = ARGV[pos + 2]
