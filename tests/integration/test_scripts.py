@@ -201,6 +201,23 @@ async def test_add_jobs_plain_records_are_named_after_their_entry(
     assert [e["n"] for e in await events(client, keys)] == ["a", "b", "c"]
 
 
+async def test_add_jobs_run_records_add_one_job_per_data_argument(
+        client: Any, keys: QueueKeys) -> None:
+    tp = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    result = text(await scripts.call(client, scripts.ADD_JOBS, *add_call(keys, [
+        ["r", LOW, "a", 0, 3, b"1", b"2", b"3"],
+        ["r", HIGH, "b", 2, "tp", tp, 1, b"4"],
+        ["p", LOW, "c", b"5", 0]])))
+    low = await client.xrange(keys.level("low"))
+    high = await client.xrange(keys.level("high"))
+    assert result == [*(f"low:{text(e)}" for e, _ in low[:3]), f"high:{text(high[0][0])}",
+                      f"low:{text(low[3][0])}"]
+    assert [text(f) for _, f in low] == [{"n": "a", "d": "1"}, {"n": "a", "d": "2"},
+                                         {"n": "a", "d": "3"}, {"n": "c", "d": "5"}]
+    assert text(high[0][1]) == {"n": "b", "d": "4", "tp": tp}
+    assert [e["i"] for e in await events(client, keys)] == result
+
+
 async def test_add_jobs_sent_again_with_its_token_returns_the_first_answer(
         client: Any, keys: QueueKeys) -> None:
     call = add_call(keys, [["p", NORMAL, "a", b"1", 0],
