@@ -84,12 +84,13 @@ local function claim(status_key, job_id)
   return false, first and token ~= "" and rcall("HGET", status_key, "mark") == token
 end
 
+-- the first status record of a tracked job (no attempt: readers take 1 until a worker starts it)
 local function track(status_key, state, name, where)
   if where then
-    rcall("HSET", status_key, "state", state, "name", name, "attempt", "1", "added_ms", now,
+    rcall("HSET", status_key, "state", state, "name", name, "added_ms", now,
       "mark", token, "where", where)
   else
-    rcall("HSET", status_key, "state", state, "name", name, "attempt", "1", "added_ms", now,
+    rcall("HSET", status_key, "state", state, "name", name, "added_ms", now,
       "mark", token)
   end
   rcall("PEXPIRE", status_key, dedup_ttl)
