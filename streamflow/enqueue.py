@@ -128,6 +128,7 @@ class Enqueuer:
         self._default_level = self._levels[settings.default_level]
         self._dedup_ttl_ms = int(settings.queue.dedup_ttl * 1000)
         self._max_bytes = settings.queue.max_payload_bytes
+        self._track_wire = options_wire(None, None, None, True, None)
         self._id = os.urandom(6).hex()
         self._free_slots: list[int] = []
         self._slots = 0
@@ -184,7 +185,11 @@ class Enqueuer:
                     *, index: Mapping[str, str | int] | None = None) -> Prepared:
         """``prepare`` from the arguments of ``Queue.add``; ``index`` (and the queue's
         ``index_fields``) make the job findable by ``Queue.find``."""
-        found = business_keys(index, data, self.settings.queue.index_fields)
+        fields = self.settings.queue.index_fields  # read each time: a caller may change it
+        if index is None and not fields:
+            return self._prepare(name, data, priority, delay, job_id, attempts, backoff,
+                                 timeout, track, keep_result, now, traceparent, tracestate, [])
+        found = business_keys(index, data, fields)
         extra: list[bytes | str] = [F_INDEX, orjson.dumps(found)] if found else []
         job = self._prepare(name, data, priority, delay, job_id, attempts, backoff, timeout,
                             track, keep_result, now, traceparent, tracestate, extra)
@@ -222,7 +227,11 @@ class Enqueuer:
             if len(job_id) > MAX_ID_LENGTH:
                 raise InvalidJob(f"job_id is {len(job_id)} characters, over {MAX_ID_LENGTH}")
         track = track or job_id is not None
-        wire = options_wire(attempts, backoff, timeout, track, keep_result)
+        if attempts is None and backoff is None and timeout is None and keep_result is None \
+                and track is True:
+            wire: bytes | None = self._track_wire  # the webhook's options: tracked only
+        else:
+            wire = options_wire(attempts, backoff, timeout, track, keep_result)
         due = now + delay_ms(delay) if delay is not None else 0
         if due == now:
             due = 0
