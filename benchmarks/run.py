@@ -39,13 +39,14 @@ def main() -> None:
                 runs[mode].append(run_child(
                     "benchmarks.throughput", url, "--jobs", str(args.jobs), "--concurrency",
                     str(args.concurrency), "--tracing", mode))
-        single: dict[int, list[dict[str, Any]]] = {200: [], 1: []}
+        single: dict[tuple[int, bool], list[dict[str, Any]]] = {
+            (200, False): [], (200, True): [], (1, False): []}
         for _ in range(args.runs):
-            for callers in single:
-                single[callers].append(run_child(
+            for callers, keyed in single:
+                single[callers, keyed].append(run_child(
                     "benchmarks.single_add", url, "--adds",
                     str(args.adds if callers > 1 else args.adds // 4), "--callers",
-                    str(callers)))
+                    str(callers), *(["--job-ids"] if keyed else [])))
         latency = [run_child("benchmarks.latency", url) for _ in range(args.runs)]
         memory = run_child("benchmarks.memory", url, "--jobs", "100000")
     off = runs["off"]
@@ -63,8 +64,10 @@ def main() -> None:
                  "us"])
     rows.append(["Redis CPU per processed job (INFO cpu)",
                  spread([r["redis_cpu_us_per_job"] for r in off], ".1f"), "us"])
-    for callers, results in single.items():
+    for (callers, keyed), results in single.items():
         who = f"{callers} concurrent callers" if callers > 1 else "1 caller"
+        if keyed:
+            who += ", each with a job_id (the webhook's add)"
         rows.append([f"single add (Queue.add), {who}",
                      spread([r["adds_per_s"] for r in results], ",.0f"), "adds/s"])
         rows.append([f"single add latency p50, {who}",
@@ -73,6 +76,8 @@ def main() -> None:
                      spread([r["p99_ms"] for r in results], ".3f"), "ms"])
         rows.append([f"Redis CPU per single add, {who} (INFO cpu)",
                      spread([r["redis_cpu_us_per_add"] for r in results], ".1f"), "us"])
+        rows.append([f"Python CPU per single add, {who}",
+                     spread([r["client_cpu_us_per_add"] for r in results], ".1f"), "us"])
     rows.append(["add-to-start latency p50 (1 job/ms)", spread([r["p50_ms"] for r in latency],
                                                                 ".3f"), "ms"])
     rows.append(["add-to-start latency p99 (1 job/ms)", spread([r["p99_ms"] for r in latency],

@@ -1,24 +1,24 @@
-"""The producer's add path: checks at the boundary, the add script's arguments, group commit
-of concurrent single adds, and answers that survive a lost reply.
+"""The producer's add path: the add script's arguments, group commit of concurrent single
+adds, and answers that survive a lost reply.
 
-Every job is checked and encoded in its caller, before it joins a batch: a bad job fails alone
-and nothing of it is written. Single adds made while another is in flight share the next
-script call (``Coalescer``); a bulk add sends its chunks in one pipeline.
+Every job is checked and encoded in its caller (``streamflow.addcheck``), before it joins a
+batch: a bad job fails alone and nothing of it is written. Single adds made while another is in
+flight share the next script call (``Coalescer``); a bulk add sends its chunks in one pipeline.
+Consecutive plain jobs of one level, name and trace context travel as one run record: one
+script argument per job.
 
 Lost replies: redis-py sends a command again after a connection error, which would add the jobs
 twice when Redis ran the first try and only the reply was lost. Each call therefore carries a
-fresh token. A job with a caller-given id writes the token (and its place in the call) as its
-dedup mark, so the repeated call recognises its own mark and answers the id, at no extra cost.
-A call holding jobs without a caller-given id also stores its answer under a *reply key* owned
-by one producer slot (``<producer>:<slot>:<chunk>``), and a repeated call finding its token
-there returns that answer (a GET and a SET per call). A slot sends one call at a time and its
-key is overwritten by the slot's next call, so the keys a producer leaves are bounded by its
-peak concurrency (and expire after ``REPLY_TTL_MS``).
-"""
+fresh token. A job with a caller-given id is tracked, and its status record is its dedup mark:
+it holds the token, so the repeated call recognises its own job and answers the id, at no extra
+cost. A call holding jobs without a caller-given id also stores its answer under a *reply key*
+owned by one producer slot (``<producer>:<slot>:<chunk>``), and a repeated call finding its
+token there returns that answer (a GET and a SET per call). A slot sends one call at a time and
+its key is overwritten by the slot's next call, so the keys a producer leaves are bounded by its
+peak concurrency (and expire after ``REPLY_TTL_MS``)."""
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -29,16 +29,24 @@ import orjson
 from redis.exceptions import OutOfMemoryError
 
 from . import scripts
+from .addcheck import (
+    MAX_ID_LENGTH,
+    business_keys,
+    check_name,
+    check_text,
+    delay_ms,
+    encode_payload,
+    options_wire,
+    shown,
+)
 from .backoff import Backoff
 from .coalesce import Coalescer
-from .codec import delayed_record, encode_data
+from .codec import delayed_record
 from .errors import (
     InvalidJob,
-    PayloadNotSerializable,
     QueueFull,
     UnknownPriority,
 )
-from .job import JobOptions
 from .keys import QueueKeys
 from .protocol import (
     F_DATA,
@@ -52,9 +60,10 @@ from .protocol import (
     INDEX_RECORD,
     KEYED_RECORD,
     PLAIN_RECORD,
+    RUN_RECORD,
 )
 from .replication import send_writes
-from .settings import Durability, StreamflowSettings, to_seconds
+from .settings import Durability, StreamflowSettings
 
 CHUNK = 1000
 """Jobs per script call of a bulk add, and at most per coalesced call."""
@@ -62,7 +71,6 @@ BATCH_BYTES = 1 << 20
 """A coalesced call takes jobs up to this many bytes of payload (the first one always)."""
 REPLY_TTL_MS = 300_000
 """How long a reply record outlives its call: longer than redis-py's retries of one command."""
-MAX_ID_LENGTH = 1024
 
 
 class Spec(Protocol):
@@ -96,91 +104,15 @@ class Prepared:
 
     record: list[Any]
     keys: tuple[str, ...] = ()
-    """Dedup mark and/or status record, numbered 1.. in ``record`` until merged into a call."""
+    """Status record (the dedup mark of a caller-given id) and business-key indexes, numbered
+    1.. in ``record`` until merged into a call."""
     size: int = 0
     keyed: bool = False
     """Whether the job has a caller-given id (its dedup mark recognises a repeated call)."""
-    indexes: tuple[int, ...] = (2, 3)
-    """Where ``record`` holds its key indexes (dedup, status, business-key indexes)."""
-
-
-def _text(value: object, what: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidJob(f"{what} must be a non-empty string, not {_shown(value)}")
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        raise InvalidJob(f"{what} is not valid UTF-8 (a lone surrogate?): {value!r}") from None
-    return value
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_non_finite(v) for v in value)
-    return False
-
-
-def encode_payload(data: Any, max_bytes: int) -> bytes:
-    """``data`` as JSON; refused when it holds NaN or an infinity (JSON has neither: orjson
-    would store null), is not serializable or is over ``max_bytes``."""
-    raw = encode_data(data, max_bytes)
-    if b"null" in raw and _non_finite(data):  # orjson writes NaN/inf as null: look only then
-        raise PayloadNotSerializable("job data holds NaN or an infinity, which JSON cannot carry")
-    return raw
-
-
-_WIRE: dict[tuple[Any, ...], bytes | None] = {}
-
-
-def options_wire(attempts: Any, backoff: Any, timeout: Any, track: Any,
-                 keep_result: Any) -> bytes | None:
-    """The envelope's options field of a job (None when all are the queue's defaults);
-    ``InvalidJob`` for values a worker could not honour. Checked combinations are cached."""
-    key: tuple[Any, ...] = (attempts, type(attempts), backoff, timeout, type(timeout), track,
-                            type(track), keep_result, type(keep_result))  # True == 1: types too
-    try:
-        return _WIRE[key]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable value: surely a bad one, checked below
-        key = ()
-    if attempts is not None and (type(attempts) is not int or attempts < 1):
-        raise InvalidJob(f"attempts must be an integer >= 1, not {_shown(attempts)}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(
-            timeout, int | float) or not math.isfinite(timeout) or timeout <= 0):
-        raise InvalidJob(f"timeout must be a finite number of seconds > 0, not "
-                         f"{_shown(timeout)}")
-    if backoff is not None and not isinstance(backoff, Backoff):
-        raise InvalidJob(f"backoff must be a Backoff, not {_shown(backoff)}")
-    if not isinstance(track, bool) or not isinstance(keep_result, bool | None):
-        raise InvalidJob("track and keep_result must be booleans")
-    options = JobOptions(attempts, backoff, float(timeout) if timeout is not None else None,
-                         track, keep_result)
-    wire = options.to_wire()
-    encoded = orjson.dumps(wire) if wire is not None else None
-    if key and len(_WIRE) < 1024:
-        _WIRE[key] = encoded
-    return encoded
-
-
-def delay_ms(delay: Any) -> int:
-    """Whole ms of a delay (``timedelta`` or seconds); 0 or less means now."""
-    try:
-        seconds = to_seconds(delay)
-    except (TypeError, ValueError, OverflowError):
-        raise InvalidJob(f"delay must be seconds or a timedelta, not {_shown(delay)}") from None
-    if not math.isfinite(seconds) or seconds > 10 * 365 * 86400:
-        raise InvalidJob(f"delay must be finite and at most 10 years, not {_shown(delay)}")
-    return round(seconds * 1000) if seconds > 0 else 0
+    indexes: tuple[int, ...] = (3,)
+    """Where ``record`` holds its key indexes (status, business-key indexes)."""
+    plain: bool = False
+    """A bare plain record: consecutive ones of one level, name and trace share a run record."""
 
 
 class Enqueuer:
@@ -196,6 +128,7 @@ class Enqueuer:
         self._default_level = self._levels[settings.default_level]
         self._dedup_ttl_ms = int(settings.queue.dedup_ttl * 1000)
         self._max_bytes = settings.queue.max_payload_bytes
+        self._track_wire = options_wire(None, None, None, True, None)
         self._id = os.urandom(6).hex()
         self._free_slots: list[int] = []
         self._slots = 0
@@ -211,7 +144,7 @@ class Enqueuer:
         try:
             return self._levels[priority]  # type: ignore[index]
         except (KeyError, TypeError):
-            raise UnknownPriority(f"unknown priority {_shown(priority)}; levels are "
+            raise UnknownPriority(f"unknown priority {shown(priority)}; levels are "
                                   f"{', '.join(self.settings.levels)}") from None
 
     def prepare(self, spec: Spec, now: int, traceparent: str | None = None,
@@ -222,13 +155,41 @@ class Enqueuer:
             spec.backoff, spec.timeout, spec.track, spec.keep_result, now, traceparent,
             tracestate, index=getattr(spec, "index", None))
 
+    def prepare_all(self, jobs: Sequence[Any], now: int, traceparent: str | None = None,
+                    tracestate: str | None = None) -> list[Prepared]:
+        """``prepare`` of each job of a bulk add: a ``JobSpec``, or a ``(name, data)`` pair,
+        which takes a short path (no options to check)."""
+        if self.settings.queue.index_fields:  # the data may hold business keys: full path
+            from .queue.producer import JobSpec
+            return [self.prepare(job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]),
+                                 now, traceparent, tracestate) for job in jobs]
+        trace: list[bytes | str] = []
+        if traceparent:
+            trace += [F_TRACEPARENT, traceparent]
+        if tracestate:
+            trace += [F_TRACESTATE, tracestate]
+        level, max_bytes, count = self._default_level, self._max_bytes, len(trace)
+        out: list[Prepared] = []
+        for job in jobs:
+            if isinstance(job, tuple | list):
+                raw = encode_payload(job[1], max_bytes)
+                out.append(Prepared([PLAIN_RECORD, level, check_name(job[0]), raw, count,
+                                     *trace], (), len(raw), plain=True))
+            else:
+                out.append(self.prepare(job, now, traceparent, tracestate))
+        return out
+
     def prepare_job(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
                     attempts: Any, backoff: Any, timeout: Any, track: Any, keep_result: Any,
                     now: int, traceparent: str | None = None, tracestate: str | None = None,
                     *, index: Mapping[str, str | int] | None = None) -> Prepared:
         """``prepare`` from the arguments of ``Queue.add``; ``index`` (and the queue's
         ``index_fields``) make the job findable by ``Queue.find``."""
-        found = business_keys(index, data, self.settings.queue.index_fields)
+        fields = self.settings.queue.index_fields  # read each time: a caller may change it
+        if index is None and not fields:
+            return self._prepare(name, data, priority, delay, job_id, attempts, backoff,
+                                 timeout, track, keep_result, now, traceparent, tracestate, [])
+        found = business_keys(index, data, fields)
         extra: list[bytes | str] = [F_INDEX, orjson.dumps(found)] if found else []
         job = self._prepare(name, data, priority, delay, job_id, attempts, backoff, timeout,
                             track, keep_result, now, traceparent, tracestate, extra)
@@ -247,7 +208,7 @@ class Enqueuer:
                  attempts: Any, backoff: Any, timeout: Any, track: Any, keep_result: Any,
                  now: int, traceparent: str | None, tracestate: str | None,
                  extra: list[bytes | str]) -> Prepared:
-        name = _text(name, "a job name")
+        name = check_name(name)
         raw = encode_payload(data, self._max_bytes)
         level = self.level_index(priority)
         trace: list[bytes | str] = []
@@ -258,27 +219,28 @@ class Enqueuer:
         trace += extra
         if (job_id is None and delay is None and attempts is None and backoff is None
                 and timeout is None and track is False and keep_result is None):
-            return Prepared([PLAIN_RECORD, level, name, raw, len(trace), *trace], size=len(raw))
+            return Prepared([PLAIN_RECORD, level, name, raw, len(trace), *trace], (), len(raw),
+                            plain=True)
         given_id = job_id
         if job_id is not None:
-            _text(job_id, "job_id")
+            check_text(job_id, "job_id")
             if len(job_id) > MAX_ID_LENGTH:
                 raise InvalidJob(f"job_id is {len(job_id)} characters, over {MAX_ID_LENGTH}")
         track = track or job_id is not None
-        wire = options_wire(attempts, backoff, timeout, track, keep_result)
+        if attempts is None and backoff is None and timeout is None and keep_result is None \
+                and track is True:
+            wire: bytes | None = self._track_wire  # the webhook's options: tracked only
+        else:
+            wire = options_wire(attempts, backoff, timeout, track, keep_result)
         due = now + delay_ms(delay) if delay is not None else 0
         if due == now:
             due = 0
         if (due or track) and job_id is None:
             job_id = os.urandom(10).hex()
-        keys: list[str] = []
-        if given_id is not None:
-            keys.append(self.keys.dedup(given_id))
-        if track:
-            keys.append(self.keys.status(job_id))
+        keys = (self.keys.status(job_id),) if track else ()
         if given_id is not None and not due:  # the webhook's add: a short record
-            return Prepared([KEYED_RECORD, level, job_id, name, raw, wire or "", 1, 2,
-                             len(trace), *trace], tuple(keys), len(raw), True, (6, 7))
+            return Prepared([KEYED_RECORD, level, job_id, name, raw, wire or "", 1,
+                             len(trace), *trace], keys, len(raw), True, (6,))
         fields: list[bytes | str] = [F_NAME, name, F_DATA, raw]
         if job_id is not None:
             fields += [F_ID, job_id]
@@ -287,13 +249,13 @@ class Enqueuer:
         if wire is not None:
             fields += [F_OPTIONS, wire]
         fields += trace
-        dedup_index = 1 if given_id is not None else 0
-        status_index = len(keys) if track else 0
+        keyed = 1 if given_id is not None else 0  # dedup on the status record
+        status_index = 1 if track else 0
         if due:
-            record = [level, due, dedup_index, status_index, job_id,
+            record = [level, due, keyed, status_index, job_id,
                       delayed_record(level, fields), name, 0]
         else:
-            record = [level, 0, dedup_index, status_index, job_id or "", "", name,
+            record = [level, 0, keyed, status_index, job_id or "", "", name,
                       len(fields), *fields]
         return Prepared(record, tuple(keys), len(raw), given_id is not None)
 
@@ -305,16 +267,32 @@ class Enqueuer:
         reply_ttl = 0 if all(job.keyed for job in jobs) else REPLY_TTL_MS
         args: list[Any] = [now, len(keys.streams), self._emit, self.settings.queue.events_maxlen,
                            self._dedup_ttl_ms, token, reply_ttl, *keys.levels]
+        run = -1  # where args holds the job count of the open run record (-1: none)
+        level: Any = None
+        name: Any = None
+        rest: list[Any] = []
         for job in jobs:
             record = job.record
+            if job.plain:  # ["p", level, name, data, T, *trace]: joins or opens a run
+                if run >= 0 and record[1] == level and record[2] == name and (
+                        record[4] == 0 == rest[0] or record[4:] == rest):
+                    args[run] += 1
+                    args.append(record[3])
+                    continue
+                level, name, rest = record[1], record[2], record[4:]
+                args += (RUN_RECORD, level, name, *rest)
+                run = len(args)
+                args += (1, record[3])
+                continue
+            run = -1
+            start = len(args)
+            args += record
             if job.keys:
-                record = list(record)
                 offset = len(extra)
                 for at in job.indexes:
                     if record[at]:
-                        record[at] += offset
+                        args[start + at] = record[at] + offset
                 extra += job.keys
-            args += record
         return scripts.ADD_JOBS.command(
             [keys.delayed, keys.jobs, keys.events, keys.reply(owner), keys.where, *keys.streams,
              *extra],
@@ -371,23 +349,3 @@ class Enqueuer:
         for chunk in results:
             ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]
         return ids
-
-
-
-def business_keys(index: Mapping[str, str | int] | None, data: Any,
-                  fields: Sequence[str]) -> dict[str, str]:
-    """The business keys a job is indexed under: ``index`` plus the queue's ``index_fields``
-    found at the top level of ``data``; ``InvalidJob`` for an empty or oversized one."""
-    found: dict[str, str] = {}
-    if fields and isinstance(data, dict):
-        for name in fields:
-            value = data.get(name)
-            if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
-                found[name] = str(value)
-    for name, value in (index or {}).items():
-        found[str(name)] = str(value)
-    for name, value in found.items():
-        if not name or not value or len(name) > 100 or len(value) > 200:
-            raise InvalidJob(f"index {name!r}={value!r}: field and value must be non-empty, "
-                             "at most 100 and 200 characters")
-    return found

@@ -63,6 +63,7 @@ async def locate(client: Any, keys: QueueKeys, group: str, job_id: str) -> Locat
     if due is not None and record is not None:
         return Location(_with_status(delayed_view(job_id, record, due, keys), status))
     candidates: list[tuple[int, str]] = []
+    where = where or (status or {}).get(b"where")  # the add records it in the status record
     if where is not None:
         at, _, spot = _text(where).partition(":")
         if at.isdigit() and int(at) < len(keys.streams):

@@ -76,8 +76,11 @@ class JobState(StrEnum):
 STATUS_FIELDS = frozenset({
     "state", "name", "attempt", "added_ms", "started_ms", "consumer", "error", "due_ms",
     "reason", "finished_ms", "duration_ms", "result", "progress",
+    "mark",   # token of the add call (a resent call recognises its own job)
+    "where",  # "<level index>:<entry id>" the add put it at (as the where hash holds later)
 })
-"""Fields of a tracked job's status record (``sf:{q}:status:<id>``)."""
+"""Fields of a tracked job's status record (``sf:{q}:status:<id>``), which is also the dedup mark
+of a caller-given id."""
 
 
 # -- the events stream ------------------------------------------------------------------------
@@ -165,12 +168,12 @@ NOTHING_WAITS = -1
 
 PLAIN_RECORD = "p"
 """First argument of an add-script job record with no id, delay or options (a short record)."""
+RUN_RECORD = "r"
+"""First argument of an add-script record of several plain jobs of one level, name and trace."""
 KEYED_RECORD = "k"
 """First argument of an add-script record of a job with a caller-given id and no delay."""
 INDEX_RECORD = "x"
 """First argument of the business-key indexes following a job's record in an add-script call."""
-MARK_SEPARATOR = "#"
-"""Between a call's token and the job's place in the call, in a dedup mark (``<token>#<n>``)."""
 
 
 def flag(value: bool) -> str:
@@ -190,5 +193,5 @@ def protocol_literals() -> frozenset[str]:
             | META_FIELDS | CONTROL_FIELDS | AUDIT_FIELDS | METRIC_FIELDS | SCRIPT_WORDS
             | WORKER_FIELDS
             | {str(m) for m in (*DeadReason, *JobState, *EventName, *JobAction)}
-            | {DEAD_PREFIX.decode(), PLAIN_RECORD, KEYED_RECORD, MARK_SEPARATOR, INDEX_RECORD,
+            | {DEAD_PREFIX.decode(), PLAIN_RECORD, RUN_RECORD, KEYED_RECORD, INDEX_RECORD,
                HELD_SEPARATOR})

@@ -466,7 +466,7 @@ async def _exercise(settings: StreamflowSettings, queue: str, base: str, secret:
             finished = await all_done()
         if finished:
             # 3. a re-delivery after the dedup mark expired (24 h TTL; deleted here)
-            await q.client.delete(q.keys.dedup(late.event_id))
+            await q.client.delete(q.keys.status(late.event_id))
             await send(late)
             finished = False
             with anyio.move_on_after(max(deadline - time.monotonic(), 0)):

@@ -1,48 +1,55 @@
 --[[
-  add_jobs: add one or many jobs atomically per job: dedup mark, then stream or delayed set.
+  add_jobs: add one or many jobs atomically per job: dedup check, then stream or delayed set.
 
-  A call that carries a token can be sent again (its reply was lost, the client retried) and
-  writes nothing twice: a job with a caller-given id stores "<token>#<its number in the call>"
-  as its dedup mark, so the same call finds its own mark and answers the id again (another job
-  finds someone else's mark: a duplicate); when a reply TTL is given, the whole answer is also
-  stored under the producer slot's reply key and a call finding its token there returns it at
-  once (needed for jobs without a caller-given id, which have no mark).
+  A job with a caller-given id is always tracked: its status record (one hash per job, expiring
+  after the dedup TTL from its last change) is also its dedup mark: while it exists, the id is
+  taken. It holds the token of the call that added the job ("mark"), so a call sent again (its
+  reply was lost, the client retried) finds its own record and answers the id again, writing
+  nothing twice; another call's record makes a duplicate, and so does a second job with the
+  same id in one call. A tracked job added to a stream also records there "where" it is
+  ("<level index>:<entry id>", as the where hash does for the moves that follow). When a reply
+  TTL is given, the whole answer is also stored under the producer slot's reply key and a call
+  finding its token there returns it at once (needed for jobs without a caller-given id).
 
   KEYS[1]  delayed zset
   KEYS[2]  jobs hash (envelopes of delayed jobs)
   KEYS[3]  events stream
   KEYS[4]  reply key of the sending producer slot ("<token>:<answer as JSON>", overwritten by
            the slot's next call)
-  KEYS[5]  where hash (job id -> "<level index>:<entry id>" of a job with an id in a stream)
+  KEYS[5]  where hash (job id -> "<level index>:<entry id>"; not written here: the status
+           record holds it for the jobs added here)
   KEYS[6 .. 5+L]          one stream per priority level, highest first (declared tail)
-  KEYS[6+L ..]            dedup marks, status records and business-key indexes, referenced by
-                          index from the job records
+  KEYS[6+L ..]            status records and business-key indexes, referenced by index from
+                          the job records
 
   ARGV[1]  now (ms)
   ARGV[2]  L, the number of levels
   ARGV[3]  1 to emit events, 0 not
   ARGV[4]  events MAXLEN (approximate)
-  ARGV[5]  dedup TTL (ms)
-  ARGV[6]  token of this call ("" = none: marks hold the job id, no reply record)
+  ARGV[5]  dedup TTL (ms): how long a status record outlives its last change
+  ARGV[6]  token of this call ("" = none: a resent call is not recognised)
   ARGV[7]  reply record TTL (ms; 0 = no reply record)
   ARGV[8 .. 7+L]  the level names, in KEYS order
   ARGV[8+L ..] job records, each either
            plain (no id, no delay, untracked): "p", level index (0-based), job name, data,
            T, then T more stream fields (trace context)
+           or a run of plain jobs of one level, name and trace context (a bulk add's usual
+           case: one argument per job): "r", level index, job name, T, T more stream fields,
+           count C, then the C jobs' data
            or keyed (a caller-given id, no delay): "k", level index, job id, job name, data,
-           options JSON ("" = none), dedup key index, status key index (as below), T, then T
-           more stream fields (trace context)
-           or general: level index (0-based), due (ms, 0 = now), dedup key index (0 = none;
-           else KEYS[5+L+index]), status key index (0 = untracked; same numbering), job id
-           ("" = none: named after the entry), delayed record ("" when due is 0), job name,
-           field count F, then F stream fields
+           options JSON ("" = none), status key index (as below), T, then T more stream
+           fields (trace context)
+           or general: level index (0-based), due (ms, 0 = now), 1 when the job id is
+           caller-given (dedup on its status record) else 0, status key index (0 =
+           untracked; else KEYS[5+L+index]), job id ("" = none: named after the entry),
+           delayed record ("" when due is 0), job name, field count F, then F stream fields
            and after any job, its business-key indexes: "x", first index key (numbered as
            above), count, index TTL (ms), most job ids an index keeps; nothing is indexed for
            a duplicate
 
-  Returns  one item per job: the job id, or 0 when its dedup mark already existed (a
-           duplicate: nothing was written). A job added with no id is named "<level>:<entry id>":
-           entry ids are unique within one stream only.
+  Returns  one item per job: the job id, or 0 when its id was taken (a duplicate: nothing was
+           written). A job added with no id is named "<level>:<entry id>": entry ids are
+           unique within one stream only.
   Events   added | delayed, with i (job id) and n (name)
 ]]
 local rcall = redis.call
@@ -66,19 +73,26 @@ end
 
 local results = {}
 
--- the dedup mark of the job at `index`: fresh (first add), or not fresh and replayed when it is
--- this call's own mark (the call was sent again)
-local function mark(index, job_id)
-  local dedup_key = KEYS[5 + levels + index]
-  local value = job_id
-  if token ~= "" then value = token .. "#" .. (#results + 1) end
-  if rcall("SET", dedup_key, value, "NX", "PX", dedup_ttl) then return true, false end
-  return false, token ~= "" and rcall("GET", dedup_key) == value
+-- whether the job id behind `status_key` is free (a first add); when not, whether this very
+-- call added it (the call was sent again): its record holds this call's token and the id did
+-- not come earlier in the call
+local claimed = {}
+local function claim(status_key, job_id)
+  local first = not claimed[job_id]
+  claimed[job_id] = true
+  if rcall("EXISTS", status_key) == 0 then return true, false end
+  return false, first and token ~= "" and rcall("HGET", status_key, "mark") == token
 end
 
-local function track(status_index, state, name)
-  local status_key = KEYS[5 + levels + status_index]
-  rcall("HSET", status_key, "state", state, "name", name, "attempt", 1, "added_ms", now)
+-- the first status record of a tracked job (no attempt: readers take 1 until a worker starts it)
+local function track(status_key, state, name, where)
+  if where then
+    rcall("HSET", status_key, "state", state, "name", name, "added_ms", now,
+      "mark", token, "where", where)
+  else
+    rcall("HSET", status_key, "state", state, "name", name, "added_ms", now,
+      "mark", token)
+  end
   rcall("PEXPIRE", status_key, dedup_ttl)
 end
 
@@ -118,36 +132,60 @@ while pos <= n do
       rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
         "e", "added", "i", job_id, "n", name)
     end
-  elseif ARGV[pos] == "k" then
+  elseif ARGV[pos] == "r" then
     local level = tonumber(ARGV[pos + 1])
+    local name = ARGV[pos + 2]
+    local extra = tonumber(ARGV[pos + 3])
+    local first = pos + 5 + extra
+    local last = first + tonumber(ARGV[pos + 4 + extra]) - 1
+    local stream, prefix = KEYS[6 + level], ARGV[8 + level] .. ":"
+    for i = first, last do
+      local entry_id
+      if extra == 0 then
+        entry_id = rcall("XADD", stream, "*", "n", name, "d", ARGV[i])
+      else
+        entry_id = rcall("XADD", stream, "*", "n", name, "d", ARGV[i],
+          unpack(ARGV, pos + 4, pos + 3 + extra))
+      end
+      local job_id = prefix .. entry_id
+      results[#results + 1] = job_id
+      if emit then
+        rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+          "e", "added", "i", job_id, "n", name)
+      end
+    end
+    pos = last + 1
+  elseif ARGV[pos] == "k" then
+    local level = ARGV[pos + 1]
     local job_id = ARGV[pos + 2]
     local name = ARGV[pos + 3]
     local options = ARGV[pos + 5]
-    local status_index = tonumber(ARGV[pos + 7])
-    local extra = tonumber(ARGV[pos + 8])
-    local fresh, replayed = mark(tonumber(ARGV[pos + 6]), job_id)
+    local status_key = KEYS[5 + levels + tonumber(ARGV[pos + 6])]
+    local extra = tonumber(ARGV[pos + 7])
+    local fresh, replayed = claim(status_key, job_id)
     if fresh then
       local fields = {"n", name, "d", ARGV[pos + 4], "i", job_id}
       if options ~= "" then
         fields[7] = "o"
         fields[8] = options
       end
-      for i = pos + 9, pos + 8 + extra do fields[#fields + 1] = ARGV[i] end
-      local entry_id = rcall("XADD", KEYS[6 + level], "*", unpack(fields))
-      rcall("HSET", where_key, job_id, level .. ":" .. entry_id)
+      for i = pos + 8, pos + 7 + extra do fields[#fields + 1] = ARGV[i] end
+      local entry_id = rcall("XADD", KEYS[6 + tonumber(level)], "*", unpack(fields))
+      track(status_key, "waiting", name, level .. ":" .. entry_id)
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
           "e", "added", "i", job_id, "n", name)
       end
-      if status_index > 0 then track(status_index, "waiting", name) end
     end
-    pos = pos + 9 + extra
+    pos = pos + 8 + extra
     results[#results + 1] = (fresh or replayed) and job_id or 0
   else
-    local level = tonumber(ARGV[pos])
+    local level_arg = ARGV[pos]
+    local level = tonumber(level_arg)
     local due = tonumber(ARGV[pos + 1])
-    local dedup_index = tonumber(ARGV[pos + 2])
+    local keyed = ARGV[pos + 2] == "1"
     local status_index = tonumber(ARGV[pos + 3])
+    local status_key = status_index > 0 and KEYS[5 + levels + status_index]
     local job_id = ARGV[pos + 4]
     local record = ARGV[pos + 5]
     local name = ARGV[pos + 6]
@@ -156,7 +194,7 @@ while pos <= n do
     pos = last + 1
 
     local fresh, replayed = true, false
-    if dedup_index > 0 then fresh, replayed = mark(dedup_index, job_id) end
+    if keyed then fresh, replayed = claim(status_key, job_id) end
     if replayed then
       results[#results + 1] = job_id
     elseif not fresh then
@@ -165,6 +203,7 @@ while pos <= n do
       rcall("ZADD", delayed_key, due, job_id)
       rcall("HSET", jobs_key, job_id, record)
       results[#results + 1] = job_id
+      if status_key then track(status_key, "delayed", name) end
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
           "e", "delayed", "i", job_id, "n", name, "due", due)
@@ -173,6 +212,8 @@ while pos <= n do
       local entry_id = rcall("XADD", KEYS[6 + level], "*", unpack(ARGV, first, last))
       if job_id == "" then
         job_id = ARGV[8 + level] .. ":" .. entry_id
+      elseif status_key then
+        track(status_key, "waiting", name, level_arg .. ":" .. entry_id)
       else
         rcall("HSET", where_key, job_id, level .. ":" .. entry_id)
       end
@@ -181,9 +222,6 @@ while pos <= n do
         rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
           "e", "added", "i", job_id, "n", name)
       end
-    end
-    if fresh and status_index > 0 then
-      track(status_index, due > 0 and "delayed" or "waiting", name)
     end
   end
 end

@@ -8,8 +8,9 @@
   KEYS[3]  jobs hash (envelopes of delayed and held jobs)
   KEYS[4]  events stream
   KEYS[5 .. 4+L]          one stream per priority level, highest first (declared tail)
-  KEYS[5+L ..]            dedup marks, status records and held lists, referenced by index
-                          from the job records
+  KEYS[5+L ..]            status records (also the dedup marks of caller-given ids: a job
+                          with an id is tracked), held lists, referenced by index from the
+                          job records
 
   ARGV[1]  now (ms)
   ARGV[2]  L, the number of levels
@@ -17,12 +18,12 @@
   ARGV[4]  events MAXLEN (approximate)
   ARGV[5]  dedup TTL (ms)
   ARGV[6 ..] job records, each:
-           level index (0-based), due (ms, 0 = now), dedup key index (0 = none; else
-           KEYS[4+L+index]), status key index (0 = untracked; same numbering), held list index
-           (same numbering), job id (never empty), key, delayed record (the job as
+           level index (0-based), due (ms, 0 = now), 1 when the job id is the caller's
+           (deduplicated on its status record) else 0, status key index (0 = untracked; else
+           KEYS[4+L+index]), held list index (same numbering), job id (never empty), key, delayed record (the job as
            `promote_due` reads it), job name, field count F, then F stream fields
 
-  Returns  one item per job: the job id, or 0 when its dedup mark already existed (a
+  Returns  one item per job: the job id, or 0 when its status record already existed (a
            duplicate: nothing was written)
   Events   added | delayed, with i (job id) and n (name); a held job's event is written when
            it is let go
@@ -42,7 +43,7 @@ local n = #ARGV
 while pos <= n do
   local level = tonumber(ARGV[pos])
   local due = tonumber(ARGV[pos + 1])
-  local dedup_index = tonumber(ARGV[pos + 2])
+  local caller_id = ARGV[pos + 2] == "1"
   local status_index = tonumber(ARGV[pos + 3])
   local held_key = KEYS[extra + tonumber(ARGV[pos + 4])]
   local job_id = ARGV[pos + 5]
@@ -55,8 +56,8 @@ while pos <= n do
   pos = last + 1
 
   local fresh = true
-  if dedup_index > 0 then
-    fresh = rcall("SET", KEYS[extra + dedup_index], job_id, "NX", "PX", dedup_ttl)
+  if caller_id then
+    fresh = rcall("EXISTS", KEYS[extra + status_index]) == 0  -- the status record is the mark
   end
   local state = "waiting"
   if not fresh then

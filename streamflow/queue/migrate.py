@@ -14,11 +14,14 @@ partition ``p``, e.g. 2 and 3 going from 4 to 2, or the plain layout going from 
   (a job added without an id: round-robin); in a partition both layouts share, only the jobs
   of ordered keys whose partition changes move (non-ordered jobs may run in any partition);
 * per-key order: a key's lock and held jobs move with its jobs, in their order;
-* dedup marks: copied to every partition of the new layout with their remaining TTL (a mark
-  holds a job id, not the key that routed it, so a re-add finds it wherever it routes);
-* status records and dead letters of a vanishing partition: to the partition of the job id
-  (dead letters keep their failure time; their entry ids change); repeatable jobs follow
-  partition 0; a paused queue stays paused;
+* status records, which are also the dedup marks of caller-given ids (and the dedup marks of
+  queues written before that): copied to every partition of the new layout with their
+  remaining TTL (a record names a job id, not the key that routed it, so a re-add finds it
+  wherever it routes). The copy in the partition where the job runs is the one its worker
+  updates; the others keep the state at the migration until they expire;
+* dead letters of a vanishing partition: to the partition of the job id (they keep their
+  failure time; their entry ids change); repeatable jobs follow partition 0; a paused queue
+  stays paused;
 * what is left of a vanishing partition (finished entries, events, results, metrics, logs,
   business-key indexes) is deleted.
 """
@@ -166,8 +169,8 @@ class _Mover:
         """Key order, dedup marks, status records, dead letters."""
         await self._key_order()
         await self._dedup()
+        await self._status()
         if self.vanishing:
-            await self._status()
             await self._dead()
 
     async def _streams(self, level: int, stream: str, group: str) -> None:
@@ -289,9 +292,14 @@ class _Mover:
                                                                  strict=True)))
             self.report.waiting += 1
 
+    def _targets(self) -> list[QueueKeys]:
+        """The partitions a dedup mark is copied to: every other one of the new layout."""
+        return [keys for index, keys in enumerate(self.new)
+                if self.vanishing or index != self.index]
+
     async def _dedup(self) -> None:
-        targets = [keys for index, keys in enumerate(self.new)
-                   if self.vanishing or index != self.index]
+        """The dedup marks of a queue written before status records became the marks."""
+        targets = self._targets()
         prefix = self.keys.dedup("")
         async for marks in _scan_batches(self.client, prefix):
             values = await self.client.mget(marks)  # one slot: the partition's hash tag
@@ -312,12 +320,13 @@ class _Mover:
             await pipe.execute()
 
     async def _status(self) -> None:
+        targets = self._targets()
         prefix = self.keys.status("")
         async for raws in _scan_batches(self.client, prefix):
-            moves = [(raw, self.new[self.router.of(None, job_id)].status(job_id))
-                     for raw in raws for job_id in [raw.decode()[len(prefix):]]]
-            await _copy_keys(self.client, moves, delete=True)
-            self.report.status += len(moves)
+            copies = [(raw, keys.status(raw.decode()[len(prefix):]))
+                      for raw in raws for keys in targets]
+            await _copy_keys(self.client, copies, delete=self.vanishing)
+            self.report.status += len(raws)
 
     async def _dead(self) -> None:
         start = "-"

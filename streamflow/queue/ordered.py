@@ -108,7 +108,7 @@ def ordered_add_command(queue: Producer, specs: Sequence[JobSpec],
         fields = [*envelope_fields(spec.name, data, job_id=job_id, enqueued_ms=now,
                                    options=options, traceparent=carrier.get("traceparent"),
                                    tracestate=carrier.get("tracestate")), F_KEY, spec.key]
-        dedup = index(keys.dedup(spec.job_id)) if spec.job_id is not None else 0
+        dedup = 1 if spec.job_id is not None else 0  # caller-given: deduplicated
         status = index(keys.status(job_id)) if options.track else 0
         args += [level, due, dedup, status, index(keys.held(spec.key)), job_id, spec.key,
                  delayed_record(level, fields), spec.name, len(fields), *fields]

@@ -86,20 +86,24 @@ class Producer(QueueBase):
         Returns the ids in order, None for duplicates refused. Every job is checked before
         anything is written.
         """
-        specs = [job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]) for job in jobs]
-        if not specs:
+        items = jobs if isinstance(jobs, list) else list(jobs)
+        if not items:
             return []
         durability = self._durability(durability)
         now = int(time.time() * 1000)
         enqueuer = self._enqueuer
-        first = specs[0]
-        with publish_span(self.name, str(first.name), first.priority
-                          if isinstance(first.priority, str) else self.settings.default_level,
-                          len(specs)) as (_, carrier):
-            tp, ts = carrier.get("traceparent"), carrier.get("tracestate")
-            prepared = [enqueuer.prepare(spec, now, tp, ts) for spec in specs]
+        first = items[0]
+        name, priority = ((first.name, first.priority) if isinstance(first, JobSpec)
+                          else (first[0], None))
+        with publish_span(self.name, str(name), priority if isinstance(priority, str)
+                          else self.settings.default_level, len(items)) as (_, carrier):
+            prepared = enqueuer.prepare_all(items, now, carrier.get("traceparent"),
+                                            carrier.get("tracestate"))
             ids = await enqueuer.add_many(prepared, durability)
-        metrics_for(self.name).added_specs(specs, ids, self.settings.default_level)
+        metrics = metrics_for(self.name)
+        if metrics.enabled:
+            metrics.added_specs([job if isinstance(job, JobSpec) else JobSpec(job[0], job[1])
+                                 for job in items], ids, self.settings.default_level)
         return ids
 
     def _durability(self, durability: object) -> Durability:

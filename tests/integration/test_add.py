@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from streamflow import Queue, StreamflowSettings
+from streamflow.codec import decode_job
 from streamflow.errors import (
     DurabilityError,
     PayloadNotSerializable,
@@ -36,8 +38,9 @@ async def test_duplicate_job_id_is_refused_within_the_ttl(redis_url: str, queue_
         for _ in range(4):  # the provider retries the webhook
             assert await q.add("payment.captured", {"n": 1}, job_id="evt_1") is None
         assert await q.client.xlen(q.keys.level("normal")) == 1
-        ttl = await q.client.pttl(q.keys.dedup("evt_1"))
+        ttl = await q.client.pttl(q.keys.status("evt_1"))  # the status record is the mark
         assert 0 < ttl <= 86_400_000
+        assert await q.client.exists(q.keys.dedup("evt_1")) == 0  # no second key per job
 
 
 async def test_refusals_write_nothing(redis_url: str, queue_name: str) -> None:
@@ -52,7 +55,7 @@ async def test_refusals_write_nothing(redis_url: str, queue_name: str) -> None:
             await q.add("x", {}, priority="urgent")
         with pytest.raises(PayloadTooLarge):  # one bad job refuses the whole bulk
             await q.add_bulk([("ok", {}), ("big", {"blob": "x" * 2000})])
-        assert await q.client.exists(q.keys.dedup("big_1"), q.keys.dedup("odd_1")) == 0
+        assert await q.client.exists(q.keys.status("big_1"), q.keys.status("odd_1")) == 0
         assert (await q.counts())["waiting"] == 0
 
 
@@ -67,6 +70,31 @@ async def test_bulk_add_keeps_order_and_refuses_duplicates(redis_url: str, queue
         assert await q.client.xlen(q.keys.level("normal")) == 2500
         plain = await q.add_bulk([("n", {"i": i}) for i in range(10)])
         assert len(set(plain)) == 10 and all(i and i.startswith("normal:") for i in plain)
+
+
+async def test_bulk_add_of_mixed_jobs_keeps_each_job_where_it_belongs(
+        redis_url: str, queue_name: str) -> None:
+    # plain pairs travel as runs of one name and level; the others break the runs
+    from streamflow import JobSpec
+
+    async with Queue(queue_name, url=redis_url) as q:
+        jobs: list[Any] = [("a", 1), ("a", 2), ["a", 3], JobSpec("a", 4, priority="high"),
+                           ("b", 5), ("b", 6), JobSpec("a", 7, job_id="evt_7"), ("a", 8),
+                           JobSpec("a", 9, delay=60), ("a", 10)]
+        ids = await q.add_bulk(jobs)
+        assert ids[6] == "evt_7" and ids[8] is not None and len(set(ids)) == 10
+        seen: dict[str | None, tuple[str, str, Any]] = {}
+        for level in q.keys.levels:
+            for entry_id, fields in await q.client.xrange(q.keys.level(level)):
+                job = decode_job(entry_id, fields, q.name, level)
+                seen[job.id] = (level, job.name, job.data)
+        expected = [("normal", "a", 1), ("normal", "a", 2), ("normal", "a", 3),
+                    ("high", "a", 4), ("normal", "b", 5), ("normal", "b", 6),
+                    ("normal", "a", 7), ("normal", "a", 8), None, ("normal", "a", 10)]
+        assert [seen.get(job_id) for job_id in ids] == expected
+        assert await q.client.zscore(q.keys.delayed, ids[8]) is not None
+        added = [fields[b"i"].decode() for _, fields in await q.client.xrange(q.keys.events)]
+        assert added == ids  # one event per job, in the order given
 
 
 async def test_delayed_add_waits_in_the_delayed_set(redis_url: str, queue_name: str) -> None:

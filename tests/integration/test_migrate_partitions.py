@@ -58,7 +58,7 @@ async def test_jobs_move_to_the_new_count_and_all_run_once(redis_url: str, queue
         assert total == len(specs)
         report = await migrate_partitions(q, 2)
         assert (report.before, report.after) == (before, 2)
-        assert report.dedup_marks >= 70 + 20 + 10
+        assert report.status >= 70 + 20 + 10  # the status records are the dedup marks
 
     async with Queue(queue_name, settings=settings, ordered=ordered) as q:
         assert q.partitions == 2, "the new count is recorded"

@@ -93,10 +93,11 @@ async def read(client: Any, stream: str, consumer: str = "c1", count: int = 100)
 def add_call(keys: QueueKeys, records: list[list[Any]], dedup_ids: tuple[str, ...] = (),
              emit: str = "1", extra_keys: tuple[str, ...] = (), token: str = ""
              ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of add_jobs; dedup marks first, then ``extra_keys`` (status records)."""
+    """KEYS and ARGV of add_jobs; the status records of caller-given ids (their dedup marks)
+    first, then ``extra_keys`` (status records of other tracked jobs)."""
     keys_list = [keys.delayed, keys.jobs, keys.events, keys.reply(token or "t"), keys.where,
                  *keys.streams,
-                 *(keys.dedup(i) for i in dedup_ids), *extra_keys]
+                 *(keys.status(i) for i in dedup_ids), *extra_keys]
     args: list[Any] = [now_ms(), len(keys.levels), emit, EVENTS_MAXLEN, DEDUP_TTL_MS, token,
                        REPLY_TTL_MS, *keys.levels]
     for record in records:
@@ -106,16 +107,18 @@ def add_call(keys: QueueKeys, records: list[list[Any]], dedup_ids: tuple[str, ..
 
 def immediate(level: int, name: str, data: bytes = b"{}", job_id: str | None = None,
               dedup_index: int = 0, status_index: int = 0) -> list[Any]:
+    """``dedup_index``: the caller-given id's status record (its dedup mark)."""
     fields = envelope_fields(name, data, job_id=job_id)
-    return [level, 0, dedup_index, status_index, job_id or "", "", name, len(fields), *fields]
+    return [level, 0, 1 if dedup_index else 0, dedup_index or status_index, job_id or "", "",
+            name, len(fields), *fields]
 
 
 def delayed(level: int, name: str, job_id: str, due: int, data: bytes = b"{}",
             dedup_index: int = 0, enqueued: int | None = None, status_index: int = 0
             ) -> list[Any]:
     fields = envelope_fields(name, data, job_id=job_id, enqueued_ms=enqueued or now_ms())
-    return [level, due, dedup_index, status_index, job_id, delayed_record(level, fields), name,
-            0]
+    return [level, due, 1 if dedup_index else 0, dedup_index or status_index, job_id,
+            delayed_record(level, fields), name, 0]
 
 
 async def test_add_jobs_immediate_ids_are_level_and_entry_id(client: Any, keys: QueueKeys) -> None:
@@ -137,8 +140,11 @@ async def test_add_jobs_caller_ids_are_kept(client: Any, keys: QueueKeys) -> Non
     result = await scripts.call(client, scripts.ADD_JOBS, *add_call(
         keys, [immediate(NORMAL, "a", job_id="evt_1", dedup_index=1)], ("evt_1",)))
     assert text(result) == ["evt_1"]
-    assert await client.get(keys.dedup("evt_1")) == b"evt_1"
-    ttl = await client.pttl(keys.dedup("evt_1"))
+    [entry] = [text(e) for e, _ in await client.xrange(keys.level("normal"))]
+    status = text(await client.hgetall(keys.status("evt_1")))  # the dedup mark
+    assert (status["state"], status["name"], status["where"]) == ("waiting", "a", f"1:{entry}")
+    assert await client.hlen(keys.where) == 0  # the status record says where it is
+    ttl = await client.pttl(keys.status("evt_1"))
     assert 0 < ttl <= DEDUP_TTL_MS
 
 
@@ -195,6 +201,23 @@ async def test_add_jobs_plain_records_are_named_after_their_entry(
     assert [e["n"] for e in await events(client, keys)] == ["a", "b", "c"]
 
 
+async def test_add_jobs_run_records_add_one_job_per_data_argument(
+        client: Any, keys: QueueKeys) -> None:
+    tp = "00-" + "1" * 32 + "-" + "2" * 16 + "-01"
+    result = text(await scripts.call(client, scripts.ADD_JOBS, *add_call(keys, [
+        ["r", LOW, "a", 0, 3, b"1", b"2", b"3"],
+        ["r", HIGH, "b", 2, "tp", tp, 1, b"4"],
+        ["p", LOW, "c", b"5", 0]])))
+    low = await client.xrange(keys.level("low"))
+    high = await client.xrange(keys.level("high"))
+    assert result == [*(f"low:{text(e)}" for e, _ in low[:3]), f"high:{text(high[0][0])}",
+                      f"low:{text(low[3][0])}"]
+    assert [text(f) for _, f in low] == [{"n": "a", "d": "1"}, {"n": "a", "d": "2"},
+                                         {"n": "a", "d": "3"}, {"n": "c", "d": "5"}]
+    assert text(high[0][1]) == {"n": "b", "d": "4", "tp": tp}
+    assert [e["i"] for e in await events(client, keys)] == result
+
+
 async def test_add_jobs_sent_again_with_its_token_returns_the_first_answer(
         client: Any, keys: QueueKeys) -> None:
     call = add_call(keys, [["p", NORMAL, "a", b"1", 0],
@@ -223,7 +246,8 @@ async def test_add_jobs_with_caller_ids_only_is_recognised_by_its_marks(
     assert first == again == ["evt_1", 0, "evt_2"]  # the second evt_1 is a duplicate, twice
     assert await client.exists(keys.reply("tok3")) == 0
     assert await client.xlen(keys.level("normal")) == 1 and await client.zcard(keys.delayed) == 1
-    assert text(await client.get(keys.dedup("evt_1"))) == "tok3#1"
+    assert text(await client.hget(keys.status("evt_1"), "mark")) == "tok3"
+    assert await client.exists(keys.dedup("evt_1"), keys.dedup("evt_2")) == 0
 
 
 # ----------------------------------------------------------------------------- fetch_jobs
@@ -339,7 +363,8 @@ async def test_add_jobs_writes_a_status_record_for_tracked_jobs(
         keys, [immediate(HIGH, "tracked", job_id="evt_9", dedup_index=1, status_index=2)],
         ("evt_9",), extra_keys=(status,)))
     record = text(await client.hgetall(status))
-    assert (record["state"], record["name"], record["attempt"]) == ("waiting", "tracked", "1")
+    assert (record["state"], record["name"]) == ("waiting", "tracked")
+    assert "attempt" not in record  # readers take 1 until a worker starts the job
     assert 0 < await client.pttl(status) <= DEDUP_TTL_MS
     await client.hset(status, "state", "active")
     again = await scripts.call(client, scripts.ADD_JOBS, *add_call(

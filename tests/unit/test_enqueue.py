@@ -42,10 +42,9 @@ def test_general_records_carry_the_envelope_codec_writes(kwargs: dict[str, Any])
 
 def test_a_job_with_its_own_id_has_a_short_record() -> None:
     job = prepare(job_id="evt_1", attempts=5)
-    assert job.record == ["k", 1, "evt_1", "n", b'{"a":1}', b'{"a":5,"tr":1}', 1, 2, 2, b"tp",
-                          TP]
-    assert job.keys == ("sf:{unit}:dedup:evt_1", "sf:{unit}:status:evt_1")
-    assert job.keyed and job.indexes == (6, 7)
+    assert job.record == ["k", 1, "evt_1", "n", b'{"a":1}', b'{"a":5,"tr":1}', 1, 2, b"tp", TP]
+    assert job.keys == ("sf:{unit}:status:evt_1",)  # the status record is the dedup mark
+    assert job.keyed and job.indexes == (6,)
 
 
 def test_a_delayed_record_is_the_promoters_format() -> None:
