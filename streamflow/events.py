@@ -74,12 +74,14 @@ def parse_cursor(text: str, streams: int) -> list[str]:
     if len(parts) == 1:
         parts = parts * streams
     elif len(parts) != streams:
-        raise ValueError(f"cursor {text!r} has {len(parts)} positions; the queue has "
-                         f"{streams} partitions")
+        have = f"the queue has {streams} partitions" if streams > 1 else \
+            "one stream is read (a queue of one partition, or one partition)"
+        raise ValueError(f"cursor {text!r} has {len(parts)} positions; {have}")
     for part in parts:
         if part != "$" and not _ID.match(part):
-            raise ValueError(f"bad event id {part!r} in cursor {text!r}: use <ms>-<seq>, "
-                             "0 or $")
+            where = f" (in cursor {text!r})" if len(parts) > 1 else ""
+            raise ValueError(f"{part!r} is not a stream entry id like 1700000000000-0, 0 or "
+                             f"${where}")
     return parts
 
 

@@ -12,7 +12,6 @@ from ..events import (
     QueueEvent,
     QueueEvents,
     events_layout,
-    id_key,
     merge_events,
     parse_cursor,
     parse_event,
@@ -176,15 +175,13 @@ def events(
             streams = await events_layout(q.client, q.keys, partition=partition)
             cursor = len(streams) > 1 and as_json
             if since is None:
-                latest = await _latest(q, streams, count)
+                latest, newest = await _latest(q, streams, count)
                 chronological = follow or oldest_first
                 for event in reversed(latest) if chronological else latest:
                     _print_event(event, as_json)
                 if not follow:
                     return
-                reader.last_id = ",".join(
-                    max((e.id for e in latest if e.partition == p), key=id_key, default="0-0")
-                    for p, _ in streams)
+                reader.last_id = newest
             async with reader:
                 if not follow:
                     positions = reader.last_id.split(",")
@@ -204,14 +201,16 @@ def events(
 
 
 async def _latest(q: Queue, streams: list[tuple[int | None, str]],
-                  count: int) -> list[QueueEvent]:
-    """The newest ``count`` events of ``streams``, newest first."""
+                  count: int) -> tuple[list[QueueEvent], str]:
+    """The newest ``count`` events of ``streams``, newest first, and the cursor after every
+    stream's newest event (where ``--follow`` goes on)."""
     pipe = q.client.pipeline(transaction=False)
     for _, stream in streams:
         pipe.xrevrange(stream, count=count)
     batches = [[parse_event(i, f, p) for i, f in reversed(rows)]
                for (p, _), rows in zip(streams, await pipe.execute(), strict=True)]
-    return merge_events(batches)[::-1][:count]
+    cursor = ",".join(batch[-1].id if batch else "0-0" for batch in batches)
+    return merge_events(batches)[::-1][:count], cursor
 
 
 FIELD_NAMES = {"i": "job", "n": "name", "a": "attempt", "ms": "took_ms", "err": "error",
