@@ -27,6 +27,7 @@ from typing import Any
 
 import anyio
 from redis.asyncio import RedisCluster
+from redis.exceptions import ClusterError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -40,7 +41,7 @@ from .settings import StreamflowSettings, resolve_settings
 log = logging.getLogger("streamflow.events")
 
 _ID = re.compile(r"^\d+(-\d+)?$")
-_LOST = (RedisConnectionError, RedisTimeoutError, ConnectionError)
+_LOST = (RedisConnectionError, RedisTimeoutError, ConnectionError, ClusterError)
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,17 +4,20 @@ of non-blocking reads, then a blocking read per partition, the first to answer w
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
+from collections.abc import Iterator
 
 import anyio
 import pytest
 import redis
+from redis.crc import key_slot
 
 from streamflow import Discard, Job, JobSpec, Queue, QueueEvents, StreamflowSettings, Worker
 from streamflow.events import QueueEvent, id_key
 from streamflow.partitions import partition_for
 from tests.servers import ClusterTopology
-from tests.support import running
+from tests.support import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -142,3 +145,50 @@ async def test_a_blocked_read_wakes_on_any_partition_and_the_client_stays_sound(
             assert [(e.name, e.job_id, e.partition) for e in got] == [
                 ("added", f"evt_{i}", partition_for(f"pay_{i}", PARTITIONS))]
         await q.obliterate(force=True)
+
+
+@pytest.fixture
+def cluster_ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """A fresh 3-master, 3-replica cluster (the failover changes it)."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not on PATH")
+    with ClusterTopology(tmp_path_factory.mktemp("cluster-ha"), replicas=1,
+                         node_timeout_ms=1000) as topology:
+        yield topology
+
+
+@pytest.mark.slow
+async def test_a_follower_goes_on_after_a_master_fails_over(cluster_ha: ClusterTopology,
+                                                           queue_name: str) -> None:
+    settings = cluster_settings(cluster_ha)
+    settings.redis.retry_attempts = 20
+    seen: list[QueueEvent] = []
+
+    def replicated() -> None:
+        for node in cluster_ha.masters_now():
+            with node.client() as client:
+                assert client.execute_command("WAIT", 1, 5000) >= 1
+
+    def jobs_seen(start: int, stop: int) -> bool:
+        return {f"evt_{i}" for i in range(start, stop)} <= {e.job_id for e in seen}
+
+    async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q, \
+            QueueEvents(queue_name, settings=settings, block_ms=300) as events:
+        async def follow() -> None:
+            async for event in events:
+                seen.append(event)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await q.add_bulk(keyed(60))
+            await anyio.to_thread.run_sync(replicated)
+            await wait_until(lambda: jobs_seen(0, 60))
+            victim = cluster_ha.owner_of(key_slot(q.partition_keys[0].events.encode()))
+            cluster_ha.kill_master(victim)
+            await anyio.to_thread.run_sync(cluster_ha.wait_for_failover, 30.0)
+            await q.add_bulk(keyed(60, start=60))
+            await wait_until(lambda: jobs_seen(60, 120), timeout=40)
+            tg.cancel_scope.cancel()
+    ids = [(e.partition, e.id) for e in seen]
+    assert len(ids) == len(set(ids)) == 120, "none twice, none missed"
+    assert in_stream_order(seen)

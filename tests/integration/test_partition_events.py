@@ -248,3 +248,47 @@ async def test_otel_metrics_sum_or_label_the_partitions(
                 str(i) for i in range(PARTITIONS)]
         else:
             assert labels == [None] and len(delayed) == 1
+
+
+@pytest.mark.parametrize("labelled", [False, True], ids=["summed", "labelled"])
+async def test_prometheus_text_of_a_partitioned_queue(
+        redis_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch,
+        labelled: bool) -> None:
+    monkeypatch.setenv("STREAMFLOW_METRICS_PARTITION_LABEL", "1" if labelled else "0")
+    found = metrics.prometheus_reader()
+    assert found is not None
+    prom_reader, text = found
+    provider = MeterProvider(metric_readers=[prom_reader])
+    metrics.use_meter_provider(provider)
+    try:
+        settings = fast_settings(redis_url)
+        async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q:
+            await q.add_bulk(keyed(30))
+            worker = Worker(queue_name, lambda job: None, settings=settings, concurrency=8)
+            async with running(worker):
+                await wait_until(lambda: worker.processed == 30)
+                await wait_until(lambda: _queue_lines(text(), queue_name,
+                                                        "streamflow_queue_waiting") != [])
+        exposition = text()
+    finally:
+        metrics.use_meter_provider(None)
+        provider.shutdown()
+    completed = _queue_lines(exposition, queue_name, "streamflow_jobs_completed_total")
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in completed) == 30
+    waiting = _queue_lines(exposition, queue_name, "streamflow_queue_waiting")
+    if labelled:
+        assert {_label(line, "partition") for line in completed} == {
+            str(partition_for(f"pay_{i}", PARTITIONS)) for i in range(30)}
+        assert {_label(line, "partition") for line in waiting} == {
+            str(i) for i in range(PARTITIONS)}
+    else:
+        assert all('partition="' not in line for line in completed + waiting)
+
+
+def _queue_lines(exposition: bytes, queue: str, name: str) -> list[str]:
+    return [line for line in exposition.decode().splitlines()
+            if line.startswith(name) and f'queue="{queue}"' in line]
+
+
+def _label(line: str, name: str) -> str:
+    return line.split(f'{name}="', 1)[1].split('"', 1)[0]
