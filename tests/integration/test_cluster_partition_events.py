@@ -132,14 +132,13 @@ async def test_a_blocked_read_wakes_on_any_partition_and_the_client_stays_sound(
     settings = cluster_settings(cluster_topology)
     async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q, \
             QueueEvents(queue_name, settings=settings) as events:
+        async def read(into: list[QueueEvent]) -> None:
+            into.extend(await events.read(block_ms=4000))
+
         for i in range(PARTITIONS * 2):
             got: list[QueueEvent] = []
-
-            async def read() -> None:
-                got.extend(await events.read(block_ms=4000))
-
             async with anyio.create_task_group() as tg:
-                tg.start_soon(read)
+                tg.start_soon(read, got)
                 await anyio.sleep(0.05)
                 await q.add("pay", i, job_id=f"evt_{i}", key=f"pay_{i}")
             assert [(e.name, e.job_id, e.partition) for e in got] == [
