@@ -292,3 +292,23 @@ def _queue_lines(exposition: bytes, queue: str, name: str) -> list[str]:
 
 def _label(line: str, name: str) -> str:
     return line.split(f'{name}="', 1)[1].split('"', 1)[0]
+
+
+async def test_on_one_redis_events_come_in_time_order_across_partitions(
+        redis_url: str, queue_name: str) -> None:
+    """One XREAD sees every partition at one instant, and a read keeps only the oldest
+    ``count`` of what it got: across partitions the millisecond of the ids never goes back."""
+    settings = fast_settings(redis_url)
+    async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q:
+        for i in range(60):
+            await q.add("pay", i, job_id=f"evt_{i}", key=f"pay_{i}")
+            if i % 7 == 0:
+                await anyio.sleep(0.002)
+        got: list[QueueEvent] = []
+        async with QueueEvents(queue_name, settings=settings, since="0") as events:
+            for count in (1, 3, 5, 2, 8):
+                got += await events.read(count=count, block_ms=None)
+            got += await take(events, 60 - len(got))
+    millis = [id_key(e.id)[0] for e in got]
+    assert millis == sorted(millis)
+    assert sorted(e.job_id or "" for e in got) == sorted(f"evt_{i}" for i in range(60))
