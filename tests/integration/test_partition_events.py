@@ -312,3 +312,47 @@ async def test_on_one_redis_events_come_in_time_order_across_partitions(
     millis = [id_key(e.id)[0] for e in got]
     assert millis == sorted(millis)
     assert sorted(e.job_id or "" for e in got) == sorted(f"evt_{i}" for i in range(60))
+
+
+async def test_a_follower_resumes_every_partition_after_its_connection_is_killed(
+        redis_url: str, queue_name: str) -> None:
+    from streamflow import StreamflowSettings
+    from streamflow.connection import create_client
+
+    settings = StreamflowSettings.from_url(redis_url)
+    settings.redis.retry_attempts = 0  # the follower's own loop resumes, not the client's
+    received: list[QueueEvent] = []
+    reader_name = f"events-reader-{queue_name}"
+    reader = create_client(settings.redis, max_connections=4, client_name=reader_name)
+    async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q, \
+            QueueEvents(queue_name, settings=settings, block_ms=200, client=reader) as events:
+
+        async def follow() -> None:
+            async for event in events:
+                received.append(event)
+
+        async def reader_ids() -> list[str]:
+            return [c["id"] for c in await q.client.client_list()
+                    if c.get("name") == reader_name]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await q.add_bulk(keyed(30))
+            await wait_until(lambda: len(received) >= 10)
+            for round_ in range(3):  # kill it while blocked, and while events keep coming
+                await wait_until(lambda: _nonempty(reader_ids()))
+                for client_id in await reader_ids():
+                    await q.client.client_kill_filter(_id=client_id)
+                await q.add_bulk(keyed(20, start=100 + 20 * round_))
+            await wait_until(lambda: len(received) >= 90)
+            await anyio.sleep(0.3)  # a repeat would come now
+            tg.cancel_scope.cancel()
+        stored = await stored_events(q)
+    await reader.aclose()
+    assert sorted((e.partition, e.id) for e in received) == sorted(stored)
+    assert len({(e.partition, e.id) for e in received}) == 90
+    assert in_stream_order(received)
+
+
+async def _nonempty(items: Any) -> bool:
+    return bool(await items)
