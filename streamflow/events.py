@@ -99,13 +99,20 @@ def id_key(entry_id: str) -> tuple[int, int]:
         return 0, 0
 
 
-def merge_events(batches: Sequence[Sequence[QueueEvent]], count: int | None = None
-                 ) -> list[QueueEvent]:
+def merge_events(batches: Sequence[Sequence[QueueEvent]], count: int | None = None, *,
+                 read: int | None = None) -> list[QueueEvent]:
     """The events of several streams in one list by entry id (then partition), at most
-    ``count``. Each stream's events must be in stream order: what is kept of each is a
-    prefix, so a position per stream stays sound."""
+    ``count``. Each stream's events must be in stream order, and what is kept of each is a
+    prefix, so a position per stream stays sound. ``read``: the COUNT each stream was read
+    with; a stream that filled it may hold more events before the others' later ones, so
+    nothing after the earliest last id of such a stream is kept."""
     merged = sorted((event for batch in batches for event in batch),
                     key=lambda e: (id_key(e.id), e.partition or 0))
+    if read is not None:
+        full = [id_key(batch[-1].id) for batch in batches if len(batch) >= read]
+        if full:
+            bound = min(full)
+            merged = [event for event in merged if id_key(event.id) <= bound]
     return merged if count is None else merged[:count]
 
 
@@ -246,7 +253,11 @@ class QueueEvents:
     def _index(self, partition: int | None) -> int:
         return next(i for i, (p, _) in enumerate(self._streams) if p == partition)
 
-    async def _fetch(self, count: int, block_ms: int | None) -> list[QueueEvent]:
+    async def _fetch(self, count: int, block_ms: int | None, *,
+                     every: bool = False) -> list[QueueEvent]:
+        """Up to ``count`` events of each stream, merged; the oldest ``count`` of them, or with
+        ``every`` all that can go out in order (a follower: fewer reads for a backlog)."""
+        keep = None if every else count
         await self._resolve_start()
         streams = self._streams
         if len(streams) == 1 or not isinstance(self.client, RedisCluster):
@@ -254,14 +265,14 @@ class QueueEvents:
                 {stream: pos for (_, stream), pos in zip(streams, self._positions,
                                                          strict=True)},
                 count=count, block=block_ms)
-            return merge_events(self._parse(reply), count)
+            return merge_events(self._parse(reply), keep, read=count)
         pipe = self.client.pipeline(transaction=False)
         for (_, stream), pos in zip(streams, self._positions, strict=True):
             pipe.xread({stream: pos}, count=count)
         batches = [self._parse(reply) for reply in await pipe.execute()]
         if not any(batches) and block_ms is not None:
             batches = await self._first_to_answer(count, block_ms)
-        return merge_events([b for batch in batches for b in batch], count)
+        return merge_events([b for batch in batches for b in batch], keep, read=count)
 
     async def _first_to_answer(self, count: int, block_ms: int) -> list[list[list[QueueEvent]]]:
         """Block on every partition's stream at once; the first to answer with events wins."""
@@ -301,7 +312,7 @@ class QueueEvents:
         failures = 0
         while not self._closed:
             try:
-                events = await self._fetch(100, self.block_ms)
+                events = await self._fetch(100, self.block_ms, every=True)
             except _LOST as exc:
                 if self._closed:
                     return
