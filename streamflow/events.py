@@ -11,11 +11,12 @@ A partitioned queue has one events stream per partition (``sf:{name#i}:events``)
 
 Order: the events of one partition come in stream order, none skipped or repeated. Across
 partitions they are merged by entry id: on one Redis one ``XREAD`` sees every stream at one
-instant and a read hands out only the oldest ``count`` it got, so the millisecond of the ids
-never goes back (events of the same millisecond in different partitions come in partition
-order, not necessarily the order they were written). On Cluster the nodes' clocks differ and
-the reads are not one instant: best effort, an event can come after a later one of another
-partition.
+instant and a read hands out nothing a stream that filled its ``COUNT`` may still precede
+(`merge_events`), so the millisecond of the ids never goes back (events of the same
+millisecond in different partitions come in partition order, not necessarily the order they
+were written). On Cluster the nodes' clocks differ and the reads are not one instant: best
+effort, an event can come after a later one of another partition.
+
 The position (`QueueEvents.last_id`) of a partitioned reader is a composite cursor, the last
 id handed out per partition joined by commas (``"1712000000000-0,0-0,..."``); giving it back as
 ``since`` resumes every partition where it stopped.
