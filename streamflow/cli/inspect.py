@@ -8,14 +8,21 @@ import orjson
 import typer
 
 from ..discovery import known_queues, pending_job_ids
-from ..events import QueueEvent, QueueEvents, parse_event
+from ..events import (
+    QueueEvent,
+    QueueEvents,
+    events_layout,
+    merge_events,
+    parse_cursor,
+    parse_event,
+)
 from ..inspect import read_counts, read_pending, read_pending_summary
 from ..keys import QueueKeys
 from ..queue import Queue
 from ..retention import live_workers
 from ._app import echo_safe
 from ._context import Need, check_queue, queue_of, quick, run, run_with_queue, settings_of
-from ._output import check_entry_ids, emit_json, parse_duration, print_table, when
+from ._output import emit_json, parse_duration, print_table, when
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 GroupOption = Annotated[str | None, typer.Option(help="Consumer group (default workers).")]
@@ -141,40 +148,49 @@ def events(
         "--follow", "-f", help="Print the last --count events, oldest first, then new ones as "
         "they come.")] = False,
     since: Annotated[str | None, typer.Option(
-        help="Events after this event id, oldest first (0 = the oldest kept).")] = None,
+        help="Events after this event id, oldest first (0 = the oldest kept); on a "
+        "partitioned queue one id for every partition or the cursor --json prints.")] = None,
     count: Annotated[int, typer.Option(min=1, help="Most events to print (before --follow).")]
     = 20,
     oldest_first: Annotated[bool, typer.Option(
         "--oldest-first", help="Print the last --count events oldest first.")] = False,
+    partition: Annotated[int | None, typer.Option(
+        min=0, help="Only this partition's events (partitioned queues).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The queue's lifecycle events (added, completed, retrying, dead...), newest first."""
+    """The queue's lifecycle events (added, completed, retrying, dead...), newest first; on a
+    partitioned queue those of every partition merged by time."""
     if since is not None:
-        check_entry_ids([since])
+        try:
+            parse_cursor(since, len(since.split(",")))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
     q = queue_of(ctx, queue)
 
     async def go() -> None:
         try:
             await check_queue(q, Need.EXISTING)
+            reader = QueueEvents(queue, settings=q.settings, client=q.client,
+                                 since=since or "0", partition=partition)
+            streams = await events_layout(q.client, q.keys, partition=partition)
+            cursor = len(streams) > 1 and as_json
             if since is None:
-                latest = [parse_event(i, f) for i, f in
-                          await q.client.xrevrange(q.keys.events, count=count)]
+                latest, newest = await _latest(q, streams, count)
                 chronological = follow or oldest_first
                 for event in reversed(latest) if chronological else latest:
                     _print_event(event, as_json)
                 if not follow:
                     return
-                start = latest[0].id if latest else "0-0"
-            else:
-                start = since
-            async with QueueEvents(queue, settings=q.settings, client=q.client,
-                                   since=start) as reader:
+                reader.last_id = newest
+            async with reader:
                 if not follow:
+                    positions = reader.last_id.split(",")
                     for event in await reader.read(count=count):
-                        _print_event(event, as_json)
+                        positions[[p for p, _ in streams].index(event.partition)] = event.id
+                        _print_event(event, as_json, ",".join(positions) if cursor else None)
                     return
                 async for event in reader:
-                    _print_event(event, as_json)
+                    _print_event(event, as_json, reader.last_id if cursor else None)
         finally:
             await q.close()
 
@@ -182,6 +198,19 @@ def events(
         run(q.settings, go)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+async def _latest(q: Queue, streams: list[tuple[int | None, str]],
+                  count: int) -> tuple[list[QueueEvent], str]:
+    """The newest ``count`` events of ``streams``, newest first, and the cursor after every
+    stream's newest event (where ``--follow`` goes on)."""
+    pipe = q.client.pipeline(transaction=False)
+    for _, stream in streams:
+        pipe.xrevrange(stream, count=count)
+    batches = [[parse_event(i, f, p) for i, f in reversed(rows)]
+               for (p, _), rows in zip(streams, await pipe.execute(), strict=True)]
+    cursor = ",".join(batch[-1].id if batch else "0-0" for batch in batches)
+    return merge_events(batches)[::-1][:count], cursor
 
 
 FIELD_NAMES = {"i": "job", "n": "name", "a": "attempt", "ms": "took_ms", "err": "error",
@@ -195,6 +224,8 @@ def event_record(event: QueueEvent) -> dict[str, Any]:
     at_ms = int(event.id.partition("-")[0])
     record: dict[str, Any] = {"id": event.id, "time": when(at_ms, millis=True),
                               "event": event.name}
+    if event.partition is not None:
+        record["partition"] = event.partition
     for key, value in event.fields.items():
         name = FIELD_NAMES.get(key, key)
         if name == "due" and value.isdigit():
@@ -206,11 +237,13 @@ def event_record(event: QueueEvent) -> dict[str, Any]:
     return record
 
 
-def _print_event(event: QueueEvent, as_json: bool) -> None:
+def _print_event(event: QueueEvent, as_json: bool, cursor: str | None = None) -> None:
     record = event_record(event)
+    if cursor is not None:  # a partitioned queue: --since this resumes every partition
+        record["cursor"] = cursor
     if as_json:
         echo_safe(orjson.dumps(record))
         return
     details = "  ".join(f"{k}={v}" for k, v in record.items()
-                        if k not in ("id", "time", "event"))
+                        if k not in ("id", "time", "event", "cursor"))
     echo_safe(f"{record['time']}  {event.name:<12} {details}".rstrip())

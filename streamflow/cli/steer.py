@@ -13,6 +13,7 @@ import typer
 from ..browse import STATES, JobView
 from ..control import CLEANABLE
 from ..queue import Queue
+from ..stored_metrics import read_metrics
 from ._context import run_with_queue
 from ._output import emit_json, parse_duration, parse_json, print_table
 
@@ -181,10 +182,14 @@ async def _size(q: Queue, state: str) -> int:
 
 def metrics(ctx: typer.Context, queue: QueueArg,
             since: Annotated[str, typer.Option(help="How far back, e.g. 1h.")] = "1h",
+            partition: Annotated[int | None, typer.Option(
+                min=0, help="Only this partition (partitioned queues sum them).")] = None,
             as_json: JsonOpt = False) -> None:
     """Completed and failed jobs per minute, from the counts stored in Redis."""
     seconds = parse_duration(since)
-    counts = run_with_queue(ctx, queue, lambda q: q.metrics(since=seconds))
+    counts = run_with_queue(ctx, queue, lambda q: read_metrics(
+        q.client, q.keys, since=seconds, partition=partition,
+        window_ms=int(q.settings.queue.metrics_window * 1000)))
     if as_json:
         emit_json([dataclasses.asdict(c) for c in counts])
         return

@@ -94,7 +94,8 @@ class Worker:
         self._stopped = anyio.Event()
         self._grace_over = anyio.Event()
         self._started_ms = 0
-        self._outcomes = Outcomes(self.keys, self.group, self.settings, metrics_for(queue))
+        self._outcomes = Outcomes(self.keys, self.group, self.settings,
+                                 metrics_for(queue, partition))
         self._acker = Acker(None, self._outcomes)
         self.dispatcher = Dispatcher(self.keys, self.concurrency, self._outcomes,
                                      self._acker.wanted)
@@ -167,7 +168,7 @@ class Worker:
         """
         self._started_ms = int(time.time() * 1000)
         self._runner.tracing = tracing_active()
-        metrics = metrics_for(self.queue)
+        metrics = metrics_for(self.queue, self.partition)
         self._outcomes.metrics = self.maintenance.metrics = metrics
         try:
             if self.partition is None:

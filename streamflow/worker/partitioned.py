@@ -23,7 +23,7 @@ from ..connection import create_client
 from ..errors import ConfigurationError
 from ..inspect import read_counts
 from ..metrics import metrics_for
-from ..queue.partitioned import check_partition_count, stored_partitions, sum_counts
+from ..queue.partitioned import check_partition_count, stored_partitions
 from .dispatch import SharedCapacity
 
 if TYPE_CHECKING:
@@ -107,13 +107,13 @@ async def _stop_parts(front: Worker) -> None:
 
 
 async def _refresh_gauges(front: Worker, count: int) -> None:
-    """The queue's gauges (pending, lag...) summed over all its partitions."""
+    """The queue's gauges (pending, lag...) over all its partitions (summed unless labelled)."""
     metrics = metrics_for(front.queue)
     every = front.keys.part
     while True:
         try:
-            metrics.observe_counts(front.group, sum_counts([
-                await read_counts(front.client, every(i), front.group) for i in range(count)]))
+            metrics.observe_partitions(front.group, [
+                await read_counts(front.client, every(i), front.group) for i in range(count)])
         except Exception as exc:  # a gauge refresh must never stop a worker
             log.debug("metrics: reading counts of %s failed: %s", front.queue, exc)
         await anyio.sleep(GAUGE_INTERVAL_S)
