@@ -16,8 +16,8 @@
            before asking again); else a flat list {level index (0-based), entries, ...} where
            entries holds that stream's claimed entries flat: {id, F, f1, v1, ..., id, F, ...}
            (F: how many field names and values follow; one table per level, not two per
-           entry: each table of a reply costs Redis a deferred length and a few lookups, a
-           third of this script's cost when every entry had its own), ended by
+           entry: each table of a reply costs Redis a deferred length and a few lookups,
+           13 % of this script's cost when every entry had its own two), ended by
            {-1, last id of level 1, ..., last id of level L} when every level was drained: an
            idle worker waits with XREAD from exactly those ids (it claims nothing), so an
            entry added after this call wakes it.
