@@ -18,7 +18,7 @@ from .codec import delayed_record, next_attempt_fields
 from .job import Job
 from .keys import QueueKeys
 from .metrics import NoMetrics
-from .protocol import F_KEY
+from .protocol import F_ID, F_KEY
 from .queue.ordered import release_command
 from .settings import StreamflowSettings
 from .stored_metrics import MINUTE_MS, metrics_args
@@ -118,28 +118,43 @@ class Outcomes:
         if defaults.remove_on_complete_age is not None:
             done_minid = str(int((time.time() - defaults.remove_on_complete_age) * 1000))
         keys = self.keys
+        emit = self._emit_all == "1"
         for level, completed in enumerate(self._completed):
             if not completed:
                 continue
             self._completed[level] = []
             self.metrics.record_completed(keys.levels[level], completed)
             metrics_key, metrics_ttl = metrics_args(keys, window_ms=self._metrics_ms)
-            args: list[Any] = [self.group, self._emit_all, defaults.events_maxlen, done_maxlen,
-                               done_minid, metrics_ttl]
+            entry_ids: list[str] = []
+            where: list[str] = []  # jobs with an id (an i field): they have a where record
+            events: list[Any] = []
+            results: list[Any] = []
             for job, duration_ms, result in completed:
+                entry_ids.append(job.entry_id)
+                fields = job.fields
+                if len(fields) > 2:
+                    if F_ID in fields:
+                        where.append(job.id)
+                    if F_KEY in fields:
+                        self._releases.append((fields[F_KEY], job.id))
+                if emit:
+                    events += (job.id, job.name, duration_ms)
                 # a handler that returns nothing has no result to keep (its completion is in
                 # the events stream): one XADD less per job
-                keep = done_maxlen and result is not None and job.options.keep_result is not False
-                encoded = _encode_result(result) if keep else b""
-                args += [job.entry_id, job.id, job.name, duration_ms, 1 if keep else 0, encoded]
-                if len(job.fields) > 2 and F_KEY in job.fields:
-                    self._releases.append((job.fields[F_KEY], job.id))
+                if result is not None and done_maxlen and job.options.keep_result is not False:
+                    encoded = _encode_result(result)
+                    results += (job.id, job.name, duration_ms, encoded)
+                else:
+                    encoded = b""
                 if job.options.track:
                     self._status(commands, about, job, state="completed", duration_ms=duration_ms,
                                  finished_ms=int(time.time() * 1000), result=encoded)
             about.append([job.id for job, _, _ in completed])
             commands.append(scripts.COMPLETE_JOBS.command(
-                [keys.streams[level], keys.events, keys.done, keys.where, metrics_key], args))
+                [keys.streams[level], keys.events, keys.done, keys.where, metrics_key],
+                [self.group, self._emit_all, defaults.events_maxlen, done_maxlen, done_minid,
+                 metrics_ttl, len(entry_ids), len(where), len(results) // 4, *entry_ids, *where,
+                 *events, *results]))
         if self._releases:  # after the acks: a key goes on only once its job is acknowledged
             releases, self._releases = self._releases, []
             about.append([job_id for _, job_id in releases])

@@ -63,11 +63,14 @@ class Dispatcher:
 
     def dispatch(self, level: int, entries: list[Any], *, first: bool = False) -> None:
         """Decode ``entries`` of ``level`` and queue them for the runners (at the front with
-        ``first``: reclaimed entries of a dead worker go before new ones)."""
+        ``first``: reclaimed entries of a dead worker go before new ones). ``entries`` is a
+        list of ``(id, fields)`` (XCLAIM's answer) or the fetch script's flat list."""
         held = self.held
         jobs: list[Job] = []
         queue = self.keys.queue
         level_name = self.keys.levels[level]
+        if entries and not isinstance(entries[0], list | tuple):
+            entries = unflatten(entries)
         for entry_id, raw in entries:
             fields = raw if isinstance(raw, dict) else pairs(raw)
             try:
@@ -132,6 +135,22 @@ class Dispatcher:
     def finished(self) -> bool:
         """Whether ``finish()`` was called."""
         return self._done
+
+
+def unflatten(flat: list[Any]) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The fetch script's entries of one level, ``[id, F, f1, v1, ..., id, F, ...]`` (F: how
+    many field names and values follow the count), as ``(id, fields)`` pairs."""
+    out: list[tuple[bytes, dict[bytes, bytes]]] = []
+    i, end = 0, len(flat)
+    while i < end:
+        size = flat[i + 1]
+        if size == 4:  # a plain envelope (name, data): the hot path
+            out.append((flat[i], {flat[i + 2]: flat[i + 3], flat[i + 4]: flat[i + 5]}))
+        else:
+            values = flat[i + 2:i + 2 + size]
+            out.append((flat[i], dict(zip(values[::2], values[1::2], strict=True))))
+        i += 2 + size
+    return out
 
 
 class SharedCapacity:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import traceback
 from asyncio import CancelledError
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 import anyio
@@ -117,7 +117,7 @@ class JobRunner:
     async def run(self, job: Job) -> None:
         """Run ``job`` to its outcome; never raises for the job's own errors."""
         route = self.router.resolve(job.name)
-        started = time.perf_counter()
+        started = perf_counter()
         log_token = bind_job(job)
         timeout = job.options.timeout or self.settings.queue.timeout
         try:
@@ -133,13 +133,26 @@ class JobRunner:
                     except BaseException as exc:
                         self._failed(job, exc, span)
                         return
-            else:
+            else:  # _call and call_handler inlined: this is the hot path
+                cancels = self.cancels
+                key = (self._level_of[job.level], job.entry_id)
+                if cancels is not None:
+                    cancels.track(key)
                 try:
-                    result = await self._call(route, job, timeout)
+                    if timeout is None and route.is_async and self.pool is None:
+                        result = await route.handler(job)
+                    else:
+                        result = await self.call_handler(route, job, timeout)
                 except BaseException as exc:
+                    if (cancels is not None and isinstance(exc, CancelledError)
+                            and cancels.cancelled(key)):
+                        exc = JobCancelled(f"cancelled by an operator (job {job.id})")
                     self._failed(job, exc, None)
                     return
-            self.outcomes.completed(job, int((time.perf_counter() - started) * 1000), result)
+                finally:
+                    if cancels is not None:
+                        cancels.untrack(key)
+            self.outcomes.completed(job, int((perf_counter() - started) * 1000), result)
             self.processed += 1
         finally:
             unbind_job(log_token)

@@ -179,8 +179,9 @@ async def test_every_ack_script_goes_through_when_redis_is_full_and_skips_its_ev
         minute = keys.metrics_minute(0)
         completed = await scripts.call(q.client, scripts.COMPLETE_JOBS,
                                        [stream, keys.events, keys.done, keys.where, minute],
-                                       [group, "1", 10_000, 1000, "0", 60_000,
-                                        done_id, "j1", "record", 5, 1, b'"ok"'])
+                                       [group, "1", 10_000, 1000, "0", 60_000, 1, 0, 1,
+                                        done_id, "j1", "record", 5, "j1", "record", 5,
+                                        b'"ok"'])
         retried = await scripts.call(q.client, scripts.RETRY_LATER,
                                      [stream, keys.delayed, keys.jobs, keys.events, keys.where],
                                      [group, retry_id, "j2", int(time.time() * 1000) + 60_000,

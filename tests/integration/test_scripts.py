@@ -255,9 +255,35 @@ async def test_add_jobs_with_caller_ids_only_is_recognised_by_its_marks(
 
 async def fetch(client: Any, keys: QueueKeys, count: int, consumer: str = "c1",
                 now: int | None = None) -> Any:
-    return await scripts.call(client, scripts.FETCH_JOBS,
-                              [keys.meta, keys.limiter, *keys.streams],
-                              [GROUP, consumer, count, now or now_ms()])
+    """The fetch script's answer, each level's flat entries as ``[[id, [f, v, ...]], ...]``."""
+    reply = await scripts.call(client, scripts.FETCH_JOBS,
+                               [keys.meta, keys.limiter, *keys.streams],
+                               [GROUP, consumer, count, now or now_ms()])
+    if not isinstance(reply, list):
+        return reply
+    nested = list(reply)
+    for i in range(0, len(reply), 2):
+        if reply[i] == -1:
+            break
+        flat, entries, pos = reply[i + 1], [], 0
+        while pos < len(flat):
+            size = flat[pos + 1]
+            entries.append([flat[pos], flat[pos + 2:pos + 2 + size]])
+            pos += 2 + size
+        nested[i + 1] = entries
+    return nested
+
+
+async def test_fetch_jobs_answers_each_level_flat(client: Any, keys: QueueKeys) -> None:
+    """One table per level, not two per entry: {id, F, f1, v1, ..., id, F, ...}."""
+    await create_groups(client, keys)
+    plain = text(await client.xadd(keys.level("normal"), {"n": "a", "d": "1"}))
+    more = text(await client.xadd(keys.level("normal"), {"n": "b", "d": "2", "i": "evt_1"}))
+    reply = text(await scripts.call(client, scripts.FETCH_JOBS,
+                                    [keys.meta, keys.limiter, *keys.streams],
+                                    [GROUP, "c1", 10, now_ms()]))
+    assert reply == [NORMAL, [plain, 4, "n", "a", "d", "1", more, 6, "n", "b", "d", "2", "i",
+                              "evt_1"], -1, "0-0", more, "0-0"]
 
 
 async def test_fetch_jobs_strict_priority_and_count(client: Any, keys: QueueKeys) -> None:
@@ -386,11 +412,18 @@ def dead_keys(keys: QueueKeys, stream: str) -> list[str]:
 
 
 def complete_args(done_maxlen: int, jobs: list[tuple[str, str, str]], emit: str = "1",
-                  minid: str = "0", keep: str = "1") -> list[Any]:
-    args: list[Any] = [GROUP, emit, EVENTS_MAXLEN, done_maxlen, minid, 60_000]
-    for entry_id, job_id, result in jobs:
-        args += [entry_id, job_id, "job", 12, keep, result]
-    return args
+                  minid: str = "0", keep: str = "1", with_ids: tuple[str, ...] = ()) -> list[Any]:
+    """complete_jobs' arguments for ``(entry id, job id, result)`` triples, every result kept
+    (``keep="1"``) or none; ``with_ids``: the job ids that have a where record."""
+    events: list[Any] = []
+    results: list[Any] = []
+    for _, job_id, result in jobs:
+        events += [job_id, "job", 12]
+        if keep == "1" and done_maxlen > 0:
+            results += [job_id, "job", 12, result]
+    return [GROUP, emit, EVENTS_MAXLEN, done_maxlen, minid, 60_000, len(jobs), len(with_ids),
+            len(results) // 4, *(entry_id for entry_id, _, _ in jobs), *with_ids,
+            *(events if emit == "1" else []), *results]
 
 
 async def test_complete_jobs_acks_with_events_and_results(client: Any, keys: QueueKeys) -> None:
@@ -444,6 +477,32 @@ async def test_complete_jobs_caps_the_done_stream(client: Any, keys: QueueKeys) 
     assert await pending_ids(client, stream) == []
     kept = [text(f)["i"] for _, f in await client.xrange(keys.done)]
     assert kept == entries[-cap:]
+
+
+async def test_complete_jobs_drops_the_where_records_of_jobs_with_ids_and_trims_events(
+        client: Any, keys: QueueKeys) -> None:
+    stream = keys.level("normal")
+    await create_groups(client, keys)
+    entries = []
+    for i in range(1500):
+        fields = {"n": "job", "d": str(i)} | ({"i": f"evt_{i}"} if i % 2 else {})
+        entry = text(await client.xadd(stream, fields))
+        entries.append(entry)
+        if i % 2:
+            await client.hset(keys.where, f"evt_{i}", f"1:{entry}")
+    await client.hset(keys.where, "other", "1:0-1")  # a job not in this batch keeps its record
+    read_ids = await read(client, stream, count=1500)
+    jobs = [(e, f"evt_{i}" if i % 2 else f"normal:{e}", "") for i, e in enumerate(read_ids)]
+    with_ids = tuple(job_id for _, job_id, _ in jobs if job_id.startswith("evt_"))
+    acked = await scripts.call(client, scripts.COMPLETE_JOBS, complete_keys(keys, stream),
+                               complete_args(0, jobs, with_ids=with_ids))
+    assert acked == 1500
+    assert await pending_ids(client, stream) == []
+    assert text(await client.hgetall(keys.where)) == {"other": "1:0-1"}
+    # events are trimmed once after the batch, to about EVENTS_MAXLEN (whole nodes only)
+    assert EVENTS_MAXLEN <= await client.xlen(keys.events) < EVENTS_MAXLEN + 200
+    newest = await client.xrevrange(keys.events, count=1)
+    assert text(newest[0][1])["i"] == jobs[-1][1]
 
 
 async def test_complete_jobs_keeps_only_results_asked_for_and_drops_old_ones(
