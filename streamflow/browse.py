@@ -60,6 +60,8 @@ class JobView:
     idle_ms: int | None = None
     deliveries: int | None = None
     index: dict[str, str] = field(default_factory=dict)
+    partition: int | None = None
+    """The partition holding the job, on a partitioned queue (None: a plain queue)."""
 
 
 @dataclass(frozen=True, slots=True)
