@@ -98,6 +98,20 @@ async def find_job(client: Any, keys: QueueKeys, group: str, job_id: str) -> Job
     return info if info["state"] else None
 
 
+async def find_queue_job(queue: Any, job_id: str, key: str | None = None) -> JobInfo | None:
+    """`find_job` on a ``Queue`` handle: on a partitioned queue the partition the id (or
+    ``key``) routes to first, then the others."""
+    group = queue.settings.worker.group
+    if queue.partitions == 1:
+        return await find_job(queue.client, queue.keys, group, job_id)
+    first = queue.route(key, job_id)
+    for i in (first, *(i for i in range(queue.partitions) if i != first)):
+        info = await find_job(queue.client, queue.keys.part(i), group, job_id)
+        if info is not None:
+            return info
+    return None
+
+
 async def _stream_state(client: Any, keys: QueueKeys, group: str, level: str, entry: str,
                         info: JobInfo) -> str:
     """waiting / active from the level stream and the group; "" once acknowledged or gone."""
