@@ -44,6 +44,11 @@ def _counts(stack: Stack, queue: str) -> dict[str, Any]:
     return run(go)
 
 
+async def _add_delayed(stack: Stack, queue: str, job_id: str) -> None:
+    async with Queue(queue, settings=stack.settings) as q:
+        await q.add("noop", {}, job_id=job_id, delay=3600)
+
+
 async def _fix(stack: Stack, queue: str) -> None:
     async with Queue(queue, settings=stack.settings) as q:
         await q.client.delete(f"{queue}:provider-down")
@@ -76,11 +81,20 @@ def test_open_a_partitioned_queue_and_retry_a_dead_job_of_one_partition(
     expect(table.locator(f'tr[data-partition="{home}"] [data-f="delayed"]')).to_have_text(
         str(delayed_home))
 
+    page.evaluate("window.__marker = 1")  # gone if the page reloads
+    extra = next(f"evt_x{i}" for i in range(100) if partition_for(f"evt_x{i}", PARTS) == home)
+    run(lambda: _add_delayed(stack, queue_name, extra))
+    expect(table.locator(f'tr[data-partition="{home}"] [data-f="delayed"]')).to_have_text(
+        str(delayed_home + 1))
+    assert page.evaluate("window.__marker") == 1, "the table refreshed without a reload"
+
     page.locator("#tabs [data-tab=delayed]").click()
-    expect(page.locator("#jobs tbody tr")).to_have_count(9)
+    expect(page.locator("#jobs tbody tr")).to_have_count(10)
     page.locator("#partition-filter").select_option(str(home))
     page.locator("form.filters button").click()
-    expect(page.locator("#jobs tbody tr")).to_have_count(delayed_home)
+    expect(page.locator("#jobs tbody tr")).to_have_count(delayed_home + 1)
+    expect(page.locator(f'#jobs tr[data-job="{extra}"]')).to_have_attribute(
+        "data-partition", str(home))
 
     page.goto(f"{url}/queues/{queue_name}?state=dead")
     page.get_by_role("link", name=dead_id).click()
