@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import pytest
 
 from streamflow import Discard, Job, JobSpec, Queue, Worker
@@ -229,3 +230,36 @@ async def test_a_partitioned_queue_is_discovered_once(redis_url: str, queue_name
         await q.add_bulk([("a", i) for i in range(8)])
         assert await known_queues(q.client, settings.prefix) == [queue_name]
         await q.obliterate(force=True)
+
+
+async def test_a_running_job_of_a_partition_shows_its_log_and_is_cancelled(
+        redis_url: str, queue_name: str) -> None:
+    settings = fast_settings(redis_url)
+    job_id = next(f"evt_run{i}" for i in range(100) if partition_for(f"evt_run{i}", PARTS))
+
+    async def handler(job: Job) -> None:
+        await job.log("called the provider")
+        await anyio.sleep(60)
+
+    async with Queue(queue_name, settings=settings, partitions=PARTS) as q:
+        await q.add("slow", {}, job_id=job_id)
+        async with running(Worker(queue_name, handler, settings=settings, concurrency=2)):
+            await wait_until(lambda: _logged(q, job_id))
+            view = await q.job(job_id)
+            assert view is not None and view.state == "active"
+            assert view.partition == partition_for(job_id, PARTS)
+            assert [v.id for v in (await q.jobs("active")).jobs] == [job_id]
+            assert await q.cancel(job_id, actor="oncall") == "cancelled"
+            await wait_until(lambda: _is_dead(q, job_id))
+        dead = await q.job(job_id)
+        assert dead is not None and dead.reason == "cancelled"
+        await q.obliterate(force=True)
+
+
+async def _logged(q: Queue, job_id: str) -> bool:
+    return any("called the provider" in line for line in await q.job_logs(job_id))
+
+
+async def _is_dead(q: Queue, job_id: str) -> bool:
+    view = await q.job(job_id)
+    return view is not None and view.state == "dead"
