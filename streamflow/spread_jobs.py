@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import anyio
 import orjson
 
 from .browse import STATES, JobPage, JobView
@@ -134,11 +135,22 @@ async def merged_page(queue: Any, state: str, *, level: str | None, cursor: str 
         raise ValueError("limit must be >= 1")
     positions = decode_cursor(cursor, queue.partitions)
     pages: dict[int, JobPage] = {}
-    for i, position in enumerate(positions):
-        if position is not _DONE:
-            pages[i] = await queue.partition(i).jobs(
-                state, level=level, cursor=position or None, limit=limit,
-                newest_first=newest_first, name=name, group=group)
+
+    async def read(i: int, position: str | None) -> None:
+        pages[i] = await queue.partition(i).jobs(
+            state, level=level, cursor=position, limit=limit, newest_first=newest_first,
+            name=name, group=group)
+
+    try:
+        async with anyio.create_task_group() as tg:  # the partitions' round trips overlap
+            for i, position in enumerate(positions):
+                if position is not _DONE:
+                    tg.start_soon(read, i, position if isinstance(position, str) else None)
+    except BaseExceptionGroup as group:  # raised as itself: a bad level is a ValueError
+        error: BaseException = group
+        while isinstance(error, BaseExceptionGroup):
+            error = error.exceptions[0]
+        raise error from None
     key = order_key(state, tuple(queue.keys.levels), newest_first)
     merged = heapq.merge(*([(key(view), i, view) for view in page.jobs]
                            for i, page in sorted(pages.items())),

@@ -205,8 +205,9 @@ async def test_business_key_logs_and_bad_cursors(redis_url: str, queue_name: str
             await q.add("charge", i, job_id=f"evt_{i}", index={"payment_id": "pay_1"})
         views = await q.find("payment_id", "pay_1")
         assert sorted(v.id for v in views) == [f"evt_{i}" for i in range(8)]
-        added = [v.enqueued_ms or 0 for v in views]
-        assert added == sorted(added, reverse=True), "newest first"
+        added = [await q.client.zscore(q.partition(v.partition or 0).keys.index(
+            "payment_id", "pay_1"), v.id) for v in views]
+        assert added == sorted(added, reverse=True), "newest first (the index's add times)"
         assert len({v.partition for v in views}) > 1
         part = q.partition(partition_for("evt_5", PARTS))
         await part.client.rpush(part.keys.job_log("evt_5"), "1700000000000 called provider")
@@ -263,3 +264,14 @@ async def _logged(q: Queue, job_id: str) -> bool:
 async def _is_dead(q: Queue, job_id: str) -> bool:
     view = await q.job(job_id)
     return view is not None and view.state == "dead"
+
+
+async def test_a_bad_level_or_state_is_a_plain_value_error(redis_url: str,
+                                                           queue_name: str) -> None:
+    async with Queue(queue_name, settings=fast_settings(redis_url), partitions=PARTS) as q:
+        await q.add("a", 1, job_id="evt_1")
+        with pytest.raises(ValueError, match="unknown level 'urgent'"):
+            await q.jobs("waiting", level="urgent")
+        with pytest.raises(ValueError, match="unknown state 'lost'"):
+            await q.jobs("lost")
+        await q.obliterate(force=True)
