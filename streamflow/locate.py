@@ -63,6 +63,9 @@ async def locate(client: Any, keys: QueueKeys, group: str, job_id: str) -> Locat
     due, record, where, status = await pipe.execute()
     if due is not None and record is not None:
         return Location(_with_status(delayed_view(job_id, record, due, keys), status))
+    if record is not None:  # an envelope kept without a due time: held behind its key
+        view = replace(delayed_view(job_id, record, 0, keys), state="held", due_ms=None)
+        return Location(_with_status(view, status, keep_state=True))
     candidates: list[tuple[int, str]] = []
     if where is not None:
         at, _, spot = _text(where).partition(":")
@@ -78,6 +81,14 @@ async def locate(client: Any, keys: QueueKeys, group: str, job_id: str) -> Locat
             return replace(found, view=_with_status(found.view, status))
         if found and acked is None:
             acked = (index, entry)
+    if where is None and acked is None and (status or {}).get(b"state") in (
+            b"waiting", b"active"):  # put in a stream without a where record (a keyed job
+        for index, stream in enumerate(keys.streams):  # of an ordered queue): scan for it
+            hit = await scan_finished(client, stream, job_id)
+            found = await _in_stream(client, keys, group, job_id, index, hit[0]) \
+                if hit else False
+            if isinstance(found, Location):
+                return replace(found, view=_with_status(found.view, status))
     dead = await scan_finished(client, keys.dead, job_id)
     if dead is not None and _ran_since(entry_ms(dead[0]), acked, status):
         dead = None  # a dead letter kept by an edit-and-retry: the job ran again since

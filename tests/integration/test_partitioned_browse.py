@@ -275,3 +275,25 @@ async def test_a_bad_level_or_state_is_a_plain_value_error(redis_url: str,
         with pytest.raises(ValueError, match="unknown state 'lost'"):
             await q.jobs("lost")
         await q.obliterate(force=True)
+
+
+async def test_a_held_job_is_found_and_removing_its_key_holder_lets_it_go(redis_url: str,
+                                                          queue_name: str) -> None:
+    async with Queue(queue_name, settings=fast_settings(redis_url), partitions=PARTS,
+                     ordered=True) as q:
+        await q.add_bulk([JobSpec("pay", {"n": i}, job_id=f"evt_{i}", key="pay_Q1x9")
+                          for i in range(3)])
+        first, second = await q.job("evt_0"), await q.job("evt_1", key="pay_Q1x9")
+        assert first is not None and first.state == "waiting"
+        assert second is not None and second.state == "held" and second.data == {"n": 1}
+        assert second.partition == partition_for("pay_Q1x9", PARTS)
+        assert first.key == "pay_Q1x9"
+        with pytest.raises(JobStateError, match="evt_1 is held"):
+            await q.remove("evt_1")
+        await q.remove("evt_0", actor="oncall")  # the key goes to the next job
+        let_go = await q.job("evt_1")
+        assert let_go is not None and let_go.state == "waiting"
+        assert await q.cancel("evt_1") == "removed"
+        last = await q.job("evt_2")
+        assert last is not None and last.state == "waiting"
+        await q.obliterate(force=True)
