@@ -206,6 +206,15 @@ async def find_dead(client: Any, keys: QueueKeys, ids: list[str]) -> list[DeadEn
     return found
 
 
+async def find_queue_dead(queue: Any, ids: list[str]) -> list[tuple[Any, DeadEntry]]:
+    """`find_dead` on a ``Queue`` handle: (the handle of the partition holding it, entry) for
+    each dead letter named, over every partition of a partitioned queue."""
+    handles = [queue] if queue.partitions == 1 else [
+        queue.partition(i) for i in range(queue.partitions)]
+    return [(handle, entry) for handle in handles
+            for entry in await find_dead(queue.client, handle.keys, ids)]
+
+
 async def pending_job_ids(client: Any, keys: QueueKeys,
                           entries: list[PendingEntry]) -> list[str]:
     """The job id of each pending entry (its ``i`` field, else ``<level>:<entry id>``)."""

@@ -14,9 +14,10 @@ import orjson
 import pytest
 from typer.testing import CliRunner, Result
 
-from streamflow import JobSpec, Queue, StreamflowSettings
+from streamflow import Discard, Job, JobSpec, Queue, StreamflowSettings, Worker
 from streamflow.cli import app
 from streamflow.partitions import partition_for
+from tests.support import fast_settings, running, wait_until
 
 PARTS = 4
 
@@ -101,3 +102,34 @@ def test_an_action_on_a_wrong_partition_says_so(cli: Any, redis_url: str, queue_
     result = cli(command, queue_name, "evt_1", "--partition", str(wrong))
     assert result.exit_code != 0 and "evt_1" in result.output and "not found" in result.output
     assert "Traceback" not in result.output
+
+
+def test_dead_retry_and_purge_by_job_id_reach_every_partition(
+        cli: Any, redis_url: str, queue_name: str) -> None:
+    async def go() -> None:
+        settings = fast_settings(redis_url)
+        async with Queue(queue_name, settings=settings, partitions=PARTS) as q:
+            await q.add_bulk([JobSpec("bad", i, job_id=f"bad_{i}", attempts=1)
+                              for i in range(6)])
+            async with running(Worker(queue_name, _refuse, settings=settings)):
+                await wait_until(lambda: _dead(q, 6))
+
+    anyio.run(go)
+    assert len({partition_for(f"bad_{i}", PARTS) for i in range(6)}) > 1
+    retried = cli("dead", "retry", queue_name, "bad_1", "bad_2", "bad_5")
+    assert retried.exit_code == 0, retried.output
+    assert retried.stdout.strip() == "3 jobs put back"
+    purged = cli("dead", "purge", queue_name, "bad_0", "--yes")
+    assert purged.stdout.strip() == "1 dead-lettered jobs deleted"
+    missing = cli("dead", "retry", queue_name, "bad_1")
+    assert missing.exit_code != 0 and "no dead-lettered job 'bad_1'" in missing.output
+    listed = orjson.loads(cli("dead", "list", queue_name, "--json").stdout)
+    assert sorted(e["job_id"] for e in listed) == ["bad_3", "bad_4"]
+
+
+def _refuse(job: Job) -> None:
+    raise Discard("refused")
+
+
+async def _dead(q: Queue, count: int) -> bool:
+    return (await q.counts())["dead"] == count
