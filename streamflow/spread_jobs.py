@@ -7,7 +7,9 @@ partition that holds the job, or on each partition and merged:
 - **Pages** (``Queue.jobs``) merge the partitions' pages in the order one queue would show
   (level, then stream id; due time; finish time). The cursor holds one position per
   partition, so the next page goes on exactly where each partition stopped; a merged page
-  reads up to ``limit`` jobs from every partition (O(N * limit)).
+  reads up to ``limit`` jobs from every partition (O(N * limit)). Newest-first listings hold
+  still as jobs arrive, as one queue's do: a partition not yet shown is pinned at the newest
+  job it had when the first page was read.
 - **A job by id** is looked for in the partition its id routes to (``route(job_id=...)``),
   or that of ``key=`` when given, then in the others: a job added with a ``key`` lives in the
   key's partition, and a job added with neither key nor id went round-robin. Ids of the form
@@ -125,6 +127,15 @@ def position_after(view: JobView, state: str) -> str:
     return str(view.entry_id)
 
 
+def position_before(view: JobView, state: str) -> str:
+    """A partition's own cursor whose page starts with ``view`` (newest-first listings)."""
+    if state == "delayed":
+        return f"{view.due_ms or 0}:{view.id}\x00"  # the member sorts just above the id
+    ms, seq = _entry_key(view.entry_id)
+    after = f"{ms}-{seq + 1}"
+    return f"{view.level}:{after}" if state == "waiting" else after
+
+
 async def merged_page(queue: Any, state: str, *, level: str | None, cursor: str | None,
                       limit: int, newest_first: bool, name: str | None,
                       group: str | None) -> JobPage:
@@ -146,8 +157,8 @@ async def merged_page(queue: Any, state: str, *, level: str | None, cursor: str 
             for i, position in enumerate(positions):
                 if position is not _DONE:
                     tg.start_soon(read, i, position if isinstance(position, str) else None)
-    except BaseExceptionGroup as group:  # raised as itself: a bad level is a ValueError
-        error: BaseException = group
+    except BaseExceptionGroup as failures:  # raised as itself: a bad level is a ValueError
+        error: BaseException = failures
         while isinstance(error, BaseExceptionGroup):
             error = error.exceptions[0]
         raise error from None
@@ -167,6 +178,8 @@ async def merged_page(queue: Any, state: str, *, level: str | None, cursor: str 
             positions[i] = page.next_cursor if page.next_cursor is not None else _DONE
         elif used[i]:
             positions[i] = position_after(page.jobs[used[i] - 1], state)
+        elif positions[i] is None and newest_first and state != "active":
+            positions[i] = position_before(page.jobs[0], state)  # later arrivals stay out
     more = any(position is not _DONE for position in positions)
     return JobPage(taken, encode_cursor(positions) if more else None)
 

@@ -297,3 +297,20 @@ async def test_a_held_job_is_found_and_removing_its_key_holder_lets_it_go(redis_
         last = await q.job("evt_2")
         assert last is not None and last.state == "waiting"
         await q.obliterate(force=True)
+
+
+async def test_jobs_added_between_pages_neither_repeat_nor_hide_older_ones(
+        redis_url: str, queue_name: str) -> None:
+    async with Queue(queue_name, settings=fast_settings(redis_url), partitions=PARTS) as q:
+        await q.add_bulk([JobSpec("old", i, job_id=f"old_{i}") for i in range(30)])
+        seen: list[str] = []
+        cursor = None
+        for page_no in range(100):
+            page = await q.jobs("waiting", limit=4, cursor=cursor)
+            seen += [v.id for v in page.jobs]
+            await q.add("new", page_no, job_id=f"new_{page_no}")  # newer than the cursor
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        assert sorted(seen) == sorted(f"old_{i}" for i in range(30))
+        await q.obliterate(force=True)
