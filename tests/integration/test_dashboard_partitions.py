@@ -9,6 +9,7 @@ import uuid
 import warnings
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
 pytest.importorskip("jinja2", reason="the dashboard extra is not installed")
@@ -17,10 +18,11 @@ from starlette.exceptions import StarletteDeprecationWarning
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
-from streamflow import JobSpec, Queue, StreamflowSettings
+from streamflow import Job, JobSpec, Queue, StreamflowSettings, Worker
 from streamflow.dashboard import create_app
 from streamflow.partitions import partition_for
 from tests.integration.test_dashboard import csrf_of, run
+from tests.support import running, wait_until
 
 PARTS = 3
 
@@ -120,3 +122,32 @@ def test_a_job_of_any_partition_opens_and_its_actions_run_there(
     assert client.get(f"/queues/{queue_name}/jobs/evt_7").status_code == 200  # status only
     assert "evt_7" not in _ids(client.get(
         f"/queues/{queue_name}?state=waiting&partition={partition_for('evt_7', PARTS)}").text)
+
+
+def test_workers_page_shows_a_worker_of_every_partition_once(
+        client: TestClient, settings: StreamflowSettings, queue_name: str) -> None:
+    settings.worker.block_ms = 200
+    settings.worker.heartbeat_interval = 0.2
+    release = anyio.Event()
+
+    async def hold(job: Job) -> None:
+        await release.wait()
+
+    async def go() -> str:
+        async with Queue(queue_name, settings=settings) as q:
+            worker = Worker(queue_name, hold, settings=settings, consumer="w-parts",
+                            concurrency=PARTS * 2)
+            async with running(worker):
+                await wait_until(lambda: _busy(q, PARTS * 2))
+                html = (await anyio.to_thread.run_sync(client.get, "/workers")).text
+                release.set()
+            return html
+
+    html = run(go)
+    rows = re.findall(r"<tr[^>]*>(?:(?!</tr>).)*w-parts(?:(?!</tr>).)*</tr>", html, re.S)
+    assert len(rows) == 1, rows
+    assert re.search(rf">\s*{PARTS * 2}\s*<", rows[0]), rows[0]
+
+
+async def _busy(q: Queue, count: int) -> bool:
+    return (await q.counts())["pending"] == count
