@@ -6,6 +6,8 @@ page 1,000 of a million waiting jobs reads as much as page 1 (``benchmarks/brows
 Where a job is found, by id:
 
 - ``delayed`` (and retries waiting out their backoff): ZSCORE of the delayed set, O(log n).
+- ``held`` (an ordered queue's later job of a key, waiting for the one that runs): its
+  envelope in the ``jobs`` hash without a due time, O(1). Listed by no page (per key lists).
 - in a level stream (``waiting`` / ``active``): a job added without an id is named
   ``<level>:<entry id>``, which says where it is; a job with an explicit id is located by the
   ``where`` hash (job id -> entry), written by the moves that put it in a stream and deleted by
@@ -25,6 +27,7 @@ from redis.exceptions import ResponseError
 
 from . import scripts
 from .keys import QueueKeys
+from .protocol import F_KEY
 
 STATES = ("waiting", "active", "delayed", "completed", "dead")
 DATA_CAP = 16 * 1024
@@ -60,6 +63,10 @@ class JobView:
     idle_ms: int | None = None
     deliveries: int | None = None
     index: dict[str, str] = field(default_factory=dict)
+    partition: int | None = None
+    """The partition holding the job, on a partitioned queue (None: a plain queue)."""
+    key: str | None = None
+    """The key of a job added with one to an ordered queue (its jobs run one at a time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +140,8 @@ def view_from_fields(fields: dict[bytes, bytes], *, state: str, level: str | Non
         attempt=_int(fields.get(b"a")) or 1, enqueued_ms=enqueued, data=data, data_size=size,
         data_truncated=truncated, trace_id=parts[1] if len(parts) == 4 else None,
         entry_id=entry_id, index={str(k): str(v) for k, v in index.items()}
-        if isinstance(index, dict) else {})
+        if isinstance(index, dict) else {},
+        key=_text(fields[F_KEY]) if F_KEY in fields else None)
     values.update(extra)
     return JobView(**values)
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from . import scripts
+from . import scripts, spread_jobs
 from .browse import _text
 from .codec import encode_data
 from .errors import JobNotFound, JobStateError
@@ -49,14 +49,27 @@ class JobControl(JobReading):
                               "kept while its result or dead letter is)")
         return found
 
-    async def remove(self, job_id: str, *, actor: str | None = None) -> None:
-        """Remove a job that is waiting, delayed or dead (a running job: ``cancel``)."""
+    async def remove(self, job_id: str, *, actor: str | None = None, key: str | None = None,
+                     partition: int | None = None) -> None:
+        """Remove a job that is waiting, delayed or dead (a running job: ``cancel``).
+
+        On a partitioned queue every action runs on the partition holding the job (found as
+        `job` finds it: ``key=`` and ``partition=`` mean the same there)."""
+        target = await spread_jobs.holder(self, job_id, key=key, partition=partition)
+        if target is not self:
+            await target.remove(job_id, actor=actor)
+            return
         await self._take(job_id, "remove", actor)
 
-    async def cancel(self, job_id: str, *, actor: str | None = None) -> str:
+    async def cancel(self, job_id: str, *, actor: str | None = None, key: str | None = None,
+                     partition: int | None = None) -> str:
         """Cancel a job: ``"cancelled"`` when it was running (the worker holding it cancels
         the handler within a second and dead-letters it with reason ``cancelled``; a handler
         that finishes first stays completed), ``"removed"`` when it was waiting or delayed."""
+        target = await spread_jobs.holder(self, job_id, key=key, partition=partition)
+        if target is not self:
+            outcome: str = await target.cancel(job_id, actor=actor)
+            return outcome
         result = await self._take(job_id, "cancel", actor)
         return "cancelled" if result == "cancelling" else "removed"
 
@@ -81,14 +94,31 @@ class JobControl(JobReading):
                 [job_id, where.entry_id or "", where.dead_id or "", mode, now, emit, maxlen,
                  who, level, AUDIT_MAXLEN]))
             if not result.startswith("!"):
+                if where.view.key is not None and state in ("waiting", "delayed"):
+                    await self._release_key(where.view.key, job_id)
                 return result
             if result != "!missing":
                 hint = "cancel it instead" if result == "!active" else ""
                 raise _refuse(job_id, result[1:], mode, applies, hint)
         raise JobStateError(f"job {job_id} kept moving while we tried to {mode} it; try again")
 
-    async def promote(self, job_id: str, *, actor: str | None = None) -> None:
+    async def _release_key(self, key: str, job_id: str) -> None:
+        """Let the next held job of ``key`` go: the removed job held the key of an ordered
+        queue (a job that ended by running, or a dead letter, was released by its worker)."""
+        from .queue.ordered import release_command  # the queue package imports this module
+
+        queue = self.settings.queue
+        await scripts.pipeline(self.client, [release_command(
+            self.keys, [(key.encode(), job_id)], scripts.flag(queue.emit_all),
+            queue.events_maxlen)])
+
+    async def promote(self, job_id: str, *, actor: str | None = None, key: str | None = None,
+                      partition: int | None = None) -> None:
         """Move a delayed job (or a retry waiting out its backoff) to its level now."""
+        target = await spread_jobs.holder(self, job_id, key=key, partition=partition)
+        if target is not self:
+            await target.promote(job_id, actor=actor)
+            return
         keys = self.keys
         for _ in range(_LOOKUPS):
             where = await self._where(job_id)
@@ -104,8 +134,13 @@ class JobControl(JobReading):
         raise JobStateError(f"job {job_id} kept moving while we tried to promote it; try again")
 
     async def reschedule(self, job_id: str, delay: timedelta | float, *,
-                         actor: str | None = None) -> None:
+                         actor: str | None = None, key: str | None = None,
+                         partition: int | None = None) -> None:
         """Give a delayed job a new due time, ``delay`` from now."""
+        target = await spread_jobs.holder(self, job_id, key=key, partition=partition)
+        if target is not self:
+            await target.reschedule(job_id, delay, actor=actor)
+            return
         now, emit, maxlen, who = self._common(actor)
         keys = self.keys
         result = _text(await scripts.call(
@@ -116,12 +151,17 @@ class JobControl(JobReading):
             where = await self._where(job_id)
             raise _refuse(job_id, where.view.state, "reschedule", "delayed")
 
-    async def retry(self, job_id: str, *, data: Any = _UNSET, actor: str | None = None) -> str:
+    async def retry(self, job_id: str, *, data: Any = _UNSET, actor: str | None = None,
+                    key: str | None = None, partition: int | None = None) -> str:
         """Put one dead job back on its level with fresh attempts; returns its id.
 
         With ``data=`` the job runs with that data instead (edit and retry): the dead letter
         is kept as the record of the original, and the audit stream notes who changed what.
         """
+        target = await spread_jobs.holder(self, job_id, key=key, partition=partition)
+        if target is not self:
+            retried: str = await target.retry(job_id, data=data, actor=actor)
+            return retried
         edit = data is not _UNSET
         encoded = encode_data(data, self.settings.queue.max_payload_bytes) if edit else b""
         keys = self.keys
@@ -143,9 +183,14 @@ class JobControl(JobReading):
                                     "nothing can run it")
         raise JobStateError(f"job {job_id} kept moving while we tried to retry it; try again")
 
-    async def update_data(self, job_id: str, data: Any, *, actor: str | None = None) -> None:
+    async def update_data(self, job_id: str, data: Any, *, actor: str | None = None,
+                          key: str | None = None, partition: int | None = None) -> None:
         """Replace the data of a waiting or delayed job. A waiting job keeps its id, attempt
         and enqueue time but goes to the back of its level (stream entries are immutable)."""
+        target = await spread_jobs.holder(self, job_id, key=key, partition=partition)
+        if target is not self:
+            await target.update_data(job_id, data, actor=actor)
+            return
         encoded = encode_data(data, self.settings.queue.max_payload_bytes)
         keys = self.keys
         for _ in range(_LOOKUPS):
@@ -178,6 +223,17 @@ class JobControl(JobReading):
             raise ValueError(f"clean applies to {', '.join(CLEANABLE)}, not {state!r}")
         if limit is not None and limit < 1:
             raise ValueError("limit must be >= 1")
+        if spread_jobs.spans(self):  # partition by partition, one running total
+            total = 0
+            for i in range(getattr(self, "partitions", 1)):
+                if limit is not None and total >= limit:
+                    break
+                done = total
+                total += await self.partition(i).clean(
+                    state, older_than=older_than,
+                    limit=None if limit is None else limit - total,
+                    progress=None if progress is None else lambda n, d=done: progress(d + n))
+            return total
         keys = self.keys
         target = {"completed": keys.done, "dead": keys.dead, "delayed": keys.delayed}[state]
         kind = "delayed" if state == "delayed" else "stream"

@@ -98,6 +98,20 @@ async def find_job(client: Any, keys: QueueKeys, group: str, job_id: str) -> Job
     return info if info["state"] else None
 
 
+async def find_queue_job(queue: Any, job_id: str, key: str | None = None) -> JobInfo | None:
+    """`find_job` on a ``Queue`` handle: on a partitioned queue the partition the id (or
+    ``key``) routes to first, then the others."""
+    group = queue.settings.worker.group
+    if queue.partitions == 1:
+        return await find_job(queue.client, queue.keys, group, job_id)
+    first = queue.route(key, job_id)
+    for i in (first, *(i for i in range(queue.partitions) if i != first)):
+        info = await find_job(queue.client, queue.keys.part(i), group, job_id)
+        if info is not None:
+            return info
+    return None
+
+
 async def _stream_state(client: Any, keys: QueueKeys, group: str, level: str, entry: str,
                         info: JobInfo) -> str:
     """waiting / active from the level stream and the group; "" once acknowledged or gone."""
@@ -190,6 +204,15 @@ async def find_dead(client: Any, keys: QueueKeys, ids: list[str]) -> list[DeadEn
         walked += len(page)
         last = f"({_text(page[-1][0])}"
     return found
+
+
+async def find_queue_dead(queue: Any, ids: list[str]) -> list[tuple[Any, DeadEntry]]:
+    """`find_dead` on a ``Queue`` handle: (the handle of the partition holding it, entry) for
+    each dead letter named, over every partition of a partitioned queue."""
+    handles = [queue] if queue.partitions == 1 else [
+        queue.partition(i) for i in range(queue.partitions)]
+    return [(handle, entry) for handle in handles
+            for entry in await find_dead(queue.client, handle.keys, ids)]
 
 
 async def pending_job_ids(client: Any, keys: QueueKeys,

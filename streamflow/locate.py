@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 
+from . import spread_jobs
 from .browse import (
     JobPage,
     JobView,
@@ -62,6 +63,9 @@ async def locate(client: Any, keys: QueueKeys, group: str, job_id: str) -> Locat
     due, record, where, status = await pipe.execute()
     if due is not None and record is not None:
         return Location(_with_status(delayed_view(job_id, record, due, keys), status))
+    if record is not None:  # an envelope kept without a due time: held behind its key
+        view = replace(delayed_view(job_id, record, 0, keys), state="held", due_ms=None)
+        return Location(_with_status(view, status, keep_state=True))
     candidates: list[tuple[int, str]] = []
     where = where or (status or {}).get(b"where")  # the add records it in the status record
     if where is not None:
@@ -78,6 +82,14 @@ async def locate(client: Any, keys: QueueKeys, group: str, job_id: str) -> Locat
             return replace(found, view=_with_status(found.view, status))
         if found and acked is None:
             acked = (index, entry)
+    if where is None and acked is None and (status or {}).get(b"state") in (
+            b"waiting", b"active"):  # put in a stream without a where record (a keyed job
+        for index, stream in enumerate(keys.streams):  # of an ordered queue): scan for it
+            hit = await scan_finished(client, stream, job_id)
+            found = await _in_stream(client, keys, group, job_id, index, hit[0]) \
+                if hit else False
+            if isinstance(found, Location):
+                return replace(found, view=_with_status(found.view, status))
     dead = await scan_finished(client, keys.dead, job_id)
     if dead is not None and _ran_since(entry_ms(dead[0]), acked, status):
         dead = None  # a dead letter kept by an edit-and-retry: the job ran again since
@@ -195,32 +207,61 @@ class JobReading:
     def client(self) -> Any:
         raise NotImplementedError
 
+    def partition(self, index: int) -> Any:
+        """A handle on one partition (``Queue`` has it)."""
+        raise NotImplementedError
+
     async def jobs(self, state: str, *, level: str | None = None, cursor: str | None = None,
                    limit: int = 50, newest_first: bool = True, name: str | None = None,
-                   group: str | None = None) -> JobPage:
+                   group: str | None = None, partition: int | None = None) -> JobPage:
         """One page of the jobs in ``state`` (waiting, active, delayed, completed, dead).
 
         Pass the page's ``next_cursor`` back for the next one; each page costs O(limit).
         ``waiting``: per level, highest level first, entries the group has not read yet;
         ``active``: delivered, not yet acknowledged, oldest first; ``delayed``: by due time;
         ``completed``: the ``done`` stream (jobs whose handler returned a result);
-        ``dead``: dead letters. ``name`` keeps only jobs of that name.
+        ``dead``: dead letters. ``name`` keeps only jobs of that name. On a partitioned queue
+        the partitions' pages are merged (each view names its ``partition``), or only
+        ``partition``'s jobs are listed.
         """
+        picked = spread_jobs.pick(self, partition)
+        if picked is not None:
+            one: JobPage = await picked.jobs(state, level=level, cursor=cursor, limit=limit,
+                                             newest_first=newest_first, name=name, group=group)
+            return one
+        if spread_jobs.spans(self):
+            return await spread_jobs.merged_page(self, state, level=level, cursor=cursor,
+                                                 limit=limit, newest_first=newest_first,
+                                                 name=name, group=group)
         pager = Pager(self.client, self.keys, group or self.settings.worker.group)
-        return await pager.page(state, level=level, cursor=cursor, limit=limit,
+        page = await pager.page(state, level=level, cursor=cursor, limit=limit,
                                 newest_first=newest_first, name=name)
+        own = self.keys.partition
+        return page if own is None else JobPage(
+            [spread_jobs.tagged(view, own) for view in page.jobs], page.next_cursor)
 
-    async def job(self, job_id: str, *, group: str | None = None) -> JobView | None:
+    async def job(self, job_id: str, *, group: str | None = None, key: str | None = None,
+                  partition: int | None = None) -> JobView | None:
         """The job ``job_id`` wherever it is in the queue, or None.
 
         Any id ``add`` returned works, also ``<level>:<entry id>`` of a job added without one.
+        On a partitioned queue the partition the id routes to (or that of ``key``, when the
+        job was added with one) is read first, then the others; ``partition=`` reads only
+        that one (an id ``<level>:<entry id>`` can exist in two partitions).
         """
-        found = await locate(self.client, self.keys, group or self.settings.worker.group,
-                             job_id)
-        return found.view if found else None
+        spread_jobs.pick(self, partition)
+        if spread_jobs.spans(self):
+            found = await spread_jobs.find_job(self, job_id, key=key, partition=partition,
+                                               group=group)
+            return found[1] if found else None
+        located = await locate(self.client, self.keys, group or self.settings.worker.group,
+                               job_id)
+        return spread_jobs.tagged(located.view, self.keys.partition) if located else None
 
     async def find(self, field: str, value: str, *, limit: int = 100) -> list[JobView]:
         """Every job still held that was added with ``index={field: value}``, newest first."""
+        if spread_jobs.spans(self):
+            return await spread_jobs.find_by_index(self, field, value, limit)
         raw = await self.client.zrevrange(self.keys.index(field, value), 0, limit - 1)
         views = []
         for job_id in raw:
@@ -229,20 +270,39 @@ class JobReading:
                 views.append(view)
         return views
 
-    async def job_logs(self, job_id: str, *, limit: int = LOG_LINES) -> list[str]:
+    async def job_logs(self, job_id: str, *, limit: int = LOG_LINES, key: str | None = None,
+                       partition: int | None = None) -> list[str]:
         """The last ``limit`` lines ``job.log`` wrote for ``job_id`` (``<ms> <text>``)."""
+        picked = spread_jobs.pick(self, partition)
+        if picked is not None or spread_jobs.spans(self):
+            return await spread_jobs.job_logs(self, job_id, key=key, partition=partition,
+                                              limit=limit)
         return await read_log(self.client, self.keys, job_id, limit)
 
     async def metrics(self, *, since: datetime | timedelta | float | None = None
                       ) -> list[MinuteCount]:
         """Completed and failed (dead-lettered) jobs per minute, oldest first (default: the
-        whole stored window, 24 h)."""
-        return await read_metrics(self.client, self.keys, since=since,
-                                  window_ms=int(self.settings.queue.metrics_window * 1000))
+        whole stored window, 24 h); summed over the partitions of a partitioned queue."""
+        window = int(self.settings.queue.metrics_window * 1000)
+        layouts = [self.keys.part(i) for i in range(getattr(self, "partitions", 1))] \
+            if spread_jobs.spans(self) else [self.keys]
+        parts = [await read_metrics(self.client, keys, since=since, window_ms=window)
+                 for keys in layouts]
+        return [MinuteCount(points[0].minute_ms, sum(p.completed for p in points),
+                            sum(p.failed for p in points)) for points in zip(*parts, strict=False)]
 
-    async def audit(self, job_id: str | None = None, limit: int = 100) -> list[AuditRecord]:
+    async def audit(self, job_id: str | None = None, limit: int = 100, *,
+                    partition: int | None = None) -> list[AuditRecord]:
         """Operator actions on jobs, newest first; only those on ``job_id`` when given (looks
-        at the whole capped audit stream)."""
+        at the whole capped audit stream; of every partition, or of ``partition``)."""
+        picked = spread_jobs.pick(self, partition)
+        if picked is not None:
+            return list(await picked.audit(job_id, limit))
+        if spread_jobs.spans(self):
+            merged: list[AuditRecord] = []
+            for i in range(getattr(self, "partitions", 1)):
+                merged += await self.partition(i).audit(job_id, limit)
+            return sorted(merged, key=lambda r: (r.at_ms, r.entry_id), reverse=True)[:limit]
         out: list[AuditRecord] = []
         cursor = "+"
         while len(out) < limit:

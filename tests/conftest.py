@@ -17,9 +17,11 @@ import os
 import shutil
 import subprocess
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import hypothesis
 import pytest
 
@@ -58,7 +60,21 @@ def _import_hypothesis_eagerly() -> None:
             continue
 
 
+def _import_anyio_eagerly() -> None:
+    """Import anyio's lazily loaded API now (``anyio.open_file``, used by Starlette's static
+    files, loads ``anyio._core._fileio`` on first use, inside a test's portal thread), for the
+    reason above: anyio is a pytest plugin, so its modules are rewritten too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # deprecated aliases warn when touched
+        for name in dir(anyio):
+            try:
+                getattr(anyio, name)
+            except Exception:
+                continue
+
+
 _import_hypothesis_eagerly()
+_import_anyio_eagerly()
 
 TESTS_DIR = Path(__file__).parent
 NOEVICTION = ["maxmemory-policy noeviction"]

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..discovery import find_job
+from ..discovery import find_queue_job
 from ..errors import QueueBusy
 from ..queue import Queue
 from ._app import echo_safe, sub_app
@@ -133,7 +133,7 @@ def job(ctx: typer.Context, queue: QueueArg,
     Jobs with a caller-given id (or track=True) have a status record; for others the state
     comes from the streams, the recent events and the dead letters."""
     async def go(q: Queue) -> Any:
-        return await find_job(q.client, q.keys, q.settings.worker.group, job_id)
+        return await find_queue_job(q, job_id)
 
     info = run_with_queue(ctx, queue, go)
     if info is None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ..discovery import find_dead
+from ..discovery import find_queue_dead
 from ..queue import Queue
 from ..reclaimer import requeue_stalled
 from ._app import echo_safe, sub_app
@@ -37,24 +37,29 @@ def list_dead(ctx: typer.Context, queue: QueueArg,
          cut(e["error"], 60), e["entry_id"]] for e in entries])
 
 
-async def _entry_ids(q: Queue, ids: list[str] | None) -> list[str] | None:
-    """Dead entry ids for the ids given (job ids or entry ids); None for all."""
+async def _entry_ids(q: Queue, ids: list[str] | None) -> list[tuple[Queue, list[str] | None]]:
+    """(queue or partition, dead entry ids) for the ids given (job ids or entry ids); the
+    whole queue with None for all."""
     if not ids:
-        return None
-    found = await find_dead(q.client, q.keys, ids)
-    matched = {e["job_id"] for e in found} | {e["entry_id"] for e in found}
+        return [(q, None)]
+    found = await find_queue_dead(q, ids)
+    matched = {e["job_id"] for _, e in found} | {e["entry_id"] for _, e in found}
     missing = [i for i in ids if i not in matched]
     if missing:
         raise CliError(f"no dead-lettered job {', '.join(map(repr, missing))} in {q.name!r} "
                        "(see streamflow dead list); nothing changed")
-    return [e["entry_id"] for e in found]
+    by_handle: dict[int, tuple[Queue, list[str]]] = {}
+    for handle, entry in found:
+        by_handle.setdefault(id(handle), (handle, []))[1].append(entry["entry_id"])
+    return [(handle, entries) for handle, entries in by_handle.values()]
 
 
 @app.command("retry")
 def retry(ctx: typer.Context, queue: QueueArg, ids: IdsArg = None) -> None:
     """Put dead-lettered jobs back on their level with fresh attempts."""
     async def go(q: Queue) -> int:
-        return await q.retry_dead(await _entry_ids(q, ids))
+        return sum([await handle.retry_dead(entries)
+                    for handle, entries in await _entry_ids(q, ids)])
 
     moved = run_with_queue(ctx, queue, go)
     echo_safe(f"{moved} jobs put back")
@@ -68,7 +73,8 @@ def purge(ctx: typer.Context, queue: QueueArg, ids: IdsArg = None,
         typer.confirm(f"Delete every dead-lettered job of {queue!r}?", abort=True)
 
     async def go(q: Queue) -> int:
-        return await q.purge_dead(await _entry_ids(q, ids))
+        return sum([await handle.purge_dead(entries)
+                    for handle, entries in await _entry_ids(q, ids)])
 
     removed = run_with_queue(ctx, queue, go)
     echo_safe(f"{removed} dead-lettered jobs deleted")

@@ -21,6 +21,11 @@ QueueArg = Annotated[str, typer.Argument(help="Queue name.")]
 IdArg = Annotated[str, typer.Argument(help="Job id, as add printed it.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 ActorOpt = Annotated[str | None, typer.Option(help="Who acts (kept in the audit stream).")]
+PartOpt = Annotated[int | None, typer.Option(
+    "--partition", min=0, help="Partitioned queue: only this partition (default: all).")]
+KeyOpt = Annotated[str | None, typer.Option(
+    "--key", help="Partitioned queue: the routing key the job was added with (its partition "
+    "is searched first).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -38,12 +43,16 @@ def _when(ms: int | None) -> str:
 
 
 def _rows(views: list[JobView]) -> list[list[Any]]:
-    return [[v.id, v.name, v.state, v.level or "-", v.attempt, _when(v.enqueued_ms),
-             _when(v.due_ms or v.finished_ms or v.started_ms),
+    parted = any(v.partition is not None for v in views)
+    return [[v.id, v.name, v.state, v.level or "-", *([v.partition] if parted else []),
+             v.attempt, _when(v.enqueued_ms), _when(v.due_ms or v.finished_ms or v.started_ms),
              (v.error or v.consumer or "")[:50]] for v in views]
 
 
-_HEADERS = ["id", "name", "state", "level", "attempt", "added", "due/finished", "error/consumer"]
+def _headers(views: list[JobView]) -> list[str]:
+    parted = ["partition"] if any(v.partition is not None for v in views) else []
+    return ["id", "name", "state", "level", *parted, "attempt", "added", "due/finished",
+            "error/consumer"]
 
 
 def jobs(ctx: typer.Context, queue: QueueArg,
@@ -53,12 +62,15 @@ def jobs(ctx: typer.Context, queue: QueueArg,
          cursor: Annotated[str | None, typer.Option(help="Next page: the cursor printed.")]
          = None,
          oldest_first: Annotated[bool, typer.Option(help="Oldest first.")] = False,
-         as_json: JsonOpt = False) -> None:
-    """One page of the jobs in a state, newest first; prints the cursor of the next page."""
+         partition: PartOpt = None, as_json: JsonOpt = False) -> None:
+    """One page of the jobs in a state, newest first; prints the cursor of the next page.
+
+    On a partitioned queue the partitions are merged (or --partition lists one)."""
     if state not in STATES:
         raise typer.BadParameter(f"unknown state {state!r}; states are {', '.join(STATES)}")
     page = run_with_queue(ctx, queue, lambda q: q.jobs(
-        state, level=level, cursor=cursor, limit=limit, newest_first=not oldest_first))
+        state, level=level, cursor=cursor, limit=limit, newest_first=not oldest_first,
+        partition=partition))
     if as_json:
         emit_json({"jobs": [dataclasses.asdict(v) for v in page.jobs],
                    "next_cursor": page.next_cursor})
@@ -66,7 +78,7 @@ def jobs(ctx: typer.Context, queue: QueueArg,
     if not page.jobs:
         typer.echo(f"no {state} jobs")
     else:
-        print_table(_HEADERS, _rows(page.jobs))
+        print_table(_headers(page.jobs), _rows(page.jobs))
     if page.next_cursor:
         typer.echo(f"next page: --cursor {page.next_cursor}")
 
@@ -83,14 +95,15 @@ def find(ctx: typer.Context, queue: QueueArg,
     if not views:
         typer.echo(f"no job with {key}={value}")
         raise typer.Exit(1)
-    print_table(_HEADERS, _rows(views))
+    print_table(_headers(views), _rows(views))
 
 
 def logs(ctx: typer.Context, queue: QueueArg, job_id: IdArg,
          limit: Annotated[int, typer.Option(min=1, max=10_000, help="Last lines.")] = 100,
-         as_json: JsonOpt = False) -> None:
+         key: KeyOpt = None, partition: PartOpt = None, as_json: JsonOpt = False) -> None:
     """The lines the job's handler wrote with job.log()."""
-    lines = run_with_queue(ctx, queue, lambda q: q.job_logs(job_id, limit=limit))
+    lines = run_with_queue(ctx, queue, lambda q: q.job_logs(job_id, limit=limit, key=key,
+                                                            partition=partition))
     if as_json:
         emit_json(lines)
         return
@@ -99,46 +112,53 @@ def logs(ctx: typer.Context, queue: QueueArg, job_id: IdArg,
         typer.echo(f"{_when(int(stamp)) if stamp.isdigit() else stamp}  {text}")
 
 
-def remove(ctx: typer.Context, queue: QueueArg, job_id: IdArg, actor: ActorOpt = None) -> None:
+def remove(ctx: typer.Context, queue: QueueArg, job_id: IdArg, actor: ActorOpt = None,
+           key: KeyOpt = None, partition: PartOpt = None) -> None:
     """Remove a waiting, delayed or dead job."""
-    run_with_queue(ctx, queue, lambda q: q.remove(job_id, actor=actor))
+    run_with_queue(ctx, queue, lambda q: q.remove(job_id, actor=actor, key=key,
+                                                  partition=partition))
     typer.echo(f"removed {job_id}")
 
 
 def promote(ctx: typer.Context, queue: QueueArg, job_id: IdArg,
-            actor: ActorOpt = None) -> None:
+            actor: ActorOpt = None, key: KeyOpt = None, partition: PartOpt = None) -> None:
     """Move a delayed job to its level now."""
-    run_with_queue(ctx, queue, lambda q: q.promote(job_id, actor=actor))
+    run_with_queue(ctx, queue, lambda q: q.promote(job_id, actor=actor, key=key,
+                                                   partition=partition))
     typer.echo(f"promoted {job_id}")
 
 
 def reschedule(ctx: typer.Context, queue: QueueArg, job_id: IdArg,
                delay: Annotated[str, typer.Argument(help="New delay from now, e.g. 10m.")],
-               actor: ActorOpt = None) -> None:
+               actor: ActorOpt = None, key: KeyOpt = None, partition: PartOpt = None) -> None:
     """Give a delayed job a new due time."""
     seconds = parse_duration(delay)
-    run_with_queue(ctx, queue, lambda q: q.reschedule(job_id, seconds, actor=actor))
+    run_with_queue(ctx, queue, lambda q: q.reschedule(job_id, seconds, actor=actor, key=key,
+                                                      partition=partition))
     typer.echo(f"rescheduled {job_id} in {delay}")
 
 
 def retry(ctx: typer.Context, queue: QueueArg, job_id: IdArg,
           data: Annotated[str | None, typer.Option(help="Run it with this JSON data instead "
                                                    "(the dead letter is kept).")] = None,
-          actor: ActorOpt = None) -> None:
+          actor: ActorOpt = None, key: KeyOpt = None, partition: PartOpt = None) -> None:
     """Put one dead job back on its level with fresh attempts."""
     async def go(q: Queue) -> str:
         if data is None:
-            return await q.retry(job_id, actor=actor)
-        return await q.retry(job_id, data=parse_json(data), actor=actor)
+            return await q.retry(job_id, actor=actor, key=key, partition=partition)
+        return await q.retry(job_id, data=parse_json(data), actor=actor, key=key,
+                             partition=partition)
 
     if data is not None:
         parse_json(data)
     typer.echo(f"retrying {run_with_queue(ctx, queue, go)}")
 
 
-def cancel(ctx: typer.Context, queue: QueueArg, job_id: IdArg, actor: ActorOpt = None) -> None:
+def cancel(ctx: typer.Context, queue: QueueArg, job_id: IdArg, actor: ActorOpt = None,
+           key: KeyOpt = None, partition: PartOpt = None) -> None:
     """Cancel a job: a running one is stopped by its worker, a waiting one removed."""
-    outcome = run_with_queue(ctx, queue, lambda q: q.cancel(job_id, actor=actor))
+    outcome = run_with_queue(ctx, queue, lambda q: q.cancel(job_id, actor=actor, key=key,
+                                                            partition=partition))
     typer.echo(f"{outcome} {job_id}")
 
 
@@ -175,9 +195,13 @@ def clean(ctx: typer.Context, queue: QueueArg,
 
 
 async def _size(q: Queue, state: str) -> int:
-    if state == "delayed":
-        return int(await q.client.zcard(q.keys.delayed))
-    return int(await q.client.xlen(q.keys.done if state == "completed" else q.keys.dead))
+    total = 0
+    for keys in q.partition_keys:
+        if state == "delayed":
+            total += int(await q.client.zcard(keys.delayed))
+        else:
+            total += int(await q.client.xlen(keys.done if state == "completed" else keys.dead))
+    return total
 
 
 def metrics(ctx: typer.Context, queue: QueueArg,

@@ -23,6 +23,7 @@ from ..queue import Queue
 from . import jobs_api
 from .jobs_api import UNSET, NotAvailable
 from .masking import unmask
+from .pages import partition_of
 from .security import USER_COOKIE, csrf_ok
 from .state import UnknownQueue
 from .web import config_of, dashboard_of, redirect, render
@@ -128,9 +129,13 @@ async def job_action(request: Request) -> Response:
     q, form = guarded
     action, job_id = _field(form, "action"), _field(form, "job_id")
     entry_id = _field(form, "entry") or None
+    partition = partition_of(q, _field(form, "partition") or None)
     target = str(request.url_for("job", queue=q.name, job_id=job_id))
+    query = [] if partition is None else [f"partition={partition}"]
     if entry_id and action not in ("retry", "edit"):
-        target += f"?entry={quote(entry_id)}"  # the dead entry is gone once retried
+        query.append(f"entry={quote(entry_id)}")  # the dead entry is gone once retried
+    if query:
+        target += "?" + "&".join(query)
     if action == "remove":
         target = _queue_url(request, q)
 
@@ -143,12 +148,13 @@ async def job_action(request: Request) -> Response:
                 edited = orjson.loads(_field(form, "data") or "null")
             except orjson.JSONDecodeError as exc:
                 raise ValueError(f"the edited payload is not valid JSON: {exc}") from None
-            job = await jobs_api.get_job(q, job_id, entry_id)
+            job = await jobs_api.get_job(q, job_id, entry_id, partition)
             if job is None:
                 raise LookupError(f"no job {job_id!r} in queue {q.name!r}")
             data = unmask(edited, job.data, config_of(request).sensitive_for(q.name))
         return await jobs_api.act(q, "retry" if action == "edit" else action, job_id,
-                                  entry_id=entry_id, data=data, actor=actor_of(request, form))
+                                  entry_id=entry_id, data=data, actor=actor_of(request, form),
+                                  partition=partition)
 
     return await _outcome(request, target, run)
 

@@ -103,12 +103,19 @@ def _api(q: Queue) -> Any:
     return q  # the job API is typed on Queue once it has it; Any keeps older ones importable
 
 
+def _where(partition: int | None) -> dict[str, Any]:
+    """``partition=`` for the job API when a page names one (older APIs take none)."""
+    return {} if partition is None else {"partition": partition}
+
+
 async def list_jobs(q: Queue, state: str, *, level: str | None, cursor: str | None,
-                    name: str | None, limit: int = 50) -> tuple[list[Any], str | None]:
-    """One page of jobs in ``state`` and the cursor of the next page (None: last page)."""
+                    name: str | None, limit: int = 50, partition: int | None = None
+                    ) -> tuple[list[Any], str | None]:
+    """One page of jobs in ``state`` and the cursor of the next page (None: last page); on a
+    partitioned queue merged over the partitions, or of ``partition`` alone."""
     if BROWSE:
         page = await _api(q).jobs(state, level=level, cursor=cursor, limit=limit,
-                                  newest_first=True, name=name)
+                                  newest_first=True, name=name, **_where(partition))
         return list(page.jobs), page.next_cursor
     if state != "dead":
         raise NotAvailable
@@ -119,10 +126,12 @@ async def list_jobs(q: Queue, state: str, *, level: str | None, cursor: str | No
     return jobs[:limit], entries[limit - 1]["entry_id"] if more else None
 
 
-async def get_job(q: Queue, job_id: str, entry_id: str | None = None) -> Any | None:
-    """The job ``job_id`` in any state (None when unknown)."""
+async def get_job(q: Queue, job_id: str, entry_id: str | None = None,
+                  partition: int | None = None) -> Any | None:
+    """The job ``job_id`` in any state (None when unknown); on a partitioned queue looked
+    for in every partition, or in ``partition``."""
     if BROWSE:
-        return await _api(q).job(job_id)
+        return await _api(q).job(job_id, **_where(partition))
     if entry_id:
         entries = await q.dead(count=1, start=entry_id)
         if entries and entries[0]["entry_id"] == entry_id:
@@ -145,16 +154,17 @@ async def find(q: Queue, key: str, value: str, limit: int = 100) -> list[Any]:
     return list(await _api(q).find(key, value, limit=limit))
 
 
-async def job_logs(q: Queue, job_id: str) -> list[str]:
+async def job_logs(q: Queue, job_id: str, partition: int | None = None) -> list[str]:
     """The job's log lines (none without the job API)."""
-    return list(await _api(q).job_logs(job_id, limit=200)) if BROWSE else []
+    return list(await _api(q).job_logs(job_id, limit=200, **_where(partition))) \
+        if BROWSE else []
 
 
-async def audit(q: Queue, job_id: str) -> list[Any]:
+async def audit(q: Queue, job_id: str, partition: int | None = None) -> list[Any]:
     """Who changed the job (edit and retry), newest first; none without the job API."""
     if not BROWSE or not hasattr(q, "audit"):
         return []
-    return list(await _api(q).audit(job_id=job_id, limit=50))
+    return list(await _api(q).audit(job_id=job_id, limit=50, **_where(partition)))
 
 
 async def metrics(q: Queue, minutes: int) -> list[tuple[int, int, int]] | None:
@@ -167,8 +177,9 @@ async def metrics(q: Queue, minutes: int) -> list[tuple[int, int, int]] | None:
 
 
 async def act(q: Queue, action: str, job_id: str, *, entry_id: str | None = None,
-              data: Any = UNSET, actor: str | None = None) -> str:
-    """Run a job action; returns a short message. Refusals raise the library's errors."""
+              data: Any = UNSET, actor: str | None = None, partition: int | None = None) -> str:
+    """Run a job action (on a partitioned queue in the partition holding the job, or in
+    ``partition``); returns a short message. Refusals raise the library's errors."""
     if not BROWSE:
         if action == "retry" and entry_id and data is UNSET:
             moved = await q.retry_dead([entry_id])
@@ -177,19 +188,19 @@ async def act(q: Queue, action: str, job_id: str, *, entry_id: str | None = None
         raise NotAvailable
     api = _api(q)
     if action == "retry":
-        kwargs: dict[str, Any] = {"actor": actor}
+        kwargs: dict[str, Any] = {"actor": actor, **_where(partition)}
         if data is not UNSET:
             kwargs["data"] = data
         await api.retry(job_id, **kwargs)
         edited = " with the edited payload" if data is not UNSET else ""
         return f"job {job_id} put back on its queue{edited}"
     if action == "cancel":
-        return f"job {job_id} {await api.cancel(job_id, actor=actor)}"
+        return f"job {job_id} {await api.cancel(job_id, actor=actor, **_where(partition))}"
     if action == "remove":
-        await api.remove(job_id, actor=actor)
+        await api.remove(job_id, actor=actor, **_where(partition))
         return f"job {job_id} removed"
     if action == "promote":
-        await api.promote(job_id, actor=actor)
+        await api.promote(job_id, actor=actor, **_where(partition))
         return f"job {job_id} promoted"
     raise ValueError(f"unknown job action {action!r}")
 

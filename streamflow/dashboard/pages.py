@@ -16,7 +16,7 @@ from ..queue import Queue
 from . import jobs_api
 from .jobs_api import STATES, NotAvailable
 from .masking import changes, mask
-from .snapshot import consumer_rows, queue_rows
+from .snapshot import consumer_rows, partition_rows, queue_rows
 from .web import config_of, dashboard_of, render
 
 CHART_MINUTES = 60
@@ -45,7 +45,7 @@ async def _chart(queues: list[Queue]) -> dict[str, Any]:
 
 async def _snapshot(request: Request, names: list[str] | None = None) -> dict[str, Any]:
     dashboard = dashboard_of(request)
-    queues = [dashboard.handle(name) for name in (names or await dashboard.names())]
+    queues = [await dashboard.opened(name) for name in (names or await dashboard.names())]
     rows = await queue_rows(queues, config_of(request).worker_group)
     return {"queues": rows, "chart": await _chart(queues), "now_ms": int(time.time() * 1000)}
 
@@ -61,14 +61,16 @@ async def api_overview(request: Request) -> Response:
 
 async def api_queue(request: Request) -> Response:
     q = await dashboard_of(request).queue(request.path_params["queue"])
-    return JSONResponse(await _snapshot(request, [q.name]))
+    snapshot = await _snapshot(request, [q.name])
+    snapshot["partitions"] = await partition_rows(q, config_of(request).worker_group)
+    return JSONResponse(snapshot)
 
 
 async def workers(request: Request) -> Response:
     dashboard = dashboard_of(request)
     rows = []
     for name in await dashboard.names():
-        rows += await consumer_rows(dashboard.handle(name))
+        rows += await consumer_rows(await dashboard.opened(name))
     return render(request, "workers.html", {"consumers": rows})
 
 
@@ -83,20 +85,31 @@ async def queue_page(request: Request) -> Response:
         level = None
     name = params.get("name", "").strip() or None
     cursor = params.get("cursor") or None
+    partition = partition_of(q, params.get("partition"))
     jobs: list[Any] = []
     next_cursor = None
     unavailable = None
     try:
         jobs, next_cursor = await jobs_api.list_jobs(q, state, level=level, cursor=cursor,
-                                                     name=name)
+                                                     name=name, partition=partition)
     except NotAvailable as exc:
         unavailable = str(exc)
+    except ValueError as exc:  # a cursor of another page (or of a queue since changed)
+        unavailable = f"{exc}"
     snapshot = await _snapshot(request, [q.name])
     return render(request, "queue.html", {
         "q": q, "row": snapshot["queues"][0], "snap": snapshot, "state": state,
         "level": level, "name": name or "", "cursor": cursor, "jobs": jobs,
         "next_cursor": next_cursor, "unavailable": unavailable, "states": STATES,
-        "browse": jobs_api.BROWSE, "search": ""})
+        "browse": jobs_api.BROWSE, "search": "", "partition": partition,
+        "partitions": await partition_rows(q, config_of(request).worker_group)})
+
+
+def partition_of(q: Queue, raw: str | None) -> int | None:
+    """The partition a page names (``?partition=``), if it is one of the queue's."""
+    if raw is None or not raw.isdigit() or q.partitions == 1:
+        return None
+    return int(raw) if int(raw) < q.partitions else None
 
 
 async def search(request: Request) -> Response:
@@ -123,8 +136,9 @@ async def job_page(request: Request) -> Response:
     q = await dashboard_of(request).queue(request.path_params["queue"])
     job_id = request.path_params["job_id"]
     entry_id = request.query_params.get("entry") or None
+    partition = partition_of(q, request.query_params.get("partition"))
     try:
-        job = await jobs_api.get_job(q, job_id, entry_id)
+        job = await jobs_api.get_job(q, job_id, entry_id, partition)
     except NotAvailable as exc:
         return render(request, "message.html", {"title": "Job", "message": str(exc)}, 404)
     if job is None:
@@ -135,16 +149,19 @@ async def job_page(request: Request) -> Response:
     sensitive = config.sensitive_for(q.name)
     trace_link = (config.trace_url.replace("{trace_id}", job.trace_id)
                   if config.trace_url and job.trace_id else None)
+    partition = getattr(job, "partition", None)
     return render(request, "job.html", {
         "q": q, "job": job, "data": mask(job.data, sensitive), "masked": bool(sensitive),
         "result": mask(job.result, sensitive), "progress": mask(job.progress, sensitive),
-        "logs": await jobs_api.job_logs(q, job.id),
-        "audit": [await audit_row(q, record, sensitive)
-                  for record in await jobs_api.audit(q, job.id)],
-        "actions": jobs_api.actions_for(job), "trace_link": trace_link, "entry": entry_id})
+        "logs": await jobs_api.job_logs(q, job.id, partition),
+        "audit": [await audit_row(q, record, sensitive, partition)
+                  for record in await jobs_api.audit(q, job.id, partition)],
+        "actions": jobs_api.actions_for(job), "trace_link": trace_link, "entry": entry_id,
+        "partition": partition})
 
 
-async def audit_row(q: Queue, record: Any, sensitive: frozenset[str]) -> dict[str, Any]:
+async def audit_row(q: Queue, record: Any, sensitive: frozenset[str],
+                    partition: int | None = None) -> dict[str, Any]:
     """An audit record for display: an edited payload (``d``) masked, and what it changed
     against the original kept in the dead letter ``dead_id``."""
     detail = dict(getattr(record, "detail", {}) or {})
@@ -157,7 +174,8 @@ async def audit_row(q: Queue, record: Any, sensitive: frozenset[str]) -> dict[st
         except orjson.JSONDecodeError:
             payload = raw
         dead_id = detail.get("dead_id")
-        original = await q.dead(count=1, start=dead_id) if dead_id else []
+        holder = q.partition(partition) if partition is not None else q
+        original = await holder.dead(count=1, start=dead_id) if dead_id else []
         if original and original[0]["entry_id"] == dead_id and original[0]["data"]:
             with contextlib.suppress(orjson.JSONDecodeError):
                 changed = changes(orjson.loads(original[0]["data"]), payload, sensitive)

@@ -8,7 +8,7 @@ from typing import Any, TypedDict
 import orjson
 from redis.exceptions import ResponseError
 
-from ..inspect import QueueCounts
+from ..inspect import QueueCounts, read_counts
 from ..queue import Queue
 
 
@@ -27,6 +27,20 @@ class QueueRow(TypedDict):
     rate_limit: str | None
     limited_for_ms: int
     oldest_waiting_ms: int | None
+    partitions: int
+
+
+class PartitionRow(TypedDict):
+    """One partition of a partitioned queue on its queue page."""
+
+    partition: int
+    waiting: int
+    active: int
+    delayed: int
+    dead: int
+    held: int
+    locked_keys: int
+    paused: bool
 
 
 class ConsumerRow(TypedDict):
@@ -57,76 +71,124 @@ def _ms_of(entry_id: str) -> int:
 async def queue_rows(queues: list[Queue], group: str) -> list[QueueRow]:
     """Counts, limiter state and oldest waiting age of every queue in ``queues``.
 
-    One round trip for the counts of each queue, then one pipeline for all queues: meta hash,
-    worker registry size, and the first undelivered entry of every level (O(log N) each).
+    One round trip for the counts of each queue (partition), then one pipeline for all
+    queues: meta hash, worker registry size, and the first undelivered entry of every level
+    (O(log N) each). A partitioned queue shows its totals: the oldest waiting job of any
+    partition, the largest worker registry, the limiter of partition 0 (every partition gets
+    the same settings).
     """
     if not queues:
         return []
     client = queues[0].client
     counts: list[QueueCounts] = [await q.counts(group) for q in queues]
+    layouts = [(i, keys) for i, q in enumerate(queues) for keys in q.partition_keys]
     pipe = client.pipeline(transaction=False)
-    for q in queues:
-        pipe.hgetall(q.keys.meta)
-        pipe.hlen(q.keys.workers)
-        for stream in q.keys.streams:
+    for _, keys in layouts:
+        pipe.hgetall(keys.meta)
+        pipe.hlen(keys.workers)
+        for stream in keys.streams:
             pipe.xinfo_groups(stream)
     infos = await pipe.execute(raise_on_error=False)
-    per_queue = 2 + len(queues[0].keys.streams)
+    levels = len(queues[0].keys.streams)
+    per_layout = 2 + levels
     pipe = client.pipeline(transaction=False)
-    for i, q in enumerate(queues):
-        groups_by_level = infos[i * per_queue + 2:(i + 1) * per_queue]
-        for stream, groups in zip(q.keys.streams, groups_by_level, strict=True):
-            last = "0-0"
-            if not isinstance(groups, ResponseError):
-                for info in groups:
-                    if _text(info["name"]) == group:
-                        last = _text(info["last-delivered-id"])
-            pipe.xrange(stream, min=f"({last}", max="+", count=1)
+    for n, (_, keys) in enumerate(layouts):
+        groups_by_level = infos[n * per_layout + 2:(n + 1) * per_layout]
+        for stream, groups in zip(keys.streams, groups_by_level, strict=True):
+            pipe.xrange(stream, min=f"({_last_delivered(groups, group)}", max="+", count=1)
     firsts = await pipe.execute(raise_on_error=False)
     now = int(time.time() * 1000)
-    rows: list[QueueRow] = []
-    levels = len(queues[0].keys.streams)
-    for i, (q, c) in enumerate(zip(queues, counts, strict=True)):
-        meta_raw, workers = infos[i * per_queue], infos[i * per_queue + 1]
-        meta = {} if isinstance(meta_raw, ResponseError) else {
-            _text(k): _text(v) for k, v in meta_raw.items()}
-        oldest: int | None = None
-        for first in firsts[i * levels:(i + 1) * levels]:
+    meta: list[dict[str, str]] = [{} for _ in queues]
+    workers = [0] * len(queues)
+    oldest: list[int | None] = [None] * len(queues)
+    for n, (i, _) in enumerate(layouts):
+        meta_raw, registry = infos[n * per_layout], infos[n * per_layout + 1]
+        if not meta[i] and not isinstance(meta_raw, ResponseError):
+            meta[i] = {_text(k): _text(v) for k, v in meta_raw.items()}
+        if not isinstance(registry, ResponseError):
+            workers[i] = max(workers[i], int(registry))
+        for first in firsts[n * levels:(n + 1) * levels]:
             if isinstance(first, ResponseError) or not first:
                 continue
             age = now - _ms_of(_text(first[0][0]))
-            oldest = age if oldest is None else max(oldest, age)
-        rate = (f"{meta['rl_max']} per {int(meta['rl_ms']) / 1000:g}s"
-                if meta.get("rl_max") and meta.get("rl_ms") else None)
-        limited = max(int(meta.get("limited_until") or 0) - now, 0)
+            oldest[i] = age if oldest[i] is None else max(oldest[i] or 0, age)
+    rows: list[QueueRow] = []
+    for i, (q, c) in enumerate(zip(queues, counts, strict=True)):
+        m = meta[i]
+        rate = (f"{m['rl_max']} per {int(m['rl_ms']) / 1000:g}s"
+                if m.get("rl_max") and m.get("rl_ms") else None)
+        limited = max(int(m.get("limited_until") or 0) - now, 0)
         rows.append(QueueRow(
             name=q.name, levels={k: v["waiting"] for k, v in c["levels"].items()},
             waiting=c["waiting"], active=c["pending"], delayed=c["delayed"], dead=c["dead"],
-            consumers=c["consumers"], workers=0 if isinstance(workers, ResponseError)
-            else int(workers), paused=c["paused"], rate_limit=rate, limited_for_ms=limited,
-            oldest_waiting_ms=oldest if c["waiting"] else None))
+            consumers=c["consumers"], workers=workers[i], paused=c["paused"],
+            rate_limit=rate, limited_for_ms=limited,
+            oldest_waiting_ms=oldest[i] if c["waiting"] else None,
+            partitions=q.partitions))
+    return rows
+
+
+def _last_delivered(groups: Any, group: str) -> str:
+    if not isinstance(groups, ResponseError):
+        for info in groups:
+            if _text(info["name"]) == group:
+                return _text(info["last-delivered-id"])
+    return "0-0"
+
+
+async def partition_rows(q: Queue, group: str) -> list[PartitionRow]:
+    """One row per partition of a partitioned queue (none for a plain queue): its counts and
+    its held jobs (an ordered queue's later jobs of a key, waiting for the one that runs:
+    the ``jobs`` hash holds their envelopes and those of the delayed jobs, so
+    ``HLEN jobs - ZCARD delayed``, O(1))."""
+    if q.partitions == 1:
+        return []
+    rows: list[PartitionRow] = []
+    pipe = q.client.pipeline(transaction=False)
+    for keys in q.partition_keys:
+        pipe.hlen(keys.jobs)
+        pipe.hlen(keys.keylocks)
+    held_raw = await pipe.execute()
+    for i, keys in enumerate(q.partition_keys):
+        c = await read_counts(q.client, keys, group)
+        stored = int(held_raw[2 * i])
+        rows.append(PartitionRow(
+            partition=i, waiting=c["waiting"], active=c["pending"], delayed=c["delayed"],
+            dead=c["dead"], held=max(stored - c["delayed"], 0),
+            locked_keys=int(held_raw[2 * i + 1]), paused=c["paused"]))
     return rows
 
 
 async def consumer_rows(q: Queue) -> list[ConsumerRow]:
-    """Every consumer of every group on the queue's streams, with its heartbeat if any."""
+    """Every consumer of every group on the queue's streams (of every partition), with its
+    heartbeat if any; a consumer of several partitions is one row, its pending summed."""
     client = q.client
+    layouts = q.partition_keys
+    streams = [stream for keys in layouts for stream in keys.streams]
     pipe = client.pipeline(transaction=False)
-    pipe.hgetall(q.keys.workers)
-    for stream in q.keys.streams:
+    for keys in layouts:
+        pipe.hgetall(keys.workers)
+    for stream in streams:
         pipe.xinfo_groups(stream)
-    registry_raw, *group_infos = await pipe.execute(raise_on_error=False)
+    results = await pipe.execute(raise_on_error=False)
+    registries, group_infos = results[:len(layouts)], results[len(layouts):]
     registry: dict[str, dict[str, Any]] = {}
-    if not isinstance(registry_raw, ResponseError):
+    for registry_raw in registries:
+        if isinstance(registry_raw, ResponseError):
+            continue
         for name, raw in registry_raw.items():
             try:
-                registry[_text(name)] = orjson.loads(raw)
+                beat = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 continue
+            known = registry.get(_text(name))
+            if known is None or int(beat.get("last_seen_ms") or 0) > int(
+                    known.get("last_seen_ms") or 0):
+                registry[_text(name)] = beat
     groups = sorted({_text(info["name"]) for infos in group_infos
                      if not isinstance(infos, ResponseError) for info in infos})
     pipe = client.pipeline(transaction=False)
-    pairs = [(group, stream) for group in groups for stream in q.keys.streams]
+    pairs = [(group, stream) for group in groups for stream in streams]
     for group, stream in pairs:
         pipe.xinfo_consumers(stream, group)
     merged: dict[tuple[str, str], tuple[int, int]] = {}

@@ -46,6 +46,13 @@ class Dashboard:
             self._queues[name] = queue
         return queue
 
+    async def opened(self, name: str) -> Queue:
+        """``handle(name)`` with its partition count read from Redis (a partitioned queue is
+        shown whole: totals over its partitions)."""
+        queue = self.handle(name)
+        await queue.discover()
+        return queue
+
     async def names(self) -> list[str]:
         """The queues shown (fixed list, or discovered under the prefix, cached)."""
         return await self.directory.names(self.client)
@@ -54,7 +61,7 @@ class Dashboard:
         """The ``Queue`` of a shown queue; ``UnknownQueue`` otherwise."""
         if name not in await self.names():
             raise UnknownQueue(f"no queue {name!r} under prefix {self.settings.prefix!r}")
-        return self.handle(name)
+        return await self.opened(name)
 
     async def aclose(self) -> None:
         """Close the Redis client if the dashboard created it."""

@@ -55,6 +55,13 @@
         });
       });
     });
+    (snap.partitions || []).forEach(function (p) {
+      document.querySelectorAll('#partitions tr[data-partition="' + p.partition + '"]').forEach(function (tr) {
+        [["waiting", p.waiting], ["active", p.active], ["delayed", p.delayed], ["dead", p.dead], ["held", p.held], ["locked", p.locked_keys]].forEach(function (pair) {
+          tr.querySelectorAll('[data-f="' + pair[0] + '"]').forEach(function (el) { var v = fmt(pair[1]); if (el.textContent !== v) el.textContent = v; });
+        });
+      });
+    });
     var svg = document.getElementById("chart");
     if (svg) drawChart(svg, snap.chart.completed, snap.chart.failed);
     document.body.dataset.updated = String(snap.now_ms);
