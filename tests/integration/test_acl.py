@@ -337,3 +337,53 @@ def test_the_monitor_reads_what_keda_reads(acl_server: RedisProcess) -> None:
         assert any(g["name"] == b"workers" for g in groups)
         assert "pending" in monitor.xpending("sf:{payments}:p:low", "workers")
         assert monitor.ping()
+
+
+@pytest.fixture
+def fresh_acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """The same users on a server of its own (a queue's partition count is fixed once used)."""
+    directory = tmp_path_factory.mktemp("redis-acl-fresh")
+    aclfile = directory / "users.acl"
+    aclfile.write_text("user default on nopass ~* &* +@all\n")
+    server = RedisProcess(directory, config=[f"aclfile {aclfile}", "maxmemory-policy noeviction"])
+    with server:
+        aclfile.write_text(acl_text())
+        with server.client() as client:
+            client.execute_command("ACL", "LOAD")
+        with admin(server) as client:
+            client.execute_command("ACL", "LOG", "RESET")
+        yield server
+
+
+async def test_partitioned_ordered_queues_need_no_more_rights(
+        fresh_acl_server: RedisProcess) -> None:
+    server = fresh_acl_server
+    async with aioredis.Redis.from_url(url_of(server, "admin")) as admin_client:
+        await scripts.load_scripts(admin_client)
+    done: list[tuple[str, int]] = []
+
+    async def handler(job: Job) -> None:
+        done.append((job.data["key"], job.data["seq"]))
+
+    producer = settings_for(server, "streamflow-producer")
+    worker_settings = settings_for(server, "streamflow-worker")
+    for settings in (producer, worker_settings):
+        settings.queue.partitions = 3
+    async with Queue(QUEUE, settings=worker_settings, ordered=True) as operator:
+        await operator.ensure_group()  # the worker user creates the layout, as a worker would
+    async with Queue(QUEUE, settings=producer, ordered=True) as q:
+        for seq in range(3):
+            for key in ("pay_a", "pay_b", "pay_c", "pay_d"):
+                assert await q.add("pay", {"key": key, "seq": seq}, key=key,
+                                   job_id=f"{key}-{seq}") == f"{key}-{seq}"
+        assert await q.add("pay", {"key": "pay_a", "seq": 0}, key="pay_a",
+                           job_id="pay_a-0") is None  # dedup holds
+        counts = await q.counts()
+        assert counts["waiting"] + counts["held"] == 12
+        async with running(Worker(QUEUE, handler, settings=worker_settings)):
+            await wait_until(lambda: len(done) == 12, timeout=20)
+    for key in ("pay_a", "pay_b", "pay_c", "pay_d"):
+        assert [seq for k, seq in done if k == key] == [0, 1, 2]
+    with admin(server) as client:  # the partitions are spread: the keys are not all {payments}
+        assert client.keys("sf:{payments#*}:*")
+    assert refusals(server, "streamflow-producer", "streamflow-worker") == []
