@@ -787,12 +787,12 @@ def test_acl_worker_and_producer_can_do_their_job_and_no_more(master: Server) ->
             admin.function_load(
                 "#!lua name=acl_test\n"
                 "redis.register_function('acl_add', function(keys)"
-                " redis.call('SET', keys[1], 1, 'NX', 'PX', 1000);"
+                " redis.call('HSET', keys[1], 'state', 'waiting');"
                 " return redis.call('XADD', keys[2], '*', 'n', 'x') end)\n"
                 "redis.register_function('acl_ack', function(keys, args)"
                 " return redis.call('XACK', keys[1], args[1], args[2]) end)", replace=True)
             sha = admin.script_load("return 1")
-        producer.fcall("acl_add", 2, keys.dedup("pay_1"), stream)
+        producer.fcall("acl_add", 2, keys.status("pay_1"), stream)
         assert producer.xlen(stream) == 2
         # ...but a producer may not run Lua of its own, schedule, change the queue's settings,
         # read, ack, delete, or touch another queue's keys.
