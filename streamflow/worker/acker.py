@@ -15,7 +15,7 @@ import os
 
 import anyio
 from anyio.abc import TaskStatus
-from redis.exceptions import ClusterError, OutOfMemoryError, TryAgainError
+from redis.exceptions import ClusterError, OutOfMemoryError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -41,6 +41,16 @@ def lost_connection(exc: BaseException) -> bool:
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
     return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
+PASSING = (*REDIS_ERRORS, ResponseError, AttributeError, TypeError)
+"""What a background loop catches; ``passes`` tells which of them it survives."""
+
+
+def passes(exc: BaseException) -> bool:
+    """Whether a background loop survives ``exc``: an error reply, or a lost connection
+    (including redis-py's leaked AttributeError/TypeError, see ``lost_connection``)."""
+    return isinstance(exc, ResponseError) or lost_connection(exc)
 
 
 FINAL_FLUSH_S = 3.0

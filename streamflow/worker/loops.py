@@ -30,7 +30,7 @@ from ..repeat import schedule_repeats
 from ..retention import remove_gone_consumers, trim_streams
 from ..scheduler import promote_due
 from ..settings import StreamflowSettings
-from .acker import REDIS_ERRORS
+from .acker import PASSING, REDIS_ERRORS, passes
 from .dispatch import Dispatcher
 
 log = logging.getLogger("streamflow.worker")
@@ -84,7 +84,9 @@ class Maintenance:
                 moved, next_due = await promote_due(
                     self.client, self.keys, emit=defaults.emit_all,
                     events_maxlen=defaults.events_maxlen, dead_retention=dead_retention(defaults))
-            except (*REDIS_ERRORS, ResponseError) as exc:
+            except PASSING as exc:
+                if not passes(exc):
+                    raise
                 moved, next_due = 0, -1
                 await self.survive("promoter", exc, 1.0)
             if moved >= 1000:
@@ -110,7 +112,9 @@ class Maintenance:
                                  consumer=self._consumer, held=list(self._dispatcher.held),
                                  min_idle_ms=int(tick * 1000))
                 await self.reclaim(stalled_ms)
-            except (*REDIS_ERRORS, ResponseError) as exc:
+            except PASSING as exc:
+                if not passes(exc):
+                    raise
                 await self.survive("reclaimer", exc, 1.0)
 
     async def reclaim(self, stalled_ms: int) -> int:
@@ -163,7 +167,9 @@ class Maintenance:
             await anyio.sleep(self._settings.worker.heartbeat_interval)
             try:
                 await self.heartbeat()
-            except (*REDIS_ERRORS, ResponseError) as exc:
+            except PASSING as exc:
+                if not passes(exc):
+                    raise
                 await self.survive("heartbeat", exc, 1.0)
 
     async def janitor(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
@@ -183,7 +189,9 @@ class Maintenance:
                                                           stale_after_ms=stale_ms)
                     if removed:
                         log.info("removed consumers that are gone: %s", ", ".join(removed))
-            except (*REDIS_ERRORS, ResponseError) as exc:
+            except PASSING as exc:
+                if not passes(exc):
+                    raise
                 await self.survive("janitor", exc, 1.0)
 
     async def survive(self, loop: str, exc: Exception, delay: float) -> None:
