@@ -3,9 +3,16 @@
 Only the fetch script claims entries; it applies the pause flag, the rate limit, strict
 priority and the worker's free capacity. When every level is drained it also answers the last
 id of each level stream, and the idle worker waits with ``XREAD BLOCK`` from exactly those ids:
-XREAD claims nothing, it only says that something arrived, and the worker then asks the fetch
-script again. An entry added between the script's answer and the XREAD has a higher id, so it
-wakes the XREAD at once; nothing is missed.
+XREAD claims nothing, it only says that something arrived. An entry added between the script's
+answer and the XREAD has a higher id, so it wakes the XREAD at once; nothing is missed.
+
+The idle worker writes the XREAD and its next fetch-script call in one write (``wake.py``):
+Redis runs the call as soon as the XREAD returns, so a woken worker has its entries without a
+second round trip. The call asks for the free capacity at the time of the write (it can only
+grow while the worker waits). A Cluster client, or a worker sharing its concurrency across
+partitions (where another partition may use the slots meanwhile), waits in a plain XREAD and
+fetches after it; so does a wait after a lost connection, and a failed pipelined call (NOSCRIPT,
+functions missing) is simply made again the usual way.
 
 While paused or rate limited the worker does not wait on the streams (an add must not wake it
 to be refused again): it asks again after the limit's wait or the pause check interval.
@@ -29,6 +36,7 @@ from ..protocol import NOTHING_WAITS
 from ..settings import StreamflowSettings
 from .acker import REDIS_ERRORS, lost_connection
 from .dispatch import Dispatcher
+from .wake import FAILED, PipelinedWait
 
 log = logging.getLogger("streamflow.worker")
 
@@ -71,10 +79,21 @@ class Fetcher:
         self._survive = survive
         self._scope: anyio.CancelScope | None = None
         self._fetch_keys = [keys.meta, keys.limiter, *keys.streams]
+        self._waiter: PipelinedWait | None = None
+        self._pipelined = False
+        """Whether the wait in progress is a pipelined one (its reply must be read)."""
+        self._plain_wait = False
+        """Whether the next wait is a plain XREAD (after a pipelined one lost its connection)."""
 
     def stop(self) -> None:
-        """Called once the worker stops: a wait in XREAD (which claims nothing) or a failing
-        call is cancelled at once; a fetch-script call in flight is let finish."""
+        """Called once the worker stops: a plain wait in XREAD (which claims nothing) or a
+        failing call is cancelled at once; a fetch-script call in flight is let finish, and
+        so is a pipelined wait, woken through its wake stream so that what its fetch claimed
+        is read and dispatched, never left pending for the reclaimer."""
+        if self._waiter is not None:
+            self._waiter.wake()
+        if self._pipelined:
+            return
         if self._scope is not None and self.state in (FetchState.WAITING, FetchState.FAILING,
                                                       FetchState.PAUSED, FetchState.LIMITED,
                                                       FetchState.FULL):
@@ -86,38 +105,54 @@ class Fetcher:
         dispatcher = self._dispatcher
         failures = 0
         last_ids: list[Any] | None = None
+        if PipelinedWait.usable(self.client) and dispatcher.shared is None:
+            self._waiter = PipelinedWait(self.client, self.keys, self._fetch_keys,
+                                         group=self._group, consumer=self._consumer)
         try:
             while not self._stopping.is_set():
                 with anyio.CancelScope() as self._scope:
                     if self._stopping.is_set():
                         break
                     try:
-                        if last_ids is not None:
-                            self.state = FetchState.WAITING
-                            await self._wait_for_entries(last_ids, ws.block_ms)
-                            last_ids = None
-                            continue
                         free = dispatcher.free
-                        if free <= 0:
-                            self.state = FetchState.FULL
-                            await dispatcher.wait_for_capacity(1.0)
-                            continue
-                        limited = self.limited_until - time.time()
-                        if limited > 0:
-                            self.state = FetchState.LIMITED
-                            await anyio.sleep(min(limited, PAUSE_CHECK_S))
-                            continue
-                        self.state = FetchState.FETCHING
-                        dispatcher.fetching = min(free, ws.batch_size)
-                        try:
-                            reply = await self._fetch(dispatcher.fetching)
-                        finally:
-                            dispatcher.fetching = 0
+                        sent_ms = int(time.time() * 1000)
+                        if last_ids is not None:
+                            waited, last_ids = last_ids, None
+                            self.state = FetchState.WAITING
+                            count = min(free, ws.batch_size)
+                            if self._waiter is None or self._plain_wait or count <= 0:
+                                self._plain_wait = False
+                                await self._wait_for_entries(waited, ws.block_ms)
+                                continue
+                            reply = await self._wait_then_fetch(waited, count, sent_ms)
+                            if reply is None:
+                                continue
+                        else:
+                            if free <= 0:
+                                self.state = FetchState.FULL
+                                await dispatcher.wait_for_capacity(1.0)
+                                continue
+                            limited = self.limited_until - time.time()
+                            if limited > 0:
+                                self.state = FetchState.LIMITED
+                                await anyio.sleep(min(limited, PAUSE_CHECK_S))
+                                continue
+                            self.state = FetchState.FETCHING
+                            dispatcher.fetching = min(free, ws.batch_size)
+                            try:
+                                reply = await self._fetch(dispatcher.fetching, sent_ms)
+                            finally:
+                                dispatcher.fetching = 0
                         failures = 0
                         if isinstance(reply, int):  # 0: paused; -W: rate limited for W ms
-                            self.state = FetchState.PAUSED if reply == 0 else FetchState.LIMITED
-                            wait = -reply / 1000 if reply < 0 else ws.block_ms / 1000
-                            await anyio.sleep(min(wait, PAUSE_CHECK_S))
+                            # -W is counted from the `now` sent, which a pipelined call sent
+                            # before its wait: a limit over by now is not waited for again
+                            wait = (sent_ms - reply) / 1000 - time.time() if reply < 0 \
+                                else ws.block_ms / 1000
+                            if wait > 0:
+                                self.state = (FetchState.PAUSED if reply == 0
+                                              else FetchState.LIMITED)
+                                await anyio.sleep(min(wait, PAUSE_CHECK_S))
                             continue
                         last_ids = self._dispatch(reply)
                         if last_ids is None:  # more may wait: let runners start these first
@@ -134,16 +169,44 @@ class Fetcher:
         finally:
             self.state = FetchState.STOPPED
             dispatcher.finish()
+            if self._waiter is not None:
+                await self._waiter.forget()
+
+    async def _wait_then_fetch(self, last_ids: list[Any], count: int, sent_ms: int) -> Any:
+        """The pipelined wait (``wake.py``): the fetch reply, or a plain fetch's reply when
+        the pipelined call met an error reply; None when it sent nothing; a lost connection
+        makes the next wait a plain one (and the next fetch the usual call)."""
+        assert self._waiter is not None
+        self._pipelined = True
+        try:
+            reply = await self._waiter.wait_then_fetch(last_ids, count, sent_ms,
+                                                       self._settings.worker.block_ms)
+        except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
+            if not lost_connection(exc):
+                raise
+            log.debug("pipelined wait: %s: %s; waiting the plain way next", type(exc).__name__,
+                      exc)
+            self._plain_wait = True
+            return None
+        finally:
+            self._pipelined = False
+        if reply is None:
+            return None
+        self.state = FetchState.FETCHING
+        self.rounds += 1
+        if reply is FAILED:  # NOSCRIPT, functions missing...: the usual call loads them again
+            reply = await self._fetch(count, int(time.time() * 1000))
+        return reply
 
     @property
     def working(self) -> bool:
         """Whether the last call to Redis succeeded (for readiness probes)."""
         return self.state not in (FetchState.STARTING, FetchState.FAILING, FetchState.STOPPED)
 
-    async def _fetch(self, count: int) -> Any:
+    async def _fetch(self, count: int, now_ms: int) -> Any:
         self.rounds += 1
         return await scripts.call(self.client, scripts.FETCH_JOBS, self._fetch_keys,
-                                  [self._group, self._consumer, count, int(time.time() * 1000)])
+                                  [self._group, self._consumer, count, now_ms])
 
     def _dispatch(self, reply: list[Any]) -> list[Any] | None:
         """Hand the claimed entries on; the last ids to wait after when all was drained."""
