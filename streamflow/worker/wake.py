@@ -89,6 +89,7 @@ class PipelinedWait:
             await connection.send_packed_command(connection.pack_commands([xread, fetch]))
             self._done = False
             self._event = anyio.Event()
+            failed: Exception | None = None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._wake_on_stop, self._event)
                 if self._stop_asked:
@@ -96,9 +97,13 @@ class PipelinedWait:
                 try:
                     woke_on = await _read(connection)
                     reply = await _read(connection)
+                except Exception as exc:  # raised below, not as an exception group
+                    failed = exc
                 finally:
                     self._done = True
                     self._event.set()  # the watcher returns (or ends a wake in flight)
+            if failed is not None:
+                raise failed
         finally:
             self._event = None
             await pool.release(connection)
@@ -135,8 +140,12 @@ async def _read(connection: Any) -> Any:
 
 
 def _names(xread_reply: Any, key: str) -> bool:
-    """Whether an XREAD reply holds entries of ``key``."""
-    if not isinstance(xread_reply, list):
+    """Whether an XREAD reply (a map in RESP3, a list of pairs in RESP2) holds entries of
+    ``key``."""
+    if isinstance(xread_reply, dict):
+        names = list(xread_reply)
+    elif isinstance(xread_reply, list):
+        names = [item[0] for item in xread_reply]
+    else:
         return False
-    wanted = key.encode()
-    return any(item[0] in (wanted, key) for item in xread_reply)
+    return key.encode() in names or key in names
