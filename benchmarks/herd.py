@@ -2,9 +2,11 @@
 
     python -m benchmarks.herd URL [--workers 8] [--jobs 300] [--gap-ms 5]
 
-Every idle worker waits in XREAD on the level streams; an add wakes them all, each asks the
-fetch script once, one gets the job. Printed: fetch-script calls per add (the workers' own
-counters) and Redis CPU per add (INFO cpu), for 1 worker and for N, on the same server.
+Every idle worker waits in XREAD on the level streams, its next fetch-script call queued
+behind it in the same write; an add wakes them all, Redis runs each one's fetch at once, one
+gets the job and the others wait again (no round trip of their own). Printed: fetch-script
+calls per add (the workers' own counters) and Redis CPU per add (INFO cpu), for 1 worker and
+for N, on the same server.
 """
 
 from __future__ import annotations
