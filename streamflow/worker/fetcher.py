@@ -80,8 +80,6 @@ class Fetcher:
         self._scope: anyio.CancelScope | None = None
         self._fetch_keys = [keys.meta, keys.limiter, *keys.streams]
         self._waiter: PipelinedWait | None = None
-        self._pipelined = False
-        """Whether the wait in progress is a pipelined one (its reply must be read)."""
         self._plain_wait = False
         """Whether the next wait is a plain XREAD (after a pipelined one lost its connection)."""
 
@@ -92,8 +90,8 @@ class Fetcher:
         is read and dispatched, never left pending for the reclaimer."""
         if self._waiter is not None:
             self._waiter.wake()
-        if self._pipelined:
-            return
+            if self._waiter.waiting:
+                return
         if self._scope is not None and self.state in (FetchState.WAITING, FetchState.FAILING,
                                                       FetchState.PAUSED, FetchState.LIMITED,
                                                       FetchState.FULL):
@@ -101,13 +99,24 @@ class Fetcher:
 
     async def loop(self) -> None:
         """Fetch until the worker stops; ``dispatcher.finish()`` at the end."""
+        if not PipelinedWait.usable(self.client) or self._dispatcher.shared is not None:
+            await self._loop()
+            return
+        waiter = self._waiter = PipelinedWait(self.client, self.keys, self._fetch_keys,
+                                              group=self._group, consumer=self._consumer)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter.watch)
+            try:
+                await self._loop()
+            finally:
+                waiter.wake()
+        await waiter.forget()
+
+    async def _loop(self) -> None:
         ws = self._settings.worker
         dispatcher = self._dispatcher
         failures = 0
         last_ids: list[Any] | None = None
-        if PipelinedWait.usable(self.client) and dispatcher.shared is None:
-            self._waiter = PipelinedWait(self.client, self.keys, self._fetch_keys,
-                                         group=self._group, consumer=self._consumer)
         try:
             while not self._stopping.is_set():
                 with anyio.CancelScope() as self._scope:
@@ -169,15 +178,12 @@ class Fetcher:
         finally:
             self.state = FetchState.STOPPED
             dispatcher.finish()
-            if self._waiter is not None:
-                await self._waiter.forget()
 
     async def _wait_then_fetch(self, last_ids: list[Any], count: int, sent_ms: int) -> Any:
         """The pipelined wait (``wake.py``): the fetch reply, or a plain fetch's reply when
         the pipelined call met an error reply; None when it sent nothing; a lost connection
         makes the next wait a plain one (and the next fetch the usual call)."""
         assert self._waiter is not None
-        self._pipelined = True
         try:
             reply = await self._waiter.wait_then_fetch(last_ids, count, sent_ms,
                                                        self._settings.worker.block_ms)
@@ -188,8 +194,6 @@ class Fetcher:
                       exc)
             self._plain_wait = True
             return None
-        finally:
-            self._pipelined = False
         if reply is None:
             return None
         self.state = FetchState.FETCHING

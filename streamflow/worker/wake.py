@@ -39,22 +39,24 @@ WAKE_TTL_MS = 60_000
 
 
 class PipelinedWait:
-    """``XREAD BLOCK`` + the fetch-script call in one write, on a connection of its own."""
+    """``XREAD BLOCK`` + the fetch-script call in one write, on a connection of its own.
+
+    Created inside the fetcher's loop; ``watch`` runs beside the loop for its whole life."""
 
     def __init__(self, client: Any, keys: QueueKeys, fetch_keys: list[str], *, group: str,
                  consumer: str) -> None:
         self.client = client
         self.wake_key = f"{keys.base}:wake:{consumer}"
         """This worker's wake stream (``sf:{queue}:wake:<consumer>``)."""
-        self.woken = False
-        """Whether ``wake()`` wrote the wake stream (the fetcher deletes it at its end)."""
+        self.waiting = False
+        """Whether a pipelined wait is under way (from before its write to its last read)."""
+        self._woken = False
         self._streams = keys.streams
         self._fetch_keys = fetch_keys
         self._group = group
         self._consumer = consumer
         self._stop_asked = False
-        self._event: anyio.Event | None = None
-        self._done = False
+        self._asked = anyio.Event()
 
     @staticmethod
     def usable(client: Any) -> bool:
@@ -62,11 +64,32 @@ class PipelinedWait:
         return hasattr(getattr(client, "connection_pool", None), "get_connection")
 
     def wake(self) -> None:
-        """The worker stops: end a wait in progress (its fetch reply is still read), and
-        let no new one start."""
+        """The worker stops: end a wait under way (its fetch reply is still read and
+        returned), and let no new one start."""
         self._stop_asked = True
-        if self._event is not None:
-            self._event.set()
+        self._asked.set()
+
+    async def watch(self) -> None:
+        """Once ``wake()`` is called, add an entry to the wake stream if a wait is under way
+        (the XREAD watches it from ``0-0``: it returns whether the entry lands before or after
+        it). Returns then; the caller calls ``wake()`` when the loop ends, in any case."""
+        await self._asked.wait()
+        if not self.waiting:
+            return
+        self._woken = True
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0), \
+                contextlib.suppress(*REDIS_ERRORS, ResponseError):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.xadd(self.wake_key, {"stop": int(time.time() * 1000)}, maxlen=1)
+            pipe.pexpire(self.wake_key, WAKE_TTL_MS)
+            await pipe.execute()
+
+    async def forget(self) -> None:
+        """Delete the wake stream, if ``watch`` wrote it (call once ``watch`` returned)."""
+        if self._woken:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), \
+                    contextlib.suppress(*REDIS_ERRORS, ResponseError):
+                await self.client.delete(self.wake_key)
 
     async def wait_then_fetch(self, last_ids: list[Any], count: int, now_ms: int,
                               block_ms: int) -> Any:
@@ -82,53 +105,22 @@ class PipelinedWait:
             return None
         xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *self._streams,
                  self.wake_key, *last_ids, "0-0")
+        self.waiting = True
         pool = self.client.connection_pool
-        connection = await pool.get_connection()
         try:
-            # socket_timeout covers each read: block_ms stays below it (checked by Worker)
-            await connection.send_packed_command(connection.pack_commands([xread, fetch]))
-            self._done = False
-            self._event = anyio.Event()
-            failed: Exception | None = None
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._wake_on_stop, self._event)
-                if self._stop_asked:
-                    self._event.set()
-                try:
-                    woke_on = await _read(connection)
-                    reply = await _read(connection)
-                except Exception as exc:  # raised below, not as an exception group
-                    failed = exc
-                finally:
-                    self._done = True
-                    self._event.set()  # the watcher returns (or ends a wake in flight)
-            if failed is not None:
-                raise failed
+            connection = await pool.get_connection()
+            try:
+                # socket_timeout bounds each read: block_ms stays below it (Worker checks)
+                await connection.send_packed_command(connection.pack_commands([xread, fetch]))
+                woke_on = await _read(connection)
+                reply = await _read(connection)
+            finally:
+                await pool.release(connection)
+            if not self._stop_asked and _names(woke_on, self.wake_key):
+                await self.client.delete(self.wake_key)  # left by a dead worker of this name
         finally:
-            self._event = None
-            await pool.release(connection)
-        if not self._stop_asked and _names(woke_on, self.wake_key):
-            await self.client.delete(self.wake_key)  # left by an earlier worker of this name
+            self.waiting = False  # until here: a stop must not cancel, the reply is in hand
         return FAILED if isinstance(reply, ResponseError) else reply
-
-    async def _wake_on_stop(self, event: anyio.Event) -> None:
-        await event.wait()
-        if self._done:
-            return
-        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0), \
-                contextlib.suppress(*REDIS_ERRORS, ResponseError):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.xadd(self.wake_key, {"stop": int(time.time() * 1000)}, maxlen=1)
-            pipe.pexpire(self.wake_key, WAKE_TTL_MS)
-            self.woken = True
-            await pipe.execute()
-
-    async def forget(self) -> None:
-        """Delete the wake stream, if ``wake()`` wrote it."""
-        if self.woken:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(1.0), \
-                    contextlib.suppress(*REDIS_ERRORS, ResponseError):
-                await self.client.delete(self.wake_key)
 
 
 async def _read(connection: Any) -> Any:
