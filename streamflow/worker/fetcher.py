@@ -9,8 +9,8 @@ answer and the XREAD has a higher id, so it wakes the XREAD at once; nothing is 
 The idle worker writes the XREAD and its next fetch-script call in one write (``wake.py``):
 Redis runs the call as soon as the XREAD returns, so a woken worker has its entries without a
 second round trip. The call asks for the free capacity at the time of the write (it can only
-grow while the worker waits). A Cluster client, or a worker sharing its concurrency across
-partitions (where another partition may use the slots meanwhile), waits in a plain XREAD and
+grow while the worker waits); a partition sharing its worker's concurrency asks for one entry
+and holds it while it waits (``_wait_count``). A Cluster client waits in a plain XREAD and
 fetches after it; so does a wait after a lost connection, and a failed pipelined call (NOSCRIPT,
 functions missing) is simply made again the usual way.
 
@@ -99,7 +99,7 @@ class Fetcher:
 
     async def loop(self) -> None:
         """Fetch until the worker stops; ``dispatcher.finish()`` at the end."""
-        if not PipelinedWait.usable(self.client) or self._dispatcher.shared is not None:
+        if not PipelinedWait.usable(self.client):
             await self._loop()
             return
         waiter = self._waiter = PipelinedWait(self.client, self.keys, self._fetch_keys,
@@ -128,7 +128,7 @@ class Fetcher:
                         if last_ids is not None:
                             waited, last_ids = last_ids, None
                             self.state = FetchState.WAITING
-                            count = min(free, ws.batch_size)
+                            count = self._wait_count(free)
                             if self._waiter is None or self._plain_wait or count <= 0:
                                 self._plain_wait = False
                                 await self._wait_for_entries(waited, ws.block_ms)
@@ -184,6 +184,7 @@ class Fetcher:
         the pipelined call met an error reply; None when it sent nothing; a lost connection
         makes the next wait a plain one (and the next fetch the usual call)."""
         assert self._waiter is not None
+        self._dispatcher.fetching = count  # partitions sharing capacity count it as taken
         try:
             reply = await self._waiter.wait_then_fetch(last_ids, count, sent_ms,
                                                        self._settings.worker.block_ms)
@@ -194,6 +195,8 @@ class Fetcher:
                       exc)
             self._plain_wait = True
             return None
+        finally:
+            self._dispatcher.fetching = 0
         if reply is None:
             return None
         self.state = FetchState.FETCHING
@@ -201,6 +204,27 @@ class Fetcher:
         if reply is FAILED:  # NOSCRIPT, functions missing...: the usual call loads them again
             reply = await self._fetch(count, int(time.time() * 1000))
         return reply
+
+    def _wait_count(self, free: int) -> int:
+        """How many entries the fetch sent with a wait asks for; 0: wait the plain way.
+
+        Alone, the free capacity: it can only grow while the worker waits. A partition
+        sharing its worker's concurrency holds what it asks for while it waits (the other
+        partitions may not take it meanwhile), so it asks for one entry (and fetches the
+        rest the usual way), and only while the capacity not held by running jobs is at
+        least twice the number of partitions (their holds take at most half of it); else it
+        waits the plain way and holds nothing."""
+        shared = self._dispatcher.shared
+        if shared is None:
+            return min(free, self._settings.worker.batch_size)
+        held = sum(len(d.held) for d in shared.dispatchers)
+        return 1 if free > 0 and shared.concurrency - held >= 2 * len(shared.dispatchers) \
+            else 0
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether the worker is in a pipelined wait (its next fetch queued behind it)."""
+        return self._waiter is not None and self._waiter.waiting
 
     @property
     def working(self) -> bool:

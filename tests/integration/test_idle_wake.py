@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from streamflow import Job, Queue, Worker
+from streamflow import Job, JobSpec, Queue, Worker
 from streamflow.worker.fetcher import FetchState
 from tests.support import fast_settings, running, wait_until
 
@@ -119,6 +119,7 @@ async def test_lost_functions_while_idle(redis_url: str, queue_name: str) -> Non
     found"), the usual call loads the library again, and the job runs. (The producer calls
     by EVALSHA here, so that its add does not load the library before the worker wakes.)"""
     settings = fast_settings(redis_url)
+    settings.worker.block_ms = 8000  # no wait ends on its own between the flush and the add
     producer = fast_settings(redis_url)
     producer.redis.lua = "evalsha"
     ran: list[int] = []
@@ -189,3 +190,35 @@ async def test_a_left_wake_stream_is_cleared(redis_url: str, queue_name: str) ->
             await wait_until(lambda: worker.processed == 1)
             assert worker.fetcher.rounds == rounds + 1
         assert await wake_streams(q) == []
+
+
+async def test_idle_partitions_wake_within_the_shared_concurrency(
+        redis_url: str, queue_name: str) -> None:
+    """Each partition of a partitioned worker waits with its fetch queued behind its XREAD;
+    jobs arriving on every partition at once still start no more than the concurrency."""
+    settings = fast_settings(redis_url)
+    settings.worker.block_ms = 3000
+    release = anyio.Event()
+    started: list[int] = []
+
+    async def handler(job: Job) -> None:
+        started.append(job.data)
+        await release.wait()
+
+    async with Queue(queue_name, settings=settings, partitions=3) as q:
+        worker = Worker(queue_name, handler, settings=settings, concurrency=8)
+        async with running(worker):
+            await wait_until(lambda: len(worker.parts) == 3 and all(
+                part.fetcher.pipelined for part in worker.parts))
+            await q.add_bulk([JobSpec("j", i, key=f"k{i}") for i in range(30)])
+            await wait_until(lambda: len(started) == 8)
+            await wait_until(lambda: all(part.fetcher.state is FetchState.FULL
+                                         for part in worker.parts))
+            claimed = 0
+            for i in range(3):
+                claimed += await pending(q.partition(i), settings.worker.group)
+            assert claimed == 8 and len(started) == 8  # not one fetch's worth per partition
+            release.set()
+            await wait_until(lambda: len(started) == 30)
+        assert sorted(started) == list(range(30))
+        await q.obliterate(force=True)
