@@ -164,7 +164,8 @@ class Fetcher:
                                 await anyio.sleep(min(wait, PAUSE_CHECK_S))
                             continue
                         last_ids = self._dispatch(reply)
-                        if last_ids is None:  # more may wait: let runners start these first
+                        if last_ids is None or reply[0] != NOTHING_WAITS:
+                            # let runners start these before the next fetch or wait is sent
                             await anyio.lowlevel.checkpoint()
                     except (*REDIS_ERRORS, ResponseError, AttributeError, TypeError) as exc:
                         if isinstance(exc, NoPermissionError):
