@@ -125,6 +125,9 @@ class Fetcher:
                     try:
                         free = dispatcher.free
                         sent_ms = int(time.time() * 1000)
+                        if last_ids is not None and self.limited_until > time.time():
+                            last_ids = None  # limited by a handler: no wait, whose fetch
+                            # could claim before the limit reaches the meta hash; sleep below
                         if last_ids is not None:
                             waited, last_ids = last_ids, None
                             self.state = FetchState.WAITING
@@ -164,7 +167,7 @@ class Fetcher:
                                 await anyio.sleep(min(wait, PAUSE_CHECK_S))
                             continue
                         last_ids = self._dispatch(reply)
-                        if last_ids is None or reply[0] != NOTHING_WAITS:
+                        if last_ids is None or (reply and reply[0] != NOTHING_WAITS):
                             # let runners start these before the next fetch or wait is sent
                             await anyio.lowlevel.checkpoint()
                     except (*REDIS_ERRORS, ResponseError, AttributeError, TypeError) as exc:
@@ -187,24 +190,25 @@ class Fetcher:
         assert self._waiter is not None
         self._dispatcher.fetching = count  # partitions sharing capacity count it as taken
         try:
-            reply = await self._waiter.wait_then_fetch(last_ids, count, sent_ms,
-                                                       self._settings.worker.block_ms)
-        except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
-            if not lost_connection(exc):
-                raise
-            log.debug("pipelined wait: %s: %s; waiting the plain way next", type(exc).__name__,
-                      exc)
-            self._plain_wait = True
-            return None
+            try:
+                reply = await self._waiter.wait_then_fetch(last_ids, count, sent_ms,
+                                                           self._settings.worker.block_ms)
+            except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
+                if not lost_connection(exc):
+                    raise
+                log.debug("pipelined wait: %s: %s; waiting the plain way next",
+                          type(exc).__name__, exc)
+                self._plain_wait = True
+                return None
+            if reply is None:
+                return None
+            self.state = FetchState.FETCHING
+            self.rounds += 1
+            if reply is FAILED:  # NOSCRIPT, functions missing...: the usual call reloads them
+                reply = await self._fetch(count, int(time.time() * 1000))
+            return reply
         finally:
             self._dispatcher.fetching = 0
-        if reply is None:
-            return None
-        self.state = FetchState.FETCHING
-        self.rounds += 1
-        if reply is FAILED:  # NOSCRIPT, functions missing...: the usual call loads them again
-            reply = await self._fetch(count, int(time.time() * 1000))
-        return reply
 
     def _wait_count(self, free: int) -> int:
         """How many entries the fetch sent with a wait asks for; 0: wait the plain way.
