@@ -5,8 +5,9 @@
 Every idle worker waits in XREAD on the level streams, its next fetch-script call queued
 behind it in the same write; an add wakes them all, Redis runs each one's fetch at once, one
 gets the job and the others wait again (no round trip of their own). Printed: fetch-script
-calls per add (the workers' own counters) and Redis CPU per add (INFO cpu), for 1 worker and
-for N, on the same server.
+calls per add (the workers' own counters), Redis CPU per add (INFO cpu), and the commands
+Redis ran per add with the time it spent in them (INFO commandstats), for 1 worker and for N,
+on the same server.
 """
 
 from __future__ import annotations
@@ -26,6 +27,14 @@ from streamflow.worker.fetcher import FetchState
 def redis_cpu_s(url: str) -> float:
     info = redis.Redis.from_url(url).info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_commands(url: str) -> tuple[int, float]:
+    """Commands the server ran so far, and the microseconds it spent in them
+    (``INFO commandstats``: less inflated by a busy machine than ``INFO cpu``)."""
+    stats = redis.Redis.from_url(url).info("commandstats")
+    return (sum(int(s["calls"]) for s in stats.values()),
+            sum(float(s["usec"]) for s in stats.values()))
 
 
 async def one(url: str, workers: int, jobs: int, gap_ms: float) -> dict[str, float]:
@@ -49,6 +58,7 @@ async def one(url: str, workers: int, jobs: int, gap_ms: float) -> dict[str, flo
                 await anyio.sleep(0.01)
             rounds_before = sum(w.fetcher.rounds for w in pool)
             cpu_before = redis_cpu_s(url)
+            commands_before, usec_before = redis_commands(url)
             start = time.perf_counter()
             for i in range(jobs):
                 await q.add("tick", i)
@@ -56,12 +66,15 @@ async def one(url: str, workers: int, jobs: int, gap_ms: float) -> dict[str, flo
                 await anyio.sleep(max(next_at - time.perf_counter(), 0))
             await finished.wait()
             cpu_s = redis_cpu_s(url) - cpu_before
+            commands, usec = redis_commands(url)
             rounds = sum(w.fetcher.rounds for w in pool) - rounds_before
             for worker in pool:
                 await worker.close()
         await q.obliterate(force=True)
     return {"workers": workers, "fetch_calls_per_add": rounds / jobs,
-            "redis_cpu_us_per_add": cpu_s / jobs * 1e6}
+            "redis_cpu_us_per_add": cpu_s / jobs * 1e6,
+            "redis_commands_per_add": (commands - commands_before) / jobs,
+            "redis_command_us_per_add": (usec - usec_before) / jobs}
 
 
 async def main(url: str, workers: int, jobs: int, gap_ms: float) -> None:
