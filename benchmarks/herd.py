@@ -2,9 +2,10 @@
 
     python -m benchmarks.herd URL [--workers 8] [--jobs 300] [--gap-ms 5]
 
-Every idle worker waits in XREAD on the level streams, its next fetch-script call queued
-behind it in the same write; an add wakes them all, Redis runs each one's fetch at once, one
-gets the job and the others wait again (no round trip of their own). Printed: fetch-script
+Every idle worker waits in XREAD on the level streams; an add wakes them all. The worker
+that took the last job waits with its next fetch-script call queued behind the XREAD (Redis
+runs it at once, and it gets the job); the others, which found their last job taken, wait
+without it and ask the fetch script after they wake, one round trip later. Printed: fetch-script
 calls per add (the workers' own counters), Redis CPU per add (INFO cpu), and the commands
 Redis ran per add with the time it spent in them (INFO commandstats), for 1 worker and for N,
 on the same server.

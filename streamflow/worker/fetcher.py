@@ -10,7 +10,10 @@ The idle worker writes the XREAD and its next fetch-script call in one write (``
 Redis runs the call as soon as the XREAD returns, so a woken worker has its entries without a
 second round trip. The call asks for the free capacity at the time of the write (it can only
 grow while the worker waits); a partition sharing its worker's concurrency asks for one entry
-and holds it while it waits (``_wait_count``). A Cluster client waits in a plain XREAD and
+and holds it while it waits (``_wait_count``). The herd: every idle worker wakes for an add;
+one whose fetch then found the entry taken waits the plain way (XREAD, then a fetch after it,
+as before) until one of its fetches claims something, so that one add does not cost every idle
+worker an immediate fetch (``benchmarks/herd.py``). A Cluster client waits in a plain XREAD and
 fetches after it; so does a wait after a lost connection, and a failed pipelined call (NOSCRIPT,
 functions missing) is simply made again the usual way.
 
@@ -82,6 +85,10 @@ class Fetcher:
         self._waiter: PipelinedWait | None = None
         self._plain_wait = False
         """Whether the next wait is a plain XREAD (after a pipelined one lost its connection)."""
+        self._lost = False
+        """Whether this worker's last wake was for an entry another worker took (the herd):
+        it then waits the plain way, like old, until one of its fetches claims something."""
+        self._woken_by_entry = False
 
     def stop(self) -> None:
         """Called once the worker stops: a plain wait in XREAD (which claims nothing) or a
@@ -132,9 +139,11 @@ class Fetcher:
                             waited, last_ids = last_ids, None
                             self.state = FetchState.WAITING
                             count = self._wait_count(free)
-                            if self._waiter is None or self._plain_wait or count <= 0:
+                            if (self._waiter is None or self._plain_wait or self._lost
+                                    or count <= 0):
                                 self._plain_wait = False
-                                await self._wait_for_entries(waited, ws.block_ms)
+                                self._woken_by_entry = bool(
+                                    await self._wait_for_entries(waited, ws.block_ms))
                                 continue
                             reply = await self._wait_then_fetch(waited, count, sent_ms)
                             if reply is None:
@@ -167,7 +176,11 @@ class Fetcher:
                                 await anyio.sleep(min(wait, PAUSE_CHECK_S))
                             continue
                         last_ids = self._dispatch(reply)
-                        if last_ids is None or (reply and reply[0] != NOTHING_WAITS):
+                        claimed = bool(reply) and reply[0] != NOTHING_WAITS
+                        if claimed or self._woken_by_entry:
+                            self._lost = not claimed
+                        self._woken_by_entry = False
+                        if last_ids is None or claimed:
                             # let runners start these before the next fetch or wait is sent
                             await anyio.lowlevel.checkpoint()
                     except (*REDIS_ERRORS, ResponseError, AttributeError, TypeError) as exc:
@@ -202,6 +215,7 @@ class Fetcher:
                 return None
             if reply is None:
                 return None
+            self._woken_by_entry = self._waiter.woken_by_entry
             self.state = FetchState.FETCHING
             self.rounds += 1
             if reply is FAILED:  # NOSCRIPT, functions missing...: the usual call reloads them
@@ -251,8 +265,8 @@ class Fetcher:
             dispatch(int(level), reply[i + 1])
         return None
 
-    async def _wait_for_entries(self, last_ids: list[Any], block_ms: int) -> None:
+    async def _wait_for_entries(self, last_ids: list[Any], block_ms: int) -> Any:
         """Block until an entry newer than ``last_ids`` arrives on any level (or ``block_ms``
-        passes). Claims nothing."""
-        await self.client.xread(dict(zip(self.keys.streams, last_ids, strict=True)), count=1,
+        passes); the XREAD reply (empty after ``block_ms``). Claims nothing."""
+        return await self.client.xread(dict(zip(self.keys.streams, last_ids, strict=True)), count=1,
                                 block=block_ms)

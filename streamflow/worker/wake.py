@@ -51,6 +51,9 @@ class PipelinedWait:
         self.waiting = False
         """Whether a pipelined wait is under way (from before its write to its last read)."""
         self._woken = False
+        self.woken_by_entry = False
+        """Whether the last wait ended because an entry arrived on a level stream."""
+        self._wake_names = (self.wake_key, self.wake_key.encode())
         self._streams = keys.streams
         self._fetch_keys = fetch_keys
         self._group = group
@@ -116,7 +119,9 @@ class PipelinedWait:
                 reply = await _read(connection)
             finally:
                 await pool.release(connection)
-            if not self._stop_asked and _names(woke_on, self.wake_key):
+            names = _stream_names(woke_on)
+            self.woken_by_entry = any(name not in self._wake_names for name in names)
+            if not self._stop_asked and any(name in self._wake_names for name in names):
                 await self.client.delete(self.wake_key)  # left by a dead worker of this name
         finally:
             self.waiting = False  # until here: a stop must not cancel, the reply is in hand
@@ -131,13 +136,10 @@ async def _read(connection: Any) -> Any:
         return exc
 
 
-def _names(xread_reply: Any, key: str) -> bool:
-    """Whether an XREAD reply (a map in RESP3, a list of pairs in RESP2) holds entries of
-    ``key``."""
+def _stream_names(xread_reply: Any) -> list[Any]:
+    """The streams an XREAD reply (a map in RESP3, a list of pairs in RESP2) has entries of."""
     if isinstance(xread_reply, dict):
-        names = list(xread_reply)
-    elif isinstance(xread_reply, list):
-        names = [item[0] for item in xread_reply]
-    else:
-        return False
-    return key.encode() in names or key in names
+        return list(xread_reply)
+    if isinstance(xread_reply, list):
+        return [item[0] for item in xread_reply]
+    return []

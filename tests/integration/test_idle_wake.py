@@ -222,3 +222,30 @@ async def test_idle_partitions_wake_within_the_shared_concurrency(
             await wait_until(lambda: len(started) == 30)
         assert sorted(started) == list(range(30))
         await q.obliterate(force=True)
+
+
+async def test_workers_that_lose_the_wake_wait_the_plain_way(
+        redis_url: str, queue_name: str) -> None:
+    """The herd: idle workers all wake for one job; those whose fetch found it taken wait
+    without a queued fetch (as before the pipelined wait), the one that took it keeps its
+    fetch queued, and takes the next job first."""
+    settings = fast_settings(redis_url)
+    settings.worker.block_ms = 8000
+    async with Queue(queue_name, settings=settings) as q:
+        workers = [Worker(queue_name, lambda job: None, settings=settings, consumer=f"w{i}")
+                   for i in range(4)]
+
+        def pipelined() -> int:
+            return sum(worker.fetcher.pipelined for worker in workers)
+
+        async with running(*workers):
+            await wait_until(lambda: idle(*workers) and pipelined() == 4)
+            await q.add("j", 1)
+            await wait_until(lambda: sum(w.processed for w in workers) == 1)
+            await wait_until(lambda: idle(*workers) and pipelined() == 1)
+            [winner] = [w for w in workers if w.fetcher.pipelined]
+            for i in range(2, 5):
+                await q.add("j", i)
+                await wait_until(lambda i=i: sum(w.processed for w in workers) == i)
+                await wait_until(lambda: idle(*workers) and pipelined() == 1)
+            assert winner.processed == 4 and winner.fetcher.pipelined
