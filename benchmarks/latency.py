@@ -1,14 +1,20 @@
 """Enqueue-to-start latency at light load: one job per millisecond, timestamps in the payload.
 
-    python -m benchmarks.latency URL [--seconds 3]
+    python -m benchmarks.latency URL [--seconds 3] [--against DIR]
 
 The worker runs in a child process (as in production); the handler records
 ``time.time_ns() - payload.ts`` and the parent reads the samples back from Redis.
+
+``--against DIR`` runs a second worker at the same time, from the checkout ``DIR`` (another
+version of streamflow, its own ``benchmarks/``), on a twin queue: every millisecond one job
+goes to each queue, in alternating order. Both workers see the same machine load, which makes
+a before/after comparison meaningful on a busy machine; one line is printed per worker.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -49,29 +55,45 @@ async def worker_client_push(url: str, prefix: str, samples: list[int]) -> None:
     await client.aclose()
 
 
-async def main(url: str, seconds: float) -> None:
-    prefix = f"bench{os.getpid()}"
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+"""The checkout this benchmark belongs to."""
+
+
+async def main(url: str, seconds: float, against: str | None) -> None:
     jobs = int(seconds * 1000)
-    settings = StreamflowSettings.from_url(url, prefix=prefix)
-    async with Queue(QUEUE, settings=settings) as q:
-        child = subprocess.Popen([sys.executable, "-m", "benchmarks.latency", url, "--worker",
-                                  "--prefix", prefix, "--expected", str(jobs)])
-        await anyio.sleep(1.0)  # let the worker start and block on XREADGROUP
+    sides = [("this", HERE)] + ([("against", against)] if against else [])
+    async with contextlib.AsyncExitStack() as stack:
+        queues: list[Queue] = []
+        children: list[subprocess.Popen[bytes]] = []
+        for n, (_, checkout) in enumerate(sides):
+            prefix = f"bench{os.getpid()}s{n}"
+            settings = StreamflowSettings.from_url(url, prefix=prefix)
+            queues.append(await stack.enter_async_context(Queue(QUEUE, settings=settings)))
+            path = os.pathsep.join(p for p in (checkout, os.environ.get("PYTHONPATH")) if p)
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.latency", url, "--worker", "--prefix",
+                 prefix, "--expected", str(jobs)], cwd=checkout,
+                env={**os.environ, "PYTHONPATH": path}))
+        await anyio.sleep(1.0)  # let the workers start and wait for work
         start = time.perf_counter()
         for i in range(jobs):
-            await q.add("tick", {"ts": time.time_ns()})
+            for q in (queues if i % 2 == 0 else queues[::-1]):
+                await q.add("tick", {"ts": time.time_ns()})
             next_at = start + (i + 1) / 1000
             delay = next_at - time.perf_counter()
             if delay > 0:
                 await anyio.sleep(delay)
-        while child.poll() is None:
-            await anyio.sleep(0.05)
-        raw = await q.client.get(f"{prefix}:latency-samples")
-        samples = [ns / 1e6 for ns in orjson.loads(raw)]
-        await q.client.delete(*q.keys.streams, q.keys.events, q.keys.done, q.keys.workers,
-                              f"{prefix}:latency-samples")
-    emit({"jobs": len(samples), "p50_ms": percentile(samples, 50),
-          "p99_ms": percentile(samples, 99), "max_ms": max(samples)})
+        for child in children:
+            while child.poll() is None:
+                await anyio.sleep(0.05)
+        for (side, _), q in zip(sides, queues, strict=True):
+            key = f"{q.settings.prefix}:latency-samples"
+            samples = [ns / 1e6 for ns in orjson.loads(await q.client.get(key))]
+            await q.client.delete(*q.keys.streams, q.keys.events, q.keys.done, q.keys.workers,
+                                  key)
+            line = {"jobs": len(samples), "p50_ms": percentile(samples, 50),
+                    "p99_ms": percentile(samples, 99), "max_ms": max(samples)}
+            emit({"side": side, **line} if against else line)
 
 
 if __name__ == "__main__":
@@ -81,8 +103,11 @@ if __name__ == "__main__":
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--expected", type=int, default=0)
+    parser.add_argument("--against", default=None,
+                        help="a checkout of another version: its worker runs on a twin queue")
     args = parser.parse_args()
     if args.worker:
         anyio.run(worker_main, args.url, args.prefix, args.expected)
     else:
-        anyio.run(main, args.url, args.seconds)
+        anyio.run(main, args.url, args.seconds,
+                  os.path.abspath(args.against) if args.against else None)

@@ -270,6 +270,16 @@ def _as_evalsha(command: Command) -> Command:
     return command
 
 
+def as_sent(client: Any, command: Command) -> Command | None:
+    """``command`` (an FCALL built by ``Script.command``) as ``call`` would send it on
+    ``client``: FCALL or EVALSHA; None while the first call has not settled which. For a
+    caller that writes the command itself, in one write with others."""
+    mode = _modes.get(client)
+    if mode is None:
+        return None
+    return _as_evalsha(command) if mode == "evalsha" else command
+
+
 async def call(client: Any, script: Script, keys: list[str] | tuple[str, ...],
                args: list[Any]) -> Any:
     """Run one move; loads the moves again when the server lost them."""

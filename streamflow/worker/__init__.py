@@ -3,6 +3,7 @@
 ``front``     the public ``Worker``: run, close, ready, signals, shutdown order
 ``fetcher``   the one path that takes entries: the fetch script (pause, rate limit, strict
               priority, free capacity); an idle worker waits in XREAD, which claims nothing
+``wake``      the idle worker's XREAD and next fetch-script call, sent in one write
 ``dispatch``  fetched entries -> ready queue -> ``concurrency`` long-lived runners
 ``execute``   one job: handler (async, or sync in a thread) under its deadline -> outcome
 ``threads``   daemon threads for plain-function handlers; abandoned ones counted and capped

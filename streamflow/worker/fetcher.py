@@ -3,9 +3,19 @@
 Only the fetch script claims entries; it applies the pause flag, the rate limit, strict
 priority and the worker's free capacity. When every level is drained it also answers the last
 id of each level stream, and the idle worker waits with ``XREAD BLOCK`` from exactly those ids:
-XREAD claims nothing, it only says that something arrived, and the worker then asks the fetch
-script again. An entry added between the script's answer and the XREAD has a higher id, so it
-wakes the XREAD at once; nothing is missed.
+XREAD claims nothing, it only says that something arrived. An entry added between the script's
+answer and the XREAD has a higher id, so it wakes the XREAD at once; nothing is missed.
+
+The idle worker writes the XREAD and its next fetch-script call in one write (``wake.py``):
+Redis runs the call as soon as the XREAD returns, so a woken worker has its entries without a
+second round trip. The call asks for the free capacity at the time of the write (it can only
+grow while the worker waits); a partition sharing its worker's concurrency asks for one entry
+and holds it while it waits (``_wait_count``). The herd: every idle worker wakes for an add;
+one whose fetch then found the entry taken waits the plain way (XREAD, then a fetch after it,
+as before) until one of its fetches claims something, so that one add does not cost every idle
+worker an immediate fetch (``benchmarks/herd.py``). A Cluster client waits in a plain XREAD and
+fetches after it; so does a wait after a lost connection, and a failed pipelined call (NOSCRIPT,
+functions missing) is simply made again the usual way.
 
 While paused or rate limited the worker does not wait on the streams (an add must not wake it
 to be refused again): it asks again after the limit's wait or the pause check interval.
@@ -29,6 +39,7 @@ from ..protocol import NOTHING_WAITS
 from ..settings import StreamflowSettings
 from .acker import REDIS_ERRORS, lost_connection
 from .dispatch import Dispatcher
+from .wake import FAILED, PipelinedWait
 
 log = logging.getLogger("streamflow.worker")
 
@@ -71,10 +82,23 @@ class Fetcher:
         self._survive = survive
         self._scope: anyio.CancelScope | None = None
         self._fetch_keys = [keys.meta, keys.limiter, *keys.streams]
+        self._waiter: PipelinedWait | None = None
+        self._plain_wait = False
+        """Whether the next wait is a plain XREAD (after a pipelined one lost its connection)."""
+        self._lost = False
+        """Whether this worker's last wake was for an entry another worker took (the herd):
+        it then waits the plain way, like old, until one of its fetches claims something."""
+        self._woken_by_entry = False
 
     def stop(self) -> None:
-        """Called once the worker stops: a wait in XREAD (which claims nothing) or a failing
-        call is cancelled at once; a fetch-script call in flight is let finish."""
+        """Called once the worker stops: a plain wait in XREAD (which claims nothing) or a
+        failing call is cancelled at once; a fetch-script call in flight is let finish, and
+        so is a pipelined wait, woken through its wake stream so that what its fetch claimed
+        is read and dispatched, never left pending for the reclaimer."""
+        if self._waiter is not None:
+            self._waiter.wake()
+            if self._waiter.waiting:
+                return
         if self._scope is not None and self.state in (FetchState.WAITING, FetchState.FAILING,
                                                       FetchState.PAUSED, FetchState.LIMITED,
                                                       FetchState.FULL):
@@ -82,6 +106,20 @@ class Fetcher:
 
     async def loop(self) -> None:
         """Fetch until the worker stops; ``dispatcher.finish()`` at the end."""
+        if not PipelinedWait.usable(self.client):
+            await self._loop()
+            return
+        waiter = self._waiter = PipelinedWait(self.client, self.keys, self._fetch_keys,
+                                              group=self._group, consumer=self._consumer)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter.watch)
+            try:
+                await self._loop()
+            finally:
+                waiter.wake()
+        await waiter.forget()
+
+    async def _loop(self) -> None:
         ws = self._settings.worker
         dispatcher = self._dispatcher
         failures = 0
@@ -92,35 +130,58 @@ class Fetcher:
                     if self._stopping.is_set():
                         break
                     try:
-                        if last_ids is not None:
-                            self.state = FetchState.WAITING
-                            await self._wait_for_entries(last_ids, ws.block_ms)
-                            last_ids = None
-                            continue
                         free = dispatcher.free
-                        if free <= 0:
-                            self.state = FetchState.FULL
-                            await dispatcher.wait_for_capacity(1.0)
-                            continue
-                        limited = self.limited_until - time.time()
-                        if limited > 0:
-                            self.state = FetchState.LIMITED
-                            await anyio.sleep(min(limited, PAUSE_CHECK_S))
-                            continue
-                        self.state = FetchState.FETCHING
-                        dispatcher.fetching = min(free, ws.batch_size)
-                        try:
-                            reply = await self._fetch(dispatcher.fetching)
-                        finally:
-                            dispatcher.fetching = 0
+                        sent_ms = int(time.time() * 1000)
+                        if last_ids is not None and self.limited_until > time.time():
+                            last_ids = None  # limited by a handler: no wait, whose fetch
+                            # could claim before the limit reaches the meta hash; sleep below
+                        if last_ids is not None:
+                            waited, last_ids = last_ids, None
+                            self.state = FetchState.WAITING
+                            count = self._wait_count(free)
+                            if (self._waiter is None or self._plain_wait or self._lost
+                                    or count <= 0):
+                                self._plain_wait = False
+                                self._woken_by_entry = bool(
+                                    await self._wait_for_entries(waited, ws.block_ms))
+                                continue
+                            reply = await self._wait_then_fetch(waited, count, sent_ms)
+                            if reply is None:
+                                continue
+                        else:
+                            if free <= 0:
+                                self.state = FetchState.FULL
+                                await dispatcher.wait_for_capacity(1.0)
+                                continue
+                            limited = self.limited_until - time.time()
+                            if limited > 0:
+                                self.state = FetchState.LIMITED
+                                await anyio.sleep(min(limited, PAUSE_CHECK_S))
+                                continue
+                            self.state = FetchState.FETCHING
+                            dispatcher.fetching = min(free, ws.batch_size)
+                            try:
+                                reply = await self._fetch(dispatcher.fetching, sent_ms)
+                            finally:
+                                dispatcher.fetching = 0
                         failures = 0
                         if isinstance(reply, int):  # 0: paused; -W: rate limited for W ms
-                            self.state = FetchState.PAUSED if reply == 0 else FetchState.LIMITED
-                            wait = -reply / 1000 if reply < 0 else ws.block_ms / 1000
-                            await anyio.sleep(min(wait, PAUSE_CHECK_S))
+                            # -W is counted from the `now` sent, which a pipelined call sent
+                            # before its wait: a limit over by now is not waited for again
+                            wait = (sent_ms - reply) / 1000 - time.time() if reply < 0 \
+                                else ws.block_ms / 1000
+                            if wait > 0:
+                                self.state = (FetchState.PAUSED if reply == 0
+                                              else FetchState.LIMITED)
+                                await anyio.sleep(min(wait, PAUSE_CHECK_S))
                             continue
                         last_ids = self._dispatch(reply)
-                        if last_ids is None:  # more may wait: let runners start these first
+                        claimed = bool(reply) and reply[0] != NOTHING_WAITS
+                        if claimed or self._woken_by_entry:
+                            self._lost = not claimed
+                        self._woken_by_entry = False
+                        if last_ids is None or claimed:
+                            # let runners start these before the next fetch or wait is sent
                             await anyio.lowlevel.checkpoint()
                     except (*REDIS_ERRORS, ResponseError, AttributeError, TypeError) as exc:
                         if isinstance(exc, NoPermissionError):
@@ -135,15 +196,64 @@ class Fetcher:
             self.state = FetchState.STOPPED
             dispatcher.finish()
 
+    async def _wait_then_fetch(self, last_ids: list[Any], count: int, sent_ms: int) -> Any:
+        """The pipelined wait (``wake.py``): the fetch reply, or a plain fetch's reply when
+        the pipelined call met an error reply; None when it sent nothing; a lost connection
+        makes the next wait a plain one (and the next fetch the usual call)."""
+        assert self._waiter is not None
+        self._dispatcher.fetching = count  # partitions sharing capacity count it as taken
+        try:
+            try:
+                reply = await self._waiter.wait_then_fetch(last_ids, count, sent_ms,
+                                                           self._settings.worker.block_ms)
+            except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
+                if not lost_connection(exc):
+                    raise
+                log.debug("pipelined wait: %s: %s; waiting the plain way next",
+                          type(exc).__name__, exc)
+                self._plain_wait = True
+                return None
+            if reply is None:
+                return None
+            self._woken_by_entry = self._waiter.woken_by_entry
+            self.state = FetchState.FETCHING
+            self.rounds += 1
+            if reply is FAILED:  # NOSCRIPT, functions missing...: the usual call reloads them
+                reply = await self._fetch(count, int(time.time() * 1000))
+            return reply
+        finally:
+            self._dispatcher.fetching = 0
+
+    def _wait_count(self, free: int) -> int:
+        """How many entries the fetch sent with a wait asks for; 0: wait the plain way.
+
+        Alone, the free capacity: it can only grow while the worker waits. A partition
+        sharing its worker's concurrency holds what it asks for while it waits (the other
+        partitions may not take it meanwhile), so it asks for one entry (and fetches the
+        rest the usual way), and only while the capacity not held by running jobs is at
+        least twice the number of partitions (their holds take at most half of it); else it
+        waits the plain way and holds nothing."""
+        shared = self._dispatcher.shared
+        if shared is None:
+            return min(free, self._settings.worker.batch_size)
+        held = sum(len(d.held) for d in shared.dispatchers)
+        return 1 if free > 0 and shared.concurrency - held >= 2 * len(shared.dispatchers) \
+            else 0
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether the worker is in a pipelined wait (its next fetch queued behind it)."""
+        return self._waiter is not None and self._waiter.waiting
+
     @property
     def working(self) -> bool:
         """Whether the last call to Redis succeeded (for readiness probes)."""
         return self.state not in (FetchState.STARTING, FetchState.FAILING, FetchState.STOPPED)
 
-    async def _fetch(self, count: int) -> Any:
+    async def _fetch(self, count: int, now_ms: int) -> Any:
         self.rounds += 1
         return await scripts.call(self.client, scripts.FETCH_JOBS, self._fetch_keys,
-                                  [self._group, self._consumer, count, int(time.time() * 1000)])
+                                  [self._group, self._consumer, count, now_ms])
 
     def _dispatch(self, reply: list[Any]) -> list[Any] | None:
         """Hand the claimed entries on; the last ids to wait after when all was drained."""
@@ -155,8 +265,8 @@ class Fetcher:
             dispatch(int(level), reply[i + 1])
         return None
 
-    async def _wait_for_entries(self, last_ids: list[Any], block_ms: int) -> None:
+    async def _wait_for_entries(self, last_ids: list[Any], block_ms: int) -> Any:
         """Block until an entry newer than ``last_ids`` arrives on any level (or ``block_ms``
-        passes). Claims nothing."""
-        await self.client.xread(dict(zip(self.keys.streams, last_ids, strict=True)), count=1,
+        passes); the XREAD reply (empty after ``block_ms``). Claims nothing."""
+        return await self.client.xread(dict(zip(self.keys.streams, last_ids, strict=True)), count=1,
                                 block=block_ms)
