@@ -31,13 +31,13 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import NoPermissionError
 
 from .. import scripts
 from ..keys import QueueKeys
 from ..protocol import NOTHING_WAITS
 from ..settings import StreamflowSettings
-from .acker import REDIS_ERRORS, lost_connection
+from .acker import PASSING, REDIS_ERRORS, lost_connection, passes
 from .dispatch import Dispatcher
 from .wake import FAILED, PipelinedWait
 
@@ -183,10 +183,10 @@ class Fetcher:
                         if last_ids is None or claimed:
                             # let runners start these before the next fetch or wait is sent
                             await anyio.lowlevel.checkpoint()
-                    except (*REDIS_ERRORS, ResponseError, AttributeError, TypeError) as exc:
+                    except PASSING as exc:
                         if isinstance(exc, NoPermissionError):
                             raise  # a worker without the rights it needs must stop, loudly
-                        if not isinstance(exc, ResponseError) and not lost_connection(exc):
+                        if not passes(exc):
                             raise
                         self.state = FetchState.FAILING
                         last_ids = None
