@@ -14,14 +14,12 @@ partition ``p``, e.g. 2 and 3 going from 4 to 2, or the plain layout going from 
   (a job added without an id: round-robin); in a partition both layouts share, only the jobs
   of ordered keys whose partition changes move (non-ordered jobs may run in any partition);
 * per-key order: a key's lock and held jobs move with its jobs, in their order;
-* status records, which are also the dedup marks of caller-given ids (and the dedup marks of
-  queues written before that): copied to every partition of the new layout with their
-  remaining TTL (a record names a job id, not the key that routed it, so a re-add finds it
-  wherever it routes). The copy in the partition where the job runs is the one its worker
-  updates; the others keep the state at the migration until they expire;
-* dead letters of a vanishing partition: to the partition of the job id (they keep their
-  failure time; their entry ids change); repeatable jobs follow partition 0; a paused queue
-  stays paused;
+* status records (the dedup marks of caller-given ids; older queues: dedup keys) are copied
+  to every partition of the new layout with their TTL (a record names a job id, not the key
+  that routed it: a re-add finds it wherever it routes). The worker updates the copy where
+  the job runs; the others keep the state at the migration until they expire;
+* dead letters of a vanishing partition: to the partition of the job id (failure time kept,
+  new entry ids); repeatable jobs follow partition 0; a paused queue stays paused;
 * what is left of a vanishing partition (finished entries, events, results, metrics, logs,
   business-key indexes) is deleted.
 """
