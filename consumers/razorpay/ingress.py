@@ -53,7 +53,7 @@ from streamflow.telemetry import tracing_active
 
 from .server import set_header_timeout
 from .settings import RazorpaySettings
-from .verifier import RazorpayVerifier, Refused, WebhookVerifier
+from .verifier import RazorpayVerifier, Refused, VerifiedEvent, WebhookVerifier
 
 log = logging.getLogger("consumers.razorpay")
 
@@ -173,23 +173,17 @@ class WebhookIngress:
                 raise Refused(413, f"body over {self._limit} bytes", "too_large")
         chunks: list[bytes] = []
         size = 0
-        try:
-            async with asyncio.timeout(self._body_timeout):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        raise Refused(400, "client disconnected", "disconnected")
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > self._limit:
-                        raise Refused(413, f"body over {self._limit} bytes", "too_large")
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            raise Refused(408, f"body not received within {self._body_timeout:g} s",
-                          "slow_body") from None
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        while True:  # the caller's deadline bounds the wait (408)
+            message = await receive()
+            if message["type"] != "http.request":
+                raise Refused(400, "client disconnected", "disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._limit:
+                raise Refused(413, f"body over {self._limit} bytes", "too_large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST`` on the webhook path, as a plain ASGI app (no routing, no middleware: the
@@ -213,30 +207,40 @@ class WebhookIngress:
                        span: trace.Span | None) -> tuple[int, dict[str, object], _Extra]:
         body = b""
         headers = Headers(scope=scope)
+        event: VerifiedEvent | None = None
         try:
-            body = await self._read_body(headers, receive)
-            event = self.verifier.verify(body, headers, time.time())
-            text = body.decode("utf-8")
+            # One timer for the request: the body's deadline, then the enqueue's.
+            async with asyncio.timeout(self._body_timeout) as deadline:
+                body = await self._read_body(headers, receive)
+                event = self.verifier.verify(body, headers, time.time())
+                text = body.decode("utf-8")
+                level = self.table.level(event.type)
+                if span is not None:
+                    span.set_attributes({"webhook.event": event.type,
+                                         "webhook.event_id": event.id})
+                deadline.reschedule(asyncio.get_running_loop().time() + self._enqueue_timeout)
+                job_id = await self.queue.add(event.type, text, priority=level,
+                                              job_id=event.id, attempts=self._attempts,
+                                              index=event.index)
         except Refused as refusal:
             return self._refuse(refusal, len(body))
         except UnicodeDecodeError:
             return self._refuse(Refused(400, "body is not UTF-8", "malformed"), len(body))
-        level = self.table.level(event.type)
-        if span is not None:
-            span.set_attributes({"webhook.event": event.type, "webhook.event_id": event.id})
-        try:
-            async with asyncio.timeout(self._enqueue_timeout):
-                job_id = await self.queue.add(event.type, text, priority=level,
-                                              job_id=event.id, attempts=self._attempts,
-                                              index=event.index)
         except PayloadTooLarge as exc:
             return self._refuse(Refused(413, str(exc), "too_large"), len(body))
         except PayloadError as exc:
             return self._refuse(Refused(400, str(exc), "payload"), len(body))
         except QueueFull:
+            assert event is not None
             log.warning("webhook %s (%s) not enqueued: Redis is full", event.id, event.type)
             return 503, {"error": "queue full, retry later"}, _RETRY_AFTER
         except REDIS_DOWN as exc:
+            if event is None:  # the body's deadline passed
+                if not isinstance(exc, TimeoutError):
+                    raise
+                return self._refuse(Refused(408, f"body not received within "
+                                                 f"{self._body_timeout:g} s", "slow_body"),
+                                    len(body))
             log.warning("webhook %s (%s) not enqueued, Redis unavailable: %s", event.id,
                         event.type, type(exc).__name__)
             return 503, {"error": "queue unavailable, retry later"}, ()
