@@ -273,6 +273,15 @@ def _own_cpu() -> float:
     return own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
 
 
+def applied_events(path: Path) -> int:
+    """Events in the ledger (0 while the worker has not created its tables yet)."""
+    with sqlite3.connect(path) as db:
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM rzp_applied_events").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each run")
@@ -334,8 +343,7 @@ def main() -> None:
                 time.sleep(0.2)
                 left = backlog(client, QueueKeys(queue))
             drained = time.perf_counter() - started
-            with sqlite3.connect(folder / "ledger.sqlite3") as db:
-                applied = db.execute("SELECT COUNT(*) FROM rzp_applied_events").fetchone()[0]
+            applied = applied_events(folder / "ledger.sqlite3")
         finally:
             children.stop()
         if left or any(run.errors or run.refused for run in runs):
