@@ -34,22 +34,26 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
+from starlette.datastructures import Headers
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from streamflow import Queue, StreamflowSettings, telemetry
 from streamflow.errors import PayloadError, PayloadTooLarge, QueueFull
+from streamflow.telemetry import tracing_active
 
 from .server import set_header_timeout
 from .settings import RazorpaySettings
-from .verifier import RazorpayVerifier, Refused, WebhookVerifier
+from .verifier import RazorpayVerifier, Refused, VerifiedEvent, WebhookVerifier
 
 log = logging.getLogger("consumers.razorpay")
 
@@ -59,6 +63,10 @@ REDIS_DOWN = (RedisError, OSError, TimeoutError)
 FULL_RETRY_AFTER_S = 30
 """Retry-After of a 503 while Redis is full (workers drain it; Razorpay retries anyway)."""
 _ASCII_DIGITS = re.compile(r"[0-9]{1,18}")
+_JSON_HEADERS = ((b"content-type", b"application/json"),)
+_Extra = tuple[tuple[bytes, bytes], ...]
+"""Response headers besides the content type and length."""
+_RETRY_AFTER: _Extra = ((b"retry-after", str(FULL_RETRY_AFTER_S).encode()),)
 
 
 class PriorityTable:
@@ -129,7 +137,7 @@ class WebhookIngress:
 
     def __init__(self, settings: RazorpaySettings, queue: Queue, table: PriorityTable,
                  verifier: WebhookVerifier, tracer: trace.Tracer, meter: metrics.Meter,
-                 path: str) -> None:
+                 path: str, *, explicit_tracer: bool = False) -> None:
         self.queue = queue
         self.table = table
         self.verifier = verifier
@@ -137,6 +145,9 @@ class WebhookIngress:
         self.refused: Counter[str] = Counter()
         """Refusals by reason since start (also exported as the ``webhook.refused`` counter)."""
         self._tracer = tracer
+        self._explicit_tracer = explicit_tracer
+        """Spans go to a provider given to `create_app`: always made. Otherwise, only while an
+        SDK provider is installed globally (a no-op span still costs microseconds)."""
         self._counter = meter.create_counter(
             "webhook.refused", unit="{request}",
             description="Webhook requests refused by the ingress, by reason")
@@ -147,74 +158,94 @@ class WebhookIngress:
         self._enqueue_timeout = settings.enqueue_timeout
         self._ready_timeout = settings.ready_timeout
 
-    def _refuse(self, refusal: Refused, size: int) -> Response:
+    def _refuse(self, refusal: Refused, size: int) -> tuple[int, dict[str, object], _Extra]:
         self.refused[refusal.reason] += 1
         self._counter.add(1, {"reason": refusal.reason})
         self._log.refused(refusal, size)
-        return _json(refusal.status, {"error": refusal.message})
+        return refusal.status, {"error": refusal.message}, ()
 
-    async def _read_body(self, request: Request) -> bytes:
-        declared = request.headers.get("content-length")
+    async def _read_body(self, headers: Headers, receive: Receive) -> bytes:
+        declared = headers.get("content-length")
         if declared is not None:
             if not _ASCII_DIGITS.fullmatch(declared):
                 raise Refused(400, "bad content-length", "content_length")
             if int(declared) > self._limit:
                 raise Refused(413, f"body over {self._limit} bytes", "too_large")
-        body = bytearray()
-        try:
-            async with asyncio.timeout(self._body_timeout):
-                async for chunk in request.stream():
-                    if len(body) + len(chunk) > self._limit:
-                        raise Refused(413, f"body over {self._limit} bytes", "too_large")
-                    body += chunk
-        except TimeoutError:
-            raise Refused(408, f"body not received within {self._body_timeout:g} s",
-                          "slow_body") from None
-        except ClientDisconnect:
-            raise Refused(400, "client disconnected", "disconnected") from None
-        return bytes(body)
+        chunks: list[bytes] = []
+        size = 0
+        while True:  # the caller's deadline bounds the wait (408)
+            message = await receive()
+            if message["type"] != "http.request":
+                raise Refused(400, "client disconnected", "disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._limit:
+                raise Refused(413, f"body over {self._limit} bytes", "too_large")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    async def webhook(self, request: Request) -> Response:
-        """``POST`` on the webhook path."""
-        with self._tracer.start_as_current_span(
-                f"POST {self.path}", kind=SpanKind.SERVER,
-                attributes={"http.request.method": "POST", "http.route": self.path}) as span:
-            response = await self._webhook(request, span)
-            span.set_attribute("http.response.status_code", response.status_code)
-            return response
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST`` on the webhook path, as a plain ASGI app (no routing, no middleware: the
+        path is served on every request, so it costs only what it does)."""
+        if self._explicit_tracer or tracing_active():
+            with self._tracer.start_as_current_span(
+                    f"POST {self.path}", kind=SpanKind.SERVER,
+                    attributes={"http.request.method": "POST",
+                                "http.route": self.path}) as span:
+                status, content, extra = await self._webhook(scope, receive, span)
+                span.set_attribute("http.response.status_code", status)
+        else:
+            status, content, extra = await self._webhook(scope, receive, None)
+        body = orjson.dumps(content)
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [*_JSON_HEADERS, (b"content-length", b"%d" % len(body)),
+                                *extra]})
+        await send({"type": "http.response.body", "body": body})
 
-    async def _webhook(self, request: Request, span: trace.Span) -> Response:
+    async def _webhook(self, scope: Scope, receive: Receive,
+                       span: trace.Span | None) -> tuple[int, dict[str, object], _Extra]:
         body = b""
+        headers = Headers(scope=scope)
+        event: VerifiedEvent | None = None
         try:
-            body = await self._read_body(request)
-            event = self.verifier.verify(body, request.headers, time.time())
-            text = body.decode("utf-8")
+            # One timer for the request: the body's deadline, then the enqueue's.
+            async with asyncio.timeout(self._body_timeout) as deadline:
+                body = await self._read_body(headers, receive)
+                event = self.verifier.verify(body, headers, time.time())
+                text = body.decode("utf-8")
+                level = self.table.level(event.type)
+                if span is not None:
+                    span.set_attributes({"webhook.event": event.type,
+                                         "webhook.event_id": event.id})
+                deadline.reschedule(asyncio.get_running_loop().time() + self._enqueue_timeout)
+                job_id = await self.queue.add(event.type, text, priority=level,
+                                              job_id=event.id, attempts=self._attempts,
+                                              index=event.index)
         except Refused as refusal:
             return self._refuse(refusal, len(body))
         except UnicodeDecodeError:
             return self._refuse(Refused(400, "body is not UTF-8", "malformed"), len(body))
-        level = self.table.level(event.type)
-        span.set_attributes({"webhook.event": event.type, "webhook.event_id": event.id})
-        try:
-            async with asyncio.timeout(self._enqueue_timeout):
-                job_id = await self.queue.add(event.type, text, priority=level,
-                                              job_id=event.id, attempts=self._attempts,
-                                              index=event.index)
         except PayloadTooLarge as exc:
             return self._refuse(Refused(413, str(exc), "too_large"), len(body))
         except PayloadError as exc:
             return self._refuse(Refused(400, str(exc), "payload"), len(body))
         except QueueFull:
+            assert event is not None
             log.warning("webhook %s (%s) not enqueued: Redis is full", event.id, event.type)
-            response = _json(503, {"error": "queue full, retry later"})
-            response.headers["Retry-After"] = str(FULL_RETRY_AFTER_S)
-            return response
+            return 503, {"error": "queue full, retry later"}, _RETRY_AFTER
         except REDIS_DOWN as exc:
+            if event is None:  # the body's deadline passed
+                if not isinstance(exc, TimeoutError):
+                    raise
+                return self._refuse(Refused(408, f"body not received within "
+                                                 f"{self._body_timeout:g} s", "slow_body"),
+                                    len(body))
             log.warning("webhook %s (%s) not enqueued, Redis unavailable: %s", event.id,
                         event.type, type(exc).__name__)
-            return _json(503, {"error": "queue unavailable, retry later"})
-        return _json(200, {"status": "queued" if job_id else "duplicate",
-                           "event_id": event.id, "priority": level})
+            return 503, {"error": "queue unavailable, retry later"}, ()
+        return 200, {"status": "queued" if job_id else "duplicate", "event_id": event.id,
+                     "priority": level}, ()
 
     async def ready(self, request: Request) -> Response:
         """``GET /readyz``: 200 while Redis answers PING, else 503."""
@@ -224,6 +255,25 @@ class WebhookIngress:
         except REDIS_DOWN as exc:
             return _json(503, {"status": "unavailable", "redis": type(exc).__name__})
         return _json(200, {"status": "ready"})
+
+
+class _IngressApp(Starlette):
+    """Starlette, with ``POST`` on the webhook path handed straight to the ingress: every
+    webhook would otherwise go through the middleware stack and the router first."""
+
+    def __init__(self, ingress: WebhookIngress, **options: Any) -> None:
+        super().__init__(**options)
+        self._ingress = ingress
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            path, root = scope["path"], scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            if path == self._ingress.path:
+                await self._ingress(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 async def healthz(request: Request) -> Response:
@@ -263,7 +313,8 @@ def create_app(settings: RazorpaySettings, streamflow: StreamflowSettings | None
     ingress = WebhookIngress(
         settings, target, table, verifier,
         trace.get_tracer(TRACER_NAME, tracer_provider=tracer_provider),
-        metrics.get_meter(TRACER_NAME, meter_provider=meter_provider), path)
+        metrics.get_meter(TRACER_NAME, meter_provider=meter_provider), path,
+        explicit_tracer=tracer_provider is not None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -273,9 +324,10 @@ def create_app(settings: RazorpaySettings, streamflow: StreamflowSettings | None
             if queue is None:
                 await target.close()
 
-    app = Starlette(
+    app = _IngressApp(
+        ingress,
         routes=[
-            Route(path, ingress.webhook, methods=["POST"]),
+            Route(path, ingress, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", ingress.ready, methods=["GET"]),
         ],

@@ -279,13 +279,23 @@ def payment_lifecycle(rng: random.Random, start: int) -> list[Event]:
     return events
 
 
-def sample_webhooks(count: int, secret: str | bytes, seed: int = 0) -> list[SignedWebhook]:
+def sample_webhooks(count: int, secret: str | bytes, seed: int = 0, *,
+                    start: int | None = None, per_second: int = 1) -> list[SignedWebhook]:
     """``count`` signed deliveries: checkout lifecycles with subscriptions, settlements and
-    disputes mixed in, each with its own event id."""
+    disputes mixed in, each with its own event id.
+
+    Lifecycles begin at ``start`` (default: an hour ago), ``per_second`` of them in each
+    second: tens of thousands of deliveries need more than one a second, or the last ones would
+    be created in the future (which the ingress refuses past its clock skew).
+    """
+    if per_second < 1:
+        raise ValueError("per_second must be >= 1")
     rng = random.Random(seed)
-    start = now() - 3600
+    first = now() - 3600 if start is None else start
+    started = 0
     hooks: list[SignedWebhook] = []
     while len(hooks) < count:
+        start = first + started // per_second
         roll = rng.random()
         if roll < 0.05:
             events = [subscription_event("subscription.charged", new_id("sub", rng),
@@ -298,5 +308,5 @@ def sample_webhooks(count: int, secret: str | bytes, seed: int = 0) -> list[Sign
         else:
             events = payment_lifecycle(rng, start)
         hooks += [sign_event(event, secret, new_id(rng=rng)) for event in events]
-        start += 1
+        started += 1
     return hooks[:count]

@@ -73,6 +73,53 @@ class _HeaderDeadline:
             self._arm_header_deadline()
 
 
+class HeadWithBody:
+    """The transport of one uvicorn request cycle: the response head is held back until the
+    first write of the body and both go out in one write (one send to the kernel, one wake-up
+    of the client, instead of two). The head is written at the end of the loop iteration at the
+    latest, whatever the app does between the two messages. Other writes (``100 Continue``, later
+    body chunks) pass straight through.
+    """
+
+    __slots__ = ("_cycle", "_head_seen", "_held", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._loop = loop
+        self._held: bytes | None = None
+        self._head_seen = False
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif not self._head_seen and self._cycle.response_started:
+            self._head_seen = True  # uvicorn marks the response started, then writes its head
+            self._held = data
+            self._loop.call_soon(self.flush)
+        else:
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write the held head, if any (the body has not come within the iteration)."""
+        held, self._held = self._held, None
+        if held is not None and not self._transport.is_closing():
+            self._transport.write(held)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedH11Protocol(_HeaderDeadline, H11Protocol):
     """uvicorn's h11 protocol with a deadline on request headers."""
 
@@ -87,11 +134,14 @@ if importlib.util.find_spec("httptools") is not None:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     class GuardedHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
-        """uvicorn's httptools protocol (the faster parser) with a deadline on headers."""
+        """uvicorn's httptools protocol (the faster parser) with a deadline on headers, whose
+        responses go out in one write each (`HeadWithBody`)."""
 
         def on_headers_complete(self) -> None:
             self._headers_in()
             super().on_headers_complete()
+            if self.cycle is not None:
+                self.cycle.transport = HeadWithBody(self.transport, self.cycle, self.loop)
 
     FASTEST: type[Any] = GuardedHttpToolsProtocol
 else:  # pragma: no cover - httptools comes with uvicorn[standard]

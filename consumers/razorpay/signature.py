@@ -37,5 +37,5 @@ def verify(body: bytes, signature: str | None, secret: str | bytes | SecretStr) 
         given = signature.strip().lower().encode("ascii")
     except UnicodeEncodeError:
         return False
-    expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode("ascii")
+    expected = hmac.digest(key, body, "sha256").hex().encode("ascii")  # OpenSSL's one-shot
     return hmac.compare_digest(expected, given)

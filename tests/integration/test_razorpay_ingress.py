@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -303,6 +304,27 @@ async def test_readiness_fails_and_webhooks_get_503_while_redis_is_down(
             assert (await post(client, hook())).status_code == 503
     finally:
         await queue.close()
+
+
+async def test_webhooks_get_503_when_redis_accepts_but_never_answers(queue_name: str) -> None:
+    """The enqueue deadline (not the body's) answers a Redis that hangs."""
+    with socket.socket() as hole:  # connections complete in the backlog; nothing ever replies
+        hole.bind((HOST, 0))
+        hole.listen(16)
+        hung = StreamflowSettings.from_url(f"redis://{HOST}:{hole.getsockname()[1]}/0")
+        settings = razorpay_settings(queue=queue_name, enqueue_timeout=0.3, body_timeout=30)
+        queue = Queue(queue_name, settings=hung)
+        try:
+            app = create_app(settings, queue=queue)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                         base_url="http://ingress") as client:
+                started = time.monotonic()
+                response = await post(client, hook())
+                assert response.status_code == 503
+                assert response.json() == {"error": "queue unavailable, retry later"}
+                assert time.monotonic() - started < 10
+        finally:
+            await queue.close()
 
 
 # ------------------------------------------------------------------------- real HTTP

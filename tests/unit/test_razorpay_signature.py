@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
+import orjson
 import pytest
 from pydantic import SecretStr
 
-from consumers.razorpay.sample import payment_event, sign_event
+from consumers.razorpay.sample import payment_event, sample_webhooks, sign_event
 from consumers.razorpay.signature import sign, verify
 
 SECRET = "whsec_test_123"
@@ -61,3 +64,15 @@ def test_sample_webhooks_carry_a_valid_signature() -> None:
     hook = sign_event(payment_event("payment.captured", "pay_TestPayment0001"), SECRET)
     assert verify(hook.body, hook.headers()["x-razorpay-signature"], SECRET)
     assert hook.headers()["x-razorpay-event-id"] == hook.event_id
+
+
+def test_many_sample_webhooks_can_all_lie_in_the_past() -> None:
+    """The benchmark signs ~150k at once: spaced a second apart from an hour ago, most would be
+    created in the future and refused by the ingress (past its 300 s of clock skew)."""
+    now = int(time.time())
+    hooks = sample_webhooks(20_000, SECRET, 1, start=now - 3000, per_second=10)
+    created = [orjson.loads(hook.body)["created_at"] for hook in hooks]
+    assert len({hook.event_id for hook in hooks}) == 20_000
+    assert min(created) >= now - 3000 and max(created) <= now
+    with pytest.raises(ValueError, match="per_second"):
+        sample_webhooks(1, SECRET, per_second=0)
