@@ -221,7 +221,7 @@ class WebhookIngress:
                 deadline.reschedule(asyncio.get_running_loop().time() + self._enqueue_timeout)
                 job_id = await self.queue.add(event.type, text, priority=level,
                                               job_id=event.id, attempts=self._attempts,
-                                              index=event.index)
+                                              index=event.index, key=event.key)
         except Refused as refusal:
             return self._refuse(refusal, len(body))
         except UnicodeDecodeError:

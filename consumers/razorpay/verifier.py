@@ -59,6 +59,10 @@ class VerifiedEvent:
     """Signed creation time (unix seconds), None when the provider signs none."""
     index: dict[str, str] = field(default_factory=dict)
     """Business keys to index the job under (``Queue.find("payment_id", ...)``)."""
+    key: str | None = None
+    """Ordering key (``Queue.add(..., key=...)``): on an ordered queue the events of one key
+    run one at a time, in the order they arrived; on a partitioned one they share a
+    partition."""
 
 
 class WebhookVerifier(Protocol):
@@ -209,7 +213,8 @@ class RazorpayVerifier:
             event_id = "body-" + hashlib.sha256(body).hexdigest()[:32]
         elif not EVENT_ID.fullmatch(event_id):
             raise Refused(400, "bad event id (expected 1-64 letters, digits or _)", "event_id")
-        return VerifiedEvent(name, event_id, created_at, business_ids(event))
+        ids = business_ids(event)
+        return VerifiedEvent(name, event_id, created_at, ids, ids.get("payment_id"))
 
 
 INDEXED = {"payment": "payment_id", "order": "order_id", "refund": "refund_id",

@@ -397,3 +397,22 @@ async def test_payment_order_and_refund_ids_are_indexed_for_find(
                               "order_id": "order_A100000000000"}
     assert [v.name for v in await queue.find("refund_id", "rfnd_R100000000000")] == [
         "refund.processed"]
+
+
+async def test_on_an_ordered_queue_one_payments_webhooks_are_held_in_order(
+        sf: StreamflowSettings, queue_name: str) -> None:
+    """A payment's events arriving over HTTP are keyed by its id: on an ordered, partitioned
+    queue the later ones wait behind the first, other payments are not held."""
+    sf.queue.partitions = 2
+    async with Queue(queue_name, settings=sf, ordered=("pay_",)) as ordered_queue:
+        app = create_app(razorpay_settings(), queue=ordered_queue)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://ingress") as client:
+            steps = ("payment.authorized", "payment.captured")
+            for payment in ("pay_K100000000000", "pay_K200000000000"):
+                for step in steps:
+                    webhook = sign_event(payment_event(step, payment), SECRET)
+                    assert (await post(client, webhook)).status_code == 200
+        counts = await ordered_queue.counts()
+        # before: no key was passed, so nothing was held (4 waiting, 0 held)
+        assert (counts["waiting"], counts["held"]) == (2, 2)
