@@ -43,13 +43,22 @@ def partition_for(value: str, partitions: int) -> int:
     return routing_hash(value) % partitions
 
 
-class RoundRobin:
-    """Partitions for jobs with neither key nor id: 0, 1, ..., N-1, 0, ... per producer."""
+class Routing:
+    """The partition of a job among ``partitions``: by its key, else by its job id, else
+    round-robin (0, 1, ..., N-1, 0, ... per producer)."""
 
     def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
         self._next = itertools.cycle(range(partitions))
 
-    def __next__(self) -> int:
+    def of(self, key: str | None, job_id: str | None) -> int:
+        """The partition of a job with this ``key`` and ``job_id`` (either may be None)."""
+        if self.partitions == 1:
+            return 0
+        if key is not None:
+            return partition_for(key, self.partitions)
+        if job_id is not None:
+            return partition_for(job_id, self.partitions)
         return next(self._next)
 
 

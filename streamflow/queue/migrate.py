@@ -27,7 +27,6 @@ partition ``p``, e.g. 2 and 3 going from 4 to 2, or the plain layout going from 
 from __future__ import annotations
 
 import copy
-import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from .. import scripts
 from ..errors import QueueBusy
 from ..inspect import read_counts
 from ..keys import QueueKeys
-from ..partitions import check_partitions, partition_for
+from ..partitions import Routing, check_partitions
 from ..protocol import F_ENQUEUED, F_ID, F_KEY, HELD_SEPARATOR
 from ..retention import live_workers
 from .admin import Admin
@@ -75,21 +74,6 @@ class Migration:
     by_partition: dict[int, int] = field(default_factory=dict)
 
 
-class _Router:
-    def __init__(self, partitions: int) -> None:
-        self.partitions = partitions
-        self._round = itertools.cycle(range(partitions))
-
-    def of(self, key: str | None, job_id: str | None) -> int:
-        if self.partitions == 1:
-            return 0
-        if key is not None:
-            return partition_for(key, self.partitions)
-        if job_id is not None:
-            return partition_for(job_id, self.partitions)
-        return next(self._round)
-
-
 async def migrate_partitions(queue: Admin, to: int, *, group: str | None = None) -> Migration:
     """Move the jobs of ``queue`` (a ``Queue`` handle, any count) to a layout of ``to``
     partitions and record ``to``. Raises `QueueBusy` while a worker's heartbeat is fresh or
@@ -116,7 +100,7 @@ async def migrate_partitions(queue: Admin, to: int, *, group: str | None = None)
                         "its reclaimer returns them), then stop the workers")
     for keys in new:
         await ensure_groups(client, keys, group)
-    router, out = _Router(to), set[str]()
+    router, out = Routing(to), set[str]()
     movers = [_Mover(client, keys, index, index >= to or (before == 1) != (to == 1), new,
                      router, report, out) for index, keys in enumerate(old)]
     paused = any([await client.hget(keys.meta, "paused") == b"1" for keys in old])
@@ -144,7 +128,7 @@ class _Mover:
     """Moves the jobs of one partition of the old layout."""
 
     def __init__(self, client: Any, keys: QueueKeys, index: int, vanishing: bool,
-                 new: Sequence[QueueKeys], router: _Router, report: Migration,
+                 new: Sequence[QueueKeys], router: Routing, report: Migration,
                  out: set[str]) -> None:
         self.client, self.keys, self.index, self.vanishing = client, keys, index, vanishing
         self.new, self.router, self.report = new, router, report

@@ -22,7 +22,7 @@ from ..errors import InvalidJob
 from ..inspect import DeadEntry, JobInfo, QueueCounts, RepeatInfo, read_counts
 from ..keys import QueueKeys
 from ..metrics import metrics_for
-from ..partitions import RoundRobin, check_partitions, partition_for
+from ..partitions import Routing, check_partitions
 from ..settings import Durability, StreamflowSettings
 from ..telemetry import publish_span
 from .admin import Admin
@@ -59,7 +59,7 @@ class _Spread(Producer, Admin, Getters):
         self.partition_index: int | None = None
         """Which partition this handle is, when it is one (`partition`)."""
         self._views: dict[int, Self] = {}
-        self._round_robin = RoundRobin(self.partitions)
+        self._routing = Routing(self.partitions)
 
     async def discover(self) -> int:
         """Adopt the partition count the queue recorded, unless this handle was given one
@@ -68,7 +68,7 @@ class _Spread(Producer, Admin, Getters):
             stored = await stored_partitions(self.client, self.keys)
             if stored != self.partitions:
                 self.partitions = stored
-                self._round_robin = RoundRobin(stored)
+                self._routing = Routing(stored)
                 self._views = {}
         return self.partitions
 
@@ -99,13 +99,7 @@ class _Spread(Producer, Admin, Getters):
 
     def route(self, key: str | None = None, job_id: str | None = None) -> int:
         """The partition of a job: by ``key``, else by ``job_id``, else round-robin."""
-        if self.partitions == 1:
-            return 0
-        if key is not None:
-            return partition_for(key, self.partitions)
-        if job_id is not None:
-            return partition_for(job_id, self.partitions)
-        return next(self._round_robin)
+        return self._routing.of(key, job_id)
 
     async def _check_count(self, group: str | None = None) -> None:
         await check_partition_count(self.client, self.keys, self.partitions,

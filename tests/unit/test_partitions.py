@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamflow.partitions import (
-    RoundRobin,
+    Routing,
     check_partitions,
     format_partition_set,
     parse_partition_set,
@@ -28,9 +28,12 @@ def test_keys_spread_evenly() -> None:
     assert min(counts) > 9_000 and max(counts) < 11_000
 
 
-def test_round_robin_cycles() -> None:
-    rr = RoundRobin(3)
-    assert [next(rr) for _ in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+def test_routing_by_key_then_job_id_then_round_robin() -> None:
+    routing = Routing(3)
+    assert [routing.of(None, None) for _ in range(7)] == [0, 1, 2, 0, 1, 2, 0]
+    assert routing.of("pay_1", "evt_9") == partition_for("pay_1", 3)
+    assert routing.of(None, "evt_9") == partition_for("evt_9", 3)
+    assert Routing(1).of("pay_1", None) == 0
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1025, True, 2.0, "4"])
