@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -57,7 +58,10 @@ def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProces
     authenticate), then the real file is written in place and loaded with ACL LOAD, which
     turns ``default`` off.
     """
-    directory = tmp_path_factory.mktemp("redis-acl")
+    yield from _serve_acl(tmp_path_factory.mktemp("redis-acl"))
+
+
+def _serve_acl(directory: Path) -> Iterator[RedisProcess]:
     aclfile = directory / "users.acl"
     aclfile.write_text("user default on nopass ~* &* +@all\n")
     server = RedisProcess(directory, config=[f"aclfile {aclfile}", "maxmemory-policy noeviction"])
@@ -342,17 +346,7 @@ def test_the_monitor_reads_what_keda_reads(acl_server: RedisProcess) -> None:
 @pytest.fixture
 def fresh_acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     """The same users on a server of its own (a queue's partition count is fixed once used)."""
-    directory = tmp_path_factory.mktemp("redis-acl-fresh")
-    aclfile = directory / "users.acl"
-    aclfile.write_text("user default on nopass ~* &* +@all\n")
-    server = RedisProcess(directory, config=[f"aclfile {aclfile}", "maxmemory-policy noeviction"])
-    with server:
-        aclfile.write_text(acl_text())
-        with server.client() as client:
-            client.execute_command("ACL", "LOAD")
-        with admin(server) as client:
-            client.execute_command("ACL", "LOG", "RESET")
-        yield server
+    yield from _serve_acl(tmp_path_factory.mktemp("redis-acl-fresh"))
 
 
 async def test_partitioned_ordered_queues_need_no_more_rights(
