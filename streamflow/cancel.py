@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from .errors import JobCancelled
 from .keys import QueueKeys
+from .transient import lost_connection
 
 log = logging.getLogger("streamflow.worker")
 
@@ -131,8 +132,8 @@ class CancelWatcher:
         Redis error goes to ``survive`` (log, wait) and the loop goes on."""
         try:
             await self.start_position()
-        except (RedisError, OSError) as exc:
-            if survive is None:
+        except (RedisError, OSError, AttributeError, TypeError) as exc:
+            if survive is None or not _passes(exc):
                 raise
             log.warning("cancel: %s: %s; reading cancel requests from the start",
                         type(exc).__name__, exc)
@@ -141,7 +142,13 @@ class CancelWatcher:
             await anyio.sleep(self.interval)
             try:
                 await self.poll()
-            except (RedisError, OSError) as exc:
-                if survive is None:
+            except (RedisError, OSError, AttributeError, TypeError) as exc:
+                if survive is None or not _passes(exc):
                     raise
                 await survive("cancel", exc, 1.0)
+
+
+def _passes(exc: BaseException) -> bool:
+    """A Redis or socket error, or redis-py's leaked AttributeError/TypeError of a torn-down
+    connection (``transient.lost_connection``; seen while a Cluster master failed over)."""
+    return isinstance(exc, RedisError | OSError) or lost_connection(exc)

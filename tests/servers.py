@@ -76,14 +76,24 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+_handed_out: set[int] = set()
+_handed_out_lock = threading.Lock()
+
+
 def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct free ports (each socket stays bound until all are picked)."""
-    with contextlib.ExitStack() as stack:
+    """Return ``count`` distinct free ports (each socket stays bound until all are picked),
+    never one this process handed out before: a server is often made (and its port picked)
+    before an earlier-made one has started listening on its own, which the kernel would
+    otherwise hand out again (seen: a sentinel given its master's port)."""
+    with contextlib.ExitStack() as stack, _handed_out_lock:
         ports: list[int] = []
-        for _ in range(count):
+        while len(ports) < count:
             sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
             sock.bind((HOST, 0))
-            ports.append(int(sock.getsockname()[1]))
+            port = int(sock.getsockname()[1])
+            if port not in _handed_out:  # else: keep it bound, so the next bind gets another
+                _handed_out.add(port)
+                ports.append(port)
         return ports
 
 

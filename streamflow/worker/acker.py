@@ -11,47 +11,18 @@ see ``lua/includes/full_redis.lua``; a status record can be) is kept until memor
 from __future__ import annotations
 
 import logging
-import os
 
 import anyio
 from anyio.abc import TaskStatus
-from redis.exceptions import ClusterError, OutOfMemoryError, ResponseError, TryAgainError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import OutOfMemoryError
 
 from .. import scripts
 from ..outcomes import About, Outcomes
+from ..transient import PASSING, REDIS_ERRORS, lost_connection, passes
 
 log = logging.getLogger("streamflow.worker")
 
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError, ConnectionError, ClusterError,
-                TryAgainError)
-"""Errors that pass (a lost connection; on Cluster, a slot being moved or failing over)."""
-
-
-def lost_connection(exc: BaseException) -> bool:
-    """Whether ``exc`` is a lost connection: a Redis error of ``REDIS_ERRORS``, or the
-    AttributeError/TypeError redis-py's asyncio client leaks from inside itself when a
-    connection is torn down under a write (seen when a Cluster master dies; redis-py #4287)."""
-    if isinstance(exc, REDIS_ERRORS):
-        return True
-    if not isinstance(exc, AttributeError | TypeError):
-        return False
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
-
-
-PASSING = (*REDIS_ERRORS, ResponseError, AttributeError, TypeError)
-"""What a background loop catches; ``passes`` tells which of them it survives."""
-
-
-def passes(exc: BaseException) -> bool:
-    """Whether a background loop survives ``exc``: an error reply, or a lost connection
-    (including redis-py's leaked AttributeError/TypeError, see ``lost_connection``)."""
-    return isinstance(exc, ResponseError) or lost_connection(exc)
-
+__all__ = ["PASSING", "REDIS_ERRORS", "Acker", "lost_connection", "passes"]
 
 FINAL_FLUSH_S = 3.0
 """How long the final flush may try at shutdown."""

@@ -160,3 +160,12 @@ def test_tls_server_refuses_plaintext(tls_redis_server: RedisProcess) -> None:
         pytest.raises(redis.ConnectionError),
     ):
         client.ping()
+
+
+def test_free_ports_never_hands_out_a_port_twice() -> None:
+    # a server's port is picked when it is made, not when it listens: a sentinel made after
+    # its master (not yet listening) once got the master's port
+    from tests.servers import free_port, free_ports
+
+    seen = [free_port() for _ in range(200)] + free_ports(200)
+    assert len(set(seen)) == len(seen)

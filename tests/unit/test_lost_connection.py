@@ -42,3 +42,11 @@ def test_background_loops_survive_what_the_fetcher_survives() -> None:
         None.writelines([])  # type: ignore[attr-defined]
     except AttributeError as exc:
         assert not passes(exc)  # a bug of ours still stops the worker
+
+
+def test_the_cancel_watcher_survives_them_too() -> None:
+    from streamflow.cancel import _passes
+
+    assert _passes(_raised_inside_redis_py())  # before: it stopped the worker (Cluster failover)
+    assert _passes(ConnectionError("gone")) and _passes(ResponseError("LOADING"))
+    assert not _passes(ValueError("ours"))
