@@ -162,7 +162,9 @@ class Acker:
                     await self.flush()
                     if not self._commands:
                         break
-                except REDIS_ERRORS as exc:
+                except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
+                    if not lost_connection(exc):
+                        raise
                     log.warning("final ack flush failed (%s), attempt %d", exc, attempt + 1)
                 await anyio.sleep(0.2 * 2**attempt)
         self._take()
