@@ -18,12 +18,14 @@ import shutil
 import subprocess
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import hypothesis
 import pytest
+from typer.testing import CliRunner, Result
 
 from tests.servers import (
     ClusterTopology,
@@ -228,3 +230,42 @@ def cluster_topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Clust
     _require("redis-server")
     with ClusterTopology(tmp_path_factory.mktemp("cluster")) as topology:
         yield topology
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No STREAMFLOW_*/REDIS_URL or .env from outside: every CLI command gets --redis-url."""
+    for name in list(os.environ):
+        if name.upper().startswith("STREAMFLOW_") or name.upper() == "REDIS_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def cli(redis_url: str) -> Callable[..., Result]:
+    """``streamflow --redis-url <the test Redis> ARGS...`` in-process (typer's CliRunner)."""
+    from streamflow.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None) -> Result:
+        return runner.invoke(app, ["--redis-url", redis_url, *args], input=input)
+
+    return invoke
+
+
+@pytest.fixture
+def reader() -> Iterator[Any]:
+    """An InMemoryMetricReader on a MeterProvider for streamflow's instruments during the test
+    (the global provider is left alone)."""
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    from streamflow import metrics
+
+    found = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[found])
+    metrics.use_meter_provider(provider)
+    yield found
+    metrics.use_meter_provider(None)
+    provider.shutdown()

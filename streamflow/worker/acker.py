@@ -18,11 +18,10 @@ from redis.exceptions import OutOfMemoryError
 
 from .. import scripts
 from ..outcomes import About, Outcomes
-from ..transient import PASSING, REDIS_ERRORS, lost_connection, passes
+from ..transient import REDIS_ERRORS, lost_connection
 
 log = logging.getLogger("streamflow.worker")
 
-__all__ = ["PASSING", "REDIS_ERRORS", "Acker", "lost_connection", "passes"]
 
 FINAL_FLUSH_S = 3.0
 """How long the final flush may try at shutdown."""

@@ -37,7 +37,7 @@ from .. import scripts
 from ..keys import QueueKeys
 from ..protocol import NOTHING_WAITS
 from ..settings import StreamflowSettings
-from .acker import PASSING, REDIS_ERRORS, lost_connection, passes
+from ..transient import PASSING, REDIS_ERRORS, lost_connection, passes
 from .dispatch import Dispatcher
 from .wake import FAILED, PipelinedWait
 

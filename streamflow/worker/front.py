@@ -31,7 +31,8 @@ from ..queue import ensure_groups
 from ..router import Router, as_router
 from ..settings import StreamflowSettings, resolve_settings
 from ..telemetry import tracing_active
-from .acker import REDIS_ERRORS, Acker
+from ..transient import REDIS_ERRORS
+from .acker import Acker
 from .dispatch import Dispatcher
 from .execute import JobRunner
 from .fetcher import Fetcher

@@ -30,7 +30,7 @@ from ..repeat import schedule_repeats
 from ..retention import remove_gone_consumers, trim_streams
 from ..scheduler import promote_due
 from ..settings import StreamflowSettings
-from .acker import PASSING, REDIS_ERRORS, passes
+from ..transient import PASSING, REDIS_ERRORS, passes
 from .dispatch import Dispatcher
 
 log = logging.getLogger("streamflow.worker")

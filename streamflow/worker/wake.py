@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 
 from .. import scripts
 from ..keys import QueueKeys
-from .acker import REDIS_ERRORS
+from ..transient import REDIS_ERRORS
 
 log = logging.getLogger("streamflow.worker")
 

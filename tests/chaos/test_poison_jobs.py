@@ -163,11 +163,21 @@ async def _retrying(q: Queue, job_id: str) -> bool:
 async def test_a_worker_stopped_by_abandoned_threads_exits_1_to_be_restarted(
         redis_url: str, queue_name: str, partitions: int) -> None:
     async with Queue(queue_name, url=redis_url, partitions=partitions) as q:
-        await q.add("sleep_sync", {"seconds": 120}, job_id="stuck", timeout=0.3, attempts=1)
+        await q.ensure_group()  # the layout exists before the worker: it starts idle
         proc = start_worker(redis_url, queue_name, consumer="capped", concurrency=2, app=APP,
                             STREAMFLOW_WORKER__MAX_ABANDONED_THREADS="1", **FAST)
         try:  # before: exit code 0 (and, partitioned, the other partitions went on serving)
+            every = q.partition_keys if partitions > 1 else [q.keys]
+            await wait_until(lambda: _all_registered(q, [keys.workers for keys in every]),
+                             timeout=30)
+            await q.add("sleep_sync", {"seconds": 120}, job_id="stuck", timeout=0.3,
+                        attempts=1)
             await wait_until(lambda: proc.poll() is not None, timeout=30)
         finally:
             stop(proc)
         assert proc.returncode == 1
+
+
+async def _all_registered(q: Queue, workers_hashes: list[str]) -> bool:
+    """Whether the worker's heartbeat is in every partition's workers hash (it is running)."""
+    return all([await q.client.hexists(key, "capped") for key in workers_hashes])

@@ -14,10 +14,9 @@ import anyio
 import orjson
 import pytest
 import redis
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from streamflow import Discard, Job, Queue, StreamflowSettings, Worker
-from streamflow.cli import app
 from streamflow.codec import decode_job
 from streamflow.keys import QueueKeys
 from tests.support import fast_settings, running, wait_until
@@ -25,13 +24,7 @@ from tests.support import fast_settings, running, wait_until
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No STREAMFLOW_*/REDIS_URL or .env from outside: every command gets --redis-url."""
-    for name in list(os.environ):
-        if name.upper().startswith("STREAMFLOW_") or name.upper() == "REDIS_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 @pytest.fixture
@@ -46,14 +39,6 @@ def keys(queue_name: str) -> QueueKeys:
     return QueueKeys(queue_name)
 
 
-@pytest.fixture
-def cli(redis_url: str) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str, input: str | None = None) -> Result:
-        return runner.invoke(app, ["--redis-url", redis_url, *args], input=input)
-
-    return invoke
 
 
 def ok(result: Result) -> Result:

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import orjson
 import pytest
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from streamflow import JobSpec, Queue, StreamflowSettings
 from streamflow.events import id_key
@@ -22,24 +22,9 @@ REPO = Path(__file__).resolve().parents[2]
 PARTITIONS = 4
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("STREAMFLOW_") or name.upper() == "REDIS_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
-@pytest.fixture
-def cli(redis_url: str) -> Any:
-    from streamflow.cli import app
-
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--redis-url", redis_url, *args])
-
-    return invoke
 
 
 def ok(result: Result) -> Result:

@@ -5,39 +5,22 @@ on the partition holding the job; a bad ``--partition`` is one line and exit 2."
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import anyio
 import orjson
 import pytest
-from typer.testing import CliRunner, Result
 
 from streamflow import Discard, Job, JobSpec, Queue, StreamflowSettings, Worker
-from streamflow.cli import app
 from streamflow.partitions import partition_for
 from tests.support import fast_settings, running, wait_until
 
 PARTS = 4
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("STREAMFLOW_") or name.upper() == "REDIS_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
-@pytest.fixture
-def cli(redis_url: str) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--redis-url", redis_url, *args])
-
-    return invoke
 
 
 def _seed(redis_url: str, queue: str) -> None:

@@ -3,35 +3,17 @@ Redis, through typer's CliRunner on the real app."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import anyio
 import orjson
 import pytest
-from typer.testing import CliRunner, Result
 
 from streamflow import Queue, StreamflowSettings
-from streamflow.cli import app
+
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("STREAMFLOW_") or name.upper() == "REDIS_URL":
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture
-def cli(redis_url: str) -> Any:
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Result:
-        return runner.invoke(app, ["--redis-url", redis_url, *args])
-
-    return invoke
 
 
 def _seed(redis_url: str, queue: str) -> tuple[list[str], str]:

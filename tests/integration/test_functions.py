@@ -196,23 +196,15 @@ async def test_on_a_full_redis_workers_moves_run_and_adds_are_refused(admin: Any
         await admin.execute_command(*("FCALL", scripts.ADD_JOBS.function, *add[2:]))
 
 
-OPTIONAL_WRITES = """local full = false
-local function optional(...)
-  if full then return false end
-  local reply = redis.pcall(...)
-  if type(reply) == "table" and reply.err then
-    if string.sub(reply.err, 1, 3) ~= "OOM" then error(reply) end
-    full = true
-    return false
-  end
-  return reply
-end
+OPTIONAL_WRITES = scripts._expand("""local rcall = redis.call
+--- @include "full_redis"
 optional("XADD", KEYS[2], "*", "e", "optional")
 redis.call("XADD", KEYS[1], "*", "required", "1")
 return full and 1 or 0
-"""
-"""A move in the style of lua/includes/full_redis.lua: its first write is optional, sent by
-redis.pcall, and an OOM answer there means "Redis is full: skip the optional writes"."""
+""")
+"""A move built on lua/includes/full_redis.lua, as the ack moves are: its first write is
+optional, sent by redis.pcall, and an OOM answer there means "Redis is full: skip the optional
+writes"."""
 
 
 async def test_a_move_with_optional_writes_skips_them_on_a_full_redis(

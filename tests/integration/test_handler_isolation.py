@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from typer.testing import CliRunner
 
-from streamflow import Job, Queue, Router, Worker, metrics
+from streamflow import Job, Queue, Router, Worker
 from streamflow.cli import app
 from streamflow.errors import ConfigurationError
 from tests.poison_apps import router as poison_router
@@ -46,16 +44,6 @@ async def test_error_texts_in_dead_letters_and_events_have_passwords_masked(
         events = [e for _, e in await q.client.xrange(q.keys.events)]
         errors = [e[b"err"].decode() for e in events if b"err" in e]
         assert errors and all("hunter2" not in text and "***" in text for text in errors)
-
-
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    found = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[found])
-    metrics.use_meter_provider(provider)
-    yield found
-    metrics.use_meter_provider(None)
-    provider.shutdown()
 
 
 def _abandoned(reader: InMemoryMetricReader, queue: str) -> float:

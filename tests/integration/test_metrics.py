@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -19,17 +18,6 @@ from tests.otel_worker import router
 from tests.support import fast_settings, running, wait_until
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    """A MeterProvider for streamflow's instruments during the test (the global is left)."""
-    found = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[found])
-    metrics.use_meter_provider(provider)
-    yield found
-    metrics.use_meter_provider(None)
-    provider.shutdown()
 
 
 def points(reader: InMemoryMetricReader, name: str, queue: str) -> list[Any]:

@@ -5,7 +5,6 @@ OTel metrics sum the partitions (or label them)."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import anyio
@@ -199,16 +198,6 @@ async def test_stored_metrics_sum_the_partitions(redis_url: str, queue_name: str
 
 async def _finished(q: Queue, total: int) -> bool:
     return sum(m.completed + m.failed for m in await q.metrics(since=600)) >= total
-
-
-@pytest.fixture
-def reader() -> Iterator[InMemoryMetricReader]:
-    found = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[found])
-    metrics.use_meter_provider(provider)
-    yield found
-    metrics.use_meter_provider(None)
-    provider.shutdown()
 
 
 def points(reader: InMemoryMetricReader, name: str, queue: str) -> list[Any]:

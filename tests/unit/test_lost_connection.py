@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis.asyncio.connection
 from redis.exceptions import ClusterError, ConnectionError, ResponseError, TryAgainError
 
-from streamflow.worker.acker import PASSING, lost_connection, passes
+from streamflow.transient import PASSING, lost_connection, passes
 
 
 def _raised_inside_redis_py() -> AttributeError:
