@@ -5,6 +5,9 @@
 The worker runs in a child process (as in production); the handler records
 ``time.time_ns() - payload.ts`` and the parent reads the samples back from Redis.
 
+Each line also gives the worker process's CPU per job (user + system, from the end of its
+start-up to its exit: its shutdown is included, a few ms over thousands of jobs).
+
 ``--against DIR`` runs a second worker at the same time, from the checkout ``DIR`` (another
 version of streamflow, its own ``benchmarks/``), on a twin queue: every millisecond one job
 goes to each queue, in alternating order. Both workers see the same machine load, which makes
@@ -55,6 +58,23 @@ async def worker_client_push(url: str, prefix: str, samples: list[int]) -> None:
     await client.aclose()
 
 
+def _cpu_s(pid: int) -> float:
+    """The CPU time (user + system) process ``pid`` used so far, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _reap(child: subprocess.Popen[bytes]) -> float:
+    """Wait for ``child`` to exit; the CPU time (user + system) it used in all."""
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)  # noqa: ASYNC222 (WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        await anyio.sleep(0.05)
+
+
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """The checkout this benchmark belongs to."""
 
@@ -75,6 +95,7 @@ async def main(url: str, seconds: float, against: str | None) -> None:
                  prefix, "--expected", str(jobs)], cwd=checkout,
                 env={**os.environ, "PYTHONPATH": path}))
         await anyio.sleep(1.0)  # let the workers start and wait for work
+        cpu_before = [_cpu_s(child.pid) for child in children]
         start = time.perf_counter()
         for i in range(jobs):
             for q in (queues if i % 2 == 0 else queues[::-1]):
@@ -83,16 +104,16 @@ async def main(url: str, seconds: float, against: str | None) -> None:
             delay = next_at - time.perf_counter()
             if delay > 0:
                 await anyio.sleep(delay)
-        for child in children:
-            while child.poll() is None:
-                await anyio.sleep(0.05)
-        for (side, _), q in zip(sides, queues, strict=True):
+        cpu = [await _reap(child) - before for child, before in zip(children, cpu_before,
+                                                                   strict=True)]
+        for (side, _), q, cpu_s in zip(sides, queues, cpu, strict=True):
             key = f"{q.settings.prefix}:latency-samples"
             samples = [ns / 1e6 for ns in orjson.loads(await q.client.get(key))]
             await q.client.delete(*q.keys.streams, q.keys.events, q.keys.done, q.keys.workers,
                                   key)
             line = {"jobs": len(samples), "p50_ms": percentile(samples, 50),
-                    "p99_ms": percentile(samples, 99), "max_ms": max(samples)}
+                    "p99_ms": percentile(samples, 99), "max_ms": max(samples),
+                    "worker_cpu_us_per_job": round(cpu_s / len(samples) * 1e6, 1)}
             emit({"side": side, **line} if against else line)
 
 
