@@ -11,6 +11,7 @@ see ``lua/includes/full_redis.lua``; a status record can be) is kept until memor
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -29,6 +30,9 @@ REFUSALS_KEPT = 3
 """How many times a command Redis refused is sent again before it is given up."""
 FULL_RETRY_S = 0.5
 """How long commands refused by a full Redis wait before they are sent again."""
+
+_AGAIN = object()
+"""A lent command's reply that the usual round must handle: sent again, not a refusal."""
 
 _BY_FUNCTION = {script.function: script for script in scripts.SCRIPTS.values()}
 
@@ -71,10 +75,52 @@ class Acker:
         commands = self._commands
         if not commands:
             return
-        results = await scripts.pipeline(self.client, commands)
+        self._settle(await scripts.pipeline(self.client, commands))
+
+    def lend(self) -> list[scripts.Command] | None:
+        """Everything buffered, as it is to be sent on this client, for a caller that writes
+        it ahead of its own commands (the idle fetcher's wait); None when there is nothing to
+        send, a round is under way, commands of an earlier round are kept (the loop sends
+        them, at its pace), or the client has not settled FCALL or EVALSHA. The caller must
+        call ``settle`` with the replies, in the same task, whatever happens."""
+        if self._lock.locked() or self._commands:
+            return None
+        self._lock.acquire_nowait()
+        self._take()
+        sent = [scripts.as_sent(self.client, command) for command in self._commands]
+        if not sent or None in sent:  # nothing, or the round of the loop settles the mode
+            self._lock.release()
+            if sent:
+                self._wanted.set()
+            return None
+        return sent  # type: ignore[return-value]
+
+    def settle(self, results: list[Any] | None) -> None:
+        """The replies to what ``lend`` returned (None: the connection was lost, all is kept
+        for the next round). A command answered by an error is kept, not counted as a
+        refusal, for a round of the loop: that round handles it as usual (NOSCRIPT, a full
+        Redis, a refusal)."""
+        try:
+            if results is None:
+                self._wanted.set()
+                return
+            again = [_AGAIN if isinstance(result, Exception) else result for result in results]
+            self._settle(again)
+            if self._commands:
+                self._wanted.set()
+        finally:
+            self._lock.release()
+
+    def _settle(self, results: list[Any]) -> None:
+        """Check the replies to ``self._commands``; keep what is to be sent again."""
+        commands = self._commands
         kept: list[int] = []
         full = False
         for i, result in enumerate(results):
+            if result is _AGAIN:
+                kept.append(i)
+                self._refused[i] -= 1
+                continue
             if isinstance(result, REDIS_ERRORS):
                 raise result
             if isinstance(result, OutOfMemoryError):
