@@ -11,7 +11,10 @@ start-up to its exit: its shutdown is included, a few ms over thousands of jobs)
 ``--against DIR`` runs a second worker at the same time, from the checkout ``DIR`` (another
 version of streamflow, its own ``benchmarks/``), on a twin queue: every millisecond one job
 goes to each queue, in alternating order. Both workers see the same machine load, which makes
-a before/after comparison meaningful on a busy machine; one line is printed per worker.
+a before/after comparison meaningful on a busy machine; one line is printed per worker. With
+``--alternate N`` the sides take turns instead, N jobs each (1 job/ms throughout): one worker
+is busy at a time, as in a single run, and both still see the machine's load of the same
+seconds.
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 """The checkout this benchmark belongs to."""
 
 
-async def main(url: str, seconds: float, against: str | None) -> None:
+async def main(url: str, seconds: float, against: str | None, alternate: int = 0) -> None:
     jobs = int(seconds * 1000)
     sides = [("this", HERE)] + ([("against", against)] if against else [])
     async with contextlib.AsyncExitStack() as stack:
@@ -97,8 +100,12 @@ async def main(url: str, seconds: float, against: str | None) -> None:
         await anyio.sleep(1.0)  # let the workers start and wait for work
         cpu_before = [_cpu_s(child.pid) for child in children]
         start = time.perf_counter()
-        for i in range(jobs):
-            for q in (queues if i % 2 == 0 else queues[::-1]):
+        for i in range(jobs * 2 if alternate and against else jobs):
+            if alternate and against:  # one side at a time, ``alternate`` jobs each
+                turn = [queues[(i // alternate) % 2]]
+            else:
+                turn = queues if i % 2 == 0 else queues[::-1]
+            for q in turn:
                 await q.add("tick", {"ts": time.time_ns()})
             next_at = start + (i + 1) / 1000
             delay = next_at - time.perf_counter()
@@ -124,6 +131,9 @@ if __name__ == "__main__":
     parser.add_argument("--worker", action="store_true")
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--expected", type=int, default=0)
+    parser.add_argument("--alternate", type=int, default=0, metavar="N",
+                        help="with --against: the sides take turns, N jobs (N ms) each, "
+                             "instead of one job each every millisecond")
     parser.add_argument("--against", default=None,
                         help="a checkout of another version: its worker runs on a twin queue")
     args = parser.parse_args()
@@ -131,4 +141,4 @@ if __name__ == "__main__":
         anyio.run(worker_main, args.url, args.prefix, args.expected)
     else:
         anyio.run(main, args.url, args.seconds,
-                  os.path.abspath(args.against) if args.against else None)
+                  os.path.abspath(args.against) if args.against else None, args.alternate)
