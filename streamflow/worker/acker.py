@@ -52,11 +52,13 @@ class Acker:
         self._about: list[About] = []
         self._refused: list[int] = []  # per kept command: how many times Redis refused it
         self._lock = anyio.Lock()  # the loop's round and the final flush never overlap
+        self._lent_all = False  # lend() took everything asked for since the last wanted()
         self.full = False
         """Whether Redis refused a command of the last round because it is full."""
 
     def wanted(self) -> None:
         """Ask for a round soon."""
+        self._lent_all = False
         self._wanted.set()
 
     def _take(self) -> None:
@@ -91,8 +93,9 @@ class Acker:
         if not sent or None in sent:  # nothing, or the round of the loop settles the mode
             self._lock.release()
             if sent:
-                self._wanted.set()
+                self.wanted()
             return None
+        self._lent_all = True
         return sent  # type: ignore[return-value]
 
     def settle(self, results: list[Any] | None) -> None:
@@ -102,12 +105,12 @@ class Acker:
         Redis, a refusal)."""
         try:
             if results is None:
-                self._wanted.set()
+                self.wanted()
                 return
             again = [_AGAIN if isinstance(result, Exception) else result for result in results]
             self._settle(again)
             if self._commands:
-                self._wanted.set()
+                self.wanted()
         finally:
             self._lock.release()
 
@@ -181,12 +184,14 @@ class Acker:
         while True:
             await self._wanted.wait()
             self._wanted = anyio.Event()
+            if self._lent_all:  # the idle fetcher's wait sent it: nothing to do
+                continue
             try:
                 await self.flush()
                 failures = 0
                 if self._commands:  # refused ones, sent again with the next round
                     await anyio.sleep(FULL_RETRY_S if self.full else 0.05)
-                    self._wanted.set()
+                    self.wanted()
             except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
                 if not lost_connection(exc):
                     raise
@@ -194,7 +199,7 @@ class Acker:
                 delay = min(0.05 * 2**failures, 5.0)
                 log.warning("ack flush failed (%s); %d commands kept, retrying in %.2fs",
                             exc, len(self._commands), delay)
-                self._wanted.set()
+                self.wanted()
                 await anyio.sleep(delay)
 
     async def final_flush(self, budget_s: float = FINAL_FLUSH_S) -> int:
