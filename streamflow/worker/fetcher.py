@@ -121,6 +121,7 @@ class Fetcher:
                 await self._loop()
             finally:
                 waiter.wake()
+        await waiter.release()
         await waiter.forget()
 
     async def _loop(self) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
@@ -66,6 +67,16 @@ class PipelinedWait:
         self._consumer = consumer
         self._stop_asked = False
         self._asked = anyio.Event()
+        self._pool = client.connection_pool
+        self._connection: Any = None
+
+    async def release(self) -> None:
+        """Give the wait's connection back to the pool (kept from one wait to the next: the
+        pool's checks cost the idle worker as much as its own work per job)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with anyio.CancelScope(shield=True):
+                await self._pool.release(connection)
 
     @staticmethod
     def usable(client: Any) -> bool:
@@ -115,26 +126,26 @@ class PipelinedWait:
         xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *self._streams,
                  self.wake_key, *last_ids, "0-0")
         self.waiting = True
-        pool = self.client.connection_pool
         try:
-            connection = await pool.get_connection()
+            connection = self._connection or await self._pool.get_connection()
+            self._connection = connection
             try:
                 acks = self._acks.lend() if self._acks is not None else None
                 try:
                     await _send(connection, [*acks, xread, fetch] if acks else [xread, fetch])
                     if acks:  # answered at once: Redis runs them before the XREAD blocks
-                        acked = [await _read(connection) for _ in acks]
+                        acked = await _replies(connection, len(acks))
                 except BaseException:
                     if acks:
                         self._acks.settle(None)  # type: ignore[union-attr]
                     raise
                 if acks:
                     self._acks.settle(acked)  # type: ignore[union-attr]
-                # socket_timeout bounds each read: block_ms stays below it (Worker checks)
-                woke_on = await _read(connection)
-                reply = await _read(connection)
-            finally:
-                await pool.release(connection)
+                # socket_timeout bounds the wait: block_ms stays below it (Worker checks)
+                woke_on, reply = await _replies(connection, 2)
+            except BaseException:
+                await self.release()
+                raise
             names = _stream_names(woke_on)
             self.woken_by_entry = any(name not in self._wake_names for name in names)
             if not self._stop_asked and any(name in self._wake_names for name in names):
@@ -170,10 +181,21 @@ async def _send(connection: Any, commands: list[Any]) -> None:
         raise
 
 
-async def _read(connection: Any) -> Any:
+async def _replies(connection: Any, count: int) -> list[Any]:
+    """The next ``count`` replies, within the connection's ``socket_timeout`` in all (one
+    deadline, not one per reply); error replies are returned, not raised."""
+    try:
+        async with asyncio.timeout(connection.socket_timeout):
+            return [await _read(connection, math.inf) for _ in range(count)]
+    except TimeoutError:
+        await connection.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout reading from socket") from None
+
+
+async def _read(connection: Any, timeout: float | None = None) -> Any:
     """One reply; an error reply is returned, not raised (the connection stays in step)."""
     try:
-        return await connection.read_response()
+        return await connection.read_response(timeout=timeout)
     except ResponseError as exc:
         return exc
 
