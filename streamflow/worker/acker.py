@@ -6,6 +6,10 @@ next try; a command Redis refused is logged with the job it was about and tried 
 times (a read-only answer passes), then given up: its entry stays pending and is reclaimed,
 and the log line says why. A command refused because Redis is full (the ack scripts are not:
 see ``lua/includes/full_redis.lua``; a status record can be) is kept until memory frees.
+
+An idle fetcher's wait may carry a round ahead of itself in its own write (``lend``, then
+``settle`` with the replies): what that round could not settle (an error reply, a lost
+connection) stays here for a round of the loop, not counted as a refusal.
 """
 
 from __future__ import annotations

@@ -5,7 +5,10 @@ script answered) and, in the same write, the fetch-script call. Redis queues the
 the blocked XREAD and runs it as soon as the XREAD returns (an entry arrived, or the block
 timed out), in the same turn of its event loop: the woken worker reads the claimed entries
 without asking again. XREAD itself claims nothing; only the fetch script claims, with pause,
-the rate limit, strict priority and the free capacity applied when it runs.
+the rate limit, strict priority and the free capacity applied when it runs. What the acker
+buffered (the acks of the jobs just run) goes ahead of the XREAD in the same write: Redis
+answers it at once, before the XREAD blocks, so at light load a job costs one write and one
+read, not a second round for its ack (``Acker.lend``/``settle``).
 
 Stopping must not cancel the read: the queued fetch may already have claimed entries whose
 reply is on its way, and cancelling would leave them pending on this consumer until the
