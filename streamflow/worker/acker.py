@@ -6,11 +6,16 @@ next try; a command Redis refused is logged with the job it was about and tried 
 times (a read-only answer passes), then given up: its entry stays pending and is reclaimed,
 and the log line says why. A command refused because Redis is full (the ack scripts are not:
 see ``lua/includes/full_redis.lua``; a status record can be) is kept until memory frees.
+
+An idle fetcher's wait may carry a round ahead of itself in its own write (``lend``, then
+``settle`` with the replies): what that round could not settle (an error reply, a lost
+connection) stays here for a round of the loop, not counted as a refusal.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -30,6 +35,9 @@ REFUSALS_KEPT = 3
 FULL_RETRY_S = 0.5
 """How long commands refused by a full Redis wait before they are sent again."""
 
+_AGAIN = object()
+"""A lent command's reply that the usual round must handle: sent again, not a refusal."""
+
 _BY_FUNCTION = {script.function: script for script in scripts.SCRIPTS.values()}
 
 
@@ -48,11 +56,13 @@ class Acker:
         self._about: list[About] = []
         self._refused: list[int] = []  # per kept command: how many times Redis refused it
         self._lock = anyio.Lock()  # the loop's round and the final flush never overlap
+        self._lent_all = False  # lend() took everything asked for since the last wanted()
         self.full = False
         """Whether Redis refused a command of the last round because it is full."""
 
     def wanted(self) -> None:
         """Ask for a round soon."""
+        self._lent_all = False
         self._wanted.set()
 
     def _take(self) -> None:
@@ -71,10 +81,53 @@ class Acker:
         commands = self._commands
         if not commands:
             return
-        results = await scripts.pipeline(self.client, commands)
+        self._settle(await scripts.pipeline(self.client, commands))
+
+    def lend(self) -> list[scripts.Command] | None:
+        """Everything buffered, as it is to be sent on this client, for a caller that writes
+        it ahead of its own commands (the idle fetcher's wait); None when there is nothing to
+        send, a round is under way, commands of an earlier round are kept (the loop sends
+        them, at its pace), or the client has not settled FCALL or EVALSHA. The caller must
+        call ``settle`` with the replies, in the same task, whatever happens."""
+        if self._lock.locked() or self._commands:
+            return None
+        self._lock.acquire_nowait()
+        self._take()
+        sent = [scripts.as_sent(self.client, command) for command in self._commands]
+        if not sent or None in sent:  # nothing, or the round of the loop settles the mode
+            self._lock.release()
+            if sent:
+                self.wanted()
+            return None
+        self._lent_all = True
+        return sent  # type: ignore[return-value]
+
+    def settle(self, results: list[Any] | None) -> None:
+        """The replies to what ``lend`` returned (None: the connection was lost, all is kept
+        for the next round). A command answered by an error is kept, not counted as a
+        refusal, for a round of the loop: that round handles it as usual (NOSCRIPT, a full
+        Redis, a refusal)."""
+        try:
+            if results is None:
+                self.wanted()
+                return
+            again = [_AGAIN if isinstance(result, Exception) else result for result in results]
+            self._settle(again)
+            if self._commands:
+                self.wanted()
+        finally:
+            self._lock.release()
+
+    def _settle(self, results: list[Any]) -> None:
+        """Check the replies to ``self._commands``; keep what is to be sent again."""
+        commands = self._commands
         kept: list[int] = []
         full = False
         for i, result in enumerate(results):
+            if result is _AGAIN:
+                kept.append(i)
+                self._refused[i] -= 1
+                continue
             if isinstance(result, REDIS_ERRORS):
                 raise result
             if isinstance(result, OutOfMemoryError):
@@ -135,12 +188,14 @@ class Acker:
         while True:
             await self._wanted.wait()
             self._wanted = anyio.Event()
+            if self._lent_all:  # the idle fetcher's wait sent it: nothing to do
+                continue
             try:
                 await self.flush()
                 failures = 0
                 if self._commands:  # refused ones, sent again with the next round
                     await anyio.sleep(FULL_RETRY_S if self.full else 0.05)
-                    self._wanted.set()
+                    self.wanted()
             except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
                 if not lost_connection(exc):
                     raise
@@ -148,7 +203,7 @@ class Acker:
                 delay = min(0.05 * 2**failures, 5.0)
                 log.warning("ack flush failed (%s); %d commands kept, retrying in %.2fs",
                             exc, len(self._commands), delay)
-                self._wanted.set()
+                self.wanted()
                 await anyio.sleep(delay)
 
     async def final_flush(self, budget_s: float = FINAL_FLUSH_S) -> int:

@@ -38,6 +38,7 @@ from ..keys import QueueKeys
 from ..protocol import NOTHING_WAITS
 from ..settings import StreamflowSettings
 from ..transient import PASSING, REDIS_ERRORS, lost_connection, passes
+from .acker import Acker
 from .dispatch import Dispatcher
 from .wake import FAILED, PipelinedWait
 
@@ -89,6 +90,8 @@ class Fetcher:
         """Whether this worker's last wake was for an entry another worker took (the herd):
         it then waits the plain way, like old, until one of its fetches claims something."""
         self._woken_by_entry = False
+        self.acks: Acker | None = None
+        """The worker's acker: an idle wait writes what it buffered ahead of itself."""
 
     def stop(self) -> None:
         """Called once the worker stops: a plain wait in XREAD (which claims nothing) or a
@@ -110,13 +113,15 @@ class Fetcher:
             await self._loop()
             return
         waiter = self._waiter = PipelinedWait(self.client, self.keys, self._fetch_keys,
-                                              group=self._group, consumer=self._consumer)
+                                              group=self._group, consumer=self._consumer,
+                                              acks=self.acks)
         async with anyio.create_task_group() as tg:
             tg.start_soon(waiter.watch)
             try:
                 await self._loop()
             finally:
                 waiter.wake()
+        await waiter.release()
         await waiter.forget()
 
     async def _loop(self) -> None:

@@ -111,6 +111,7 @@ class Worker:
                                  release=self.dispatcher.release, flush_wanted=self._acker.wanted,
                                  promote_wanted=self.maintenance.promote_wanted,
                                  limit_queue=self._limit_queue, stop=self._stopping.set)
+        self.fetcher.acks = self._acker
         self.dispatcher.track_started = self._track_started
         self._cancels = CancelWatcher(None, self.keys)
         self._runner.cancels = self._cancels

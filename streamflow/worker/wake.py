@@ -5,7 +5,10 @@ script answered) and, in the same write, the fetch-script call. Redis queues the
 the blocked XREAD and runs it as soon as the XREAD returns (an entry arrived, or the block
 timed out), in the same turn of its event loop: the woken worker reads the claimed entries
 without asking again. XREAD itself claims nothing; only the fetch script claims, with pause,
-the rate limit, strict priority and the free capacity applied when it runs.
+the rate limit, strict priority and the free capacity applied when it runs. What the acker
+buffered (the acks of the jobs just run) goes ahead of the XREAD in the same write: Redis
+answers it at once, before the XREAD blocks, so at light load a job costs one write and one
+read, not a second round for its ack (``Acker.lend``/``settle``).
 
 Stopping must not cancel the read: the queued fetch may already have claimed entries whose
 reply is on its way, and cancelling would leave them pending on this consumer until the
@@ -17,17 +20,22 @@ deleted then, and expires anyway).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
 import anyio
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import scripts
 from ..keys import QueueKeys
 from ..transient import REDIS_ERRORS
+from .acker import Acker
 
 log = logging.getLogger("streamflow.worker")
 
@@ -44,8 +52,10 @@ class PipelinedWait:
     Created inside the fetcher's loop; ``watch`` runs beside the loop for its whole life."""
 
     def __init__(self, client: Any, keys: QueueKeys, fetch_keys: list[str], *, group: str,
-                 consumer: str) -> None:
+                 consumer: str, acks: Acker | None = None) -> None:
         self.client = client
+        self._acks = acks
+        """The worker's acker: what it buffered goes ahead of the wait, in the same write."""
         self.wake_key = f"{keys.base}:wake:{consumer}"
         """This worker's wake stream (``sf:{queue}:wake:<consumer>``)."""
         self.waiting = False
@@ -60,6 +70,16 @@ class PipelinedWait:
         self._consumer = consumer
         self._stop_asked = False
         self._asked = anyio.Event()
+        self._pool = client.connection_pool
+        self._connection: Any = None
+
+    async def release(self) -> None:
+        """Give the wait's connection back to the pool (kept from one wait to the next: the
+        pool's checks cost the idle worker as much as its own work per job)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with anyio.CancelScope(shield=True):
+                await self._pool.release(connection)
 
     @staticmethod
     def usable(client: Any) -> bool:
@@ -109,16 +129,26 @@ class PipelinedWait:
         xread = ("XREAD", "COUNT", 1, "BLOCK", block_ms, "STREAMS", *self._streams,
                  self.wake_key, *last_ids, "0-0")
         self.waiting = True
-        pool = self.client.connection_pool
         try:
-            connection = await pool.get_connection()
+            connection = self._connection or await self._pool.get_connection()
+            self._connection = connection
             try:
-                # socket_timeout bounds each read: block_ms stays below it (Worker checks)
-                await connection.send_packed_command(connection.pack_commands([xread, fetch]))
-                woke_on = await _read(connection)
-                reply = await _read(connection)
-            finally:
-                await pool.release(connection)
+                acks = self._acks.lend() if self._acks is not None else None
+                try:
+                    await _send(connection, [*acks, xread, fetch] if acks else [xread, fetch])
+                    if acks:  # answered at once: Redis runs them before the XREAD blocks
+                        acked = await _replies(connection, len(acks))
+                except BaseException:
+                    if acks:
+                        self._acks.settle(None)  # type: ignore[union-attr]
+                    raise
+                if acks:
+                    self._acks.settle(acked)  # type: ignore[union-attr]
+                # socket_timeout bounds the wait: block_ms stays below it (Worker checks)
+                woke_on, reply = await _replies(connection, 2)
+            except BaseException:
+                await self.release()
+                raise
             names = _stream_names(woke_on)
             self.woken_by_entry = any(name not in self._wake_names for name in names)
             if not self._stop_asked and any(name in self._wake_names for name in names):
@@ -128,10 +158,47 @@ class PipelinedWait:
         return FAILED if isinstance(reply, ResponseError) else reply
 
 
-async def _read(connection: Any) -> Any:
+async def _send(connection: Any, commands: list[Any]) -> None:
+    """Write ``commands`` in one write. Straight to the connection's stream writer when it has
+    one and no health check is due: ``send_packed_command`` wraps the write in a task of its
+    own (``asyncio.wait_for``), which costs the idle worker two turns of the event loop and
+    about a fifth of its CPU per job (``benchmarks/latency.py``)."""
+    packed = connection.pack_commands(commands)
+    writer = getattr(connection, "_writer", None)
+    if (writer is None or not connection.is_connected or (
+            connection.health_check_interval
+            and asyncio.get_running_loop().time() > connection.next_health_check)):
+        await connection.send_packed_command(packed)
+        return
+    try:
+        writer.writelines(packed)
+        if writer.transport.get_write_buffer_size():  # the socket did not take it all
+            with anyio.fail_after(connection.socket_timeout):
+                await writer.drain()
+    except BaseException as exc:
+        await connection.disconnect(nowait=True)
+        if isinstance(exc, TimeoutError):
+            raise RedisTimeoutError("Timeout writing to socket") from None
+        if isinstance(exc, OSError):
+            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
+        raise
+
+
+async def _replies(connection: Any, count: int) -> list[Any]:
+    """The next ``count`` replies, within the connection's ``socket_timeout`` in all (one
+    deadline, not one per reply); error replies are returned, not raised."""
+    try:
+        async with asyncio.timeout(connection.socket_timeout):
+            return [await _read(connection, math.inf) for _ in range(count)]
+    except TimeoutError:
+        await connection.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout reading from socket") from None
+
+
+async def _read(connection: Any, timeout: float | None = None) -> Any:
     """One reply; an error reply is returned, not raised (the connection stays in step)."""
     try:
-        return await connection.read_response()
+        return await connection.read_response(timeout=timeout)
     except ResponseError as exc:
         return exc
 

@@ -8,14 +8,19 @@ library or a lost connection sends the worker the usual way.
 
 from __future__ import annotations
 
+import itertools
 import time
 from functools import partial
 
 import anyio
 import anyio.lowlevel
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
-from streamflow import Job, JobSpec, Queue, Worker
+from streamflow import Job, JobSpec, Queue, Worker, scripts
+from streamflow.codec import decode_job
+from streamflow.queue import ensure_groups
 from streamflow.worker.fetcher import FetchState
 from tests.support import fast_settings, running, wait_until
 
@@ -249,3 +254,77 @@ async def test_workers_that_lose_the_wake_wait_the_plain_way(
                 await wait_until(lambda i=i: sum(w.processed for w in workers) == i)
                 await wait_until(lambda: idle(*workers) and pipelined() == 1)
             assert winner.processed == 4 and winner.fetcher.pipelined
+
+
+async def test_an_idle_worker_acknowledges_in_the_write_of_its_next_wait(
+        redis_url: str, queue_name: str) -> None:
+    """A job that finished before its worker waits again is acknowledged in the same write as
+    that wait, on the wait's connection, just ahead of its XREAD: at light load one write
+    per job, not one for the ack and one for the wait."""
+    settings = fast_settings(redis_url)
+    settings.worker.block_ms = 5000
+    ran: list[int] = []
+    seen: list[tuple[str, str]] = []  # (client, command) as MONITOR shows them, scripts' own out
+
+    async def handler(job: Job) -> None:
+        ran.append(job.data)
+
+    def acked_with_a_wait() -> bool:
+        for (client, command), (after, following) in itertools.pairwise(seen):
+            if (command.startswith(f"FCALL {scripts.COMPLETE_JOBS.function} ")
+                    and following.startswith("XREAD ") and after == client):
+                return True
+        return False
+
+    async with Queue(queue_name, settings=settings) as q, \
+            aioredis.Redis.from_url(redis_url) as watcher:
+        worker = Worker(queue_name, handler, settings=settings)
+        async with running(worker), watcher.monitor() as monitor, \
+                anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                async for command in monitor.listen():
+                    if command.get("client_type") != "lua":
+                        seen.append((f"{command.get('client_address')}:"
+                                     f"{command.get('client_port')}", command["command"]))
+
+            tg.start_soon(watch)
+            await wait_until(lambda: idle(worker))
+            for i in range(3):
+                await q.add("j", i)
+                await wait_until(lambda i=i: len(ran) == i + 1)
+                await wait_until(lambda: idle(worker))
+            await wait_until(acked_with_a_wait)
+            tg.cancel_scope.cancel()
+        assert await pending(q, settings.worker.group) == 0
+
+
+async def test_acks_lent_to_a_wait_stay_with_the_acker_when_not_taken(
+        redis_url: str, queue_name: str) -> None:
+    """Acks written ahead of a wait whose connection was lost, or answered by an error reply,
+    stay with the acker, not counted as refusals, and its next round sends them."""
+    settings = fast_settings(redis_url)
+    worker = Worker(queue_name, lambda job: None, settings=settings)
+    async with Queue(queue_name, settings=settings) as q:
+        client = worker.client
+        try:
+            await ensure_groups(client, worker.keys, worker.group)
+            await scripts.load_scripts(client)
+            acker = worker._acker
+            acker.client = client
+            for reply in (None, [ResponseError("NOSCRIPT No matching script")]):
+                await q.add("j", 0)
+                [[_, [(entry_id, fields)]]] = await client.xreadgroup(
+                    worker.group, worker.consumer, {worker.keys.streams[1]: ">"}, count=1)
+                job = decode_job(entry_id, fields, queue_name, "normal")
+                worker._outcomes.completed(job, 1, None)
+                lent = acker.lend()
+                assert lent is not None and len(lent) == 1
+                assert acker.lend() is None  # one lender at a time
+                acker.settle(reply)
+                assert await pending(q, worker.group) == 1
+                await acker.flush()  # the round of the acker's loop
+                assert await pending(q, worker.group) == 0
+                assert acker.lend() is None  # nothing left
+        finally:
+            await client.aclose()
