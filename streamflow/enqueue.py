@@ -134,7 +134,7 @@ class Enqueuer:
         self._slots = 0
         self._coalescers: dict[bool, Coalescer[Prepared, str | None]] = {
             replicated: Coalescer(self._sender(replicated), max_items=CHUNK,
-                                  max_bytes=BATCH_BYTES)
+                                  max_bytes=BATCH_BYTES, max_in_flight=2)
             for replicated in (False, True)}
 
     def level_index(self, priority: object) -> int:
