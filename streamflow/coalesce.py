@@ -28,6 +28,8 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+_done = asyncio.Future.done
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -67,13 +69,18 @@ class Coalescer(Generic[T, R]):
 
     @property
     def waiting(self) -> int:
-        """Items not yet taken into a send."""
-        return len(self._items)
+        """Items not yet taken into a send (their callers not cancelled)."""
+        return sum(not future.done() for future in self._futures)
 
     async def submit(self, item: T, size: int = 0) -> R:
         """Send ``item`` with whatever else is waiting; its own outcome, or its exception."""
+        return await self.join(item, size)
+
+    def join(self, item: T, size: int = 0) -> Awaitable[R]:
+        """``submit`` without a coroutine of its own (one frame less on the hot path): the
+        awaitable of ``item``'s outcome, to be awaited at once (the item is queued already)."""
         if not self._items and not self._flush_due and self._in_flight < self._max_in_flight:
-            return await self._send_alone(item)
+            return self._send_alone(item)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._items.append(item)
@@ -83,20 +90,16 @@ class Coalescer(Generic[T, R]):
         if not self._flush_due and self._in_flight < self._max_in_flight:
             self._flush_due = True
             loop.call_soon(self._flush)
-        try:
-            return await future  # type: ignore[no-any-return]
-        except BaseException:
-            if not future.done() or future.cancelled():  # else it was sent: not waiting
-                self._forget(future)
-            raise
+        return future
 
-    def _forget(self, future: asyncio.Future[Any]) -> None:
-        """Take a cancelled caller out of the queue (a caller already sent is not there)."""
-        for at in range(len(self._futures)):
-            if self._futures[at] is future:
-                del self._futures[at], self._items[at]
-                self._bytes -= self._sizes.pop(at)
-                return
+    def _drop_cancelled(self) -> None:
+        """Take the callers cancelled while waiting out of the queue (their futures are done:
+        cancelling the task awaiting a future cancels the future)."""
+        keep = [at for at, future in enumerate(self._futures) if not future.done()]
+        self._bytes -= sum(self._sizes) - sum(self._sizes[at] for at in keep)
+        self._items = [self._items[at] for at in keep]
+        self._sizes = [self._sizes[at] for at in keep]
+        self._futures = [self._futures[at] for at in keep]
 
     async def _send_alone(self, item: T) -> R:
         self._in_flight += 1
@@ -125,6 +128,8 @@ class Coalescer(Generic[T, R]):
         self._flush_due = False
         while self._items and self._in_flight < self._max_in_flight:
             items, futures = self._take()
+            if not items:
+                return
             self._in_flight += 1
             self._in_flight_items += len(items)
             self.sends += 1
@@ -133,6 +138,10 @@ class Coalescer(Generic[T, R]):
             task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> tuple[list[T], list[asyncio.Future[Any]]]:
+        if any(map(_done, self._futures)):
+            self._drop_cancelled()
+            if not self._items:
+                return [], []
         waiting = len(self._items)
         slots = self._max_in_flight
         count = min(waiting, self._max_items,

@@ -298,9 +298,10 @@ class Enqueuer:
              *extra],
             args)
 
-    async def add(self, job: Prepared, durability: Durability) -> str | None:
-        """Send one job with whatever else is being added meanwhile; its id (None: duplicate)."""
-        return await self._coalescers[durability == "replicated"].submit(job, job.size)
+    def add(self, job: Prepared, durability: Durability) -> Awaitable[str | None]:
+        """Send one job with whatever else is being added meanwhile: the awaitable of its id
+        (None: a duplicate), to be awaited at once."""
+        return self._coalescers[durability == "replicated"].join(job, job.size)
 
     async def add_many(self, jobs: Sequence[Prepared], durability: Durability
                        ) -> list[str | None]:
