@@ -186,6 +186,14 @@ class Enqueuer:
         """``prepare`` from the arguments of ``Queue.add``; ``index`` (and the queue's
         ``index_fields``) make the job findable by ``Queue.find``."""
         fields = self.settings.queue.index_fields  # read each time: a caller may change it
+        if (job_id is None and delay is None and attempts is None and backoff is None
+                and timeout is None and track is False and keep_result is None
+                and index is None and not fields and not traceparent and not tracestate):
+            name = check_name(name)  # the webhook's plain add (``_prepare``'s first case)
+            raw = encode_payload(data, self._max_bytes)
+            level = self._default_level if priority is None else self.level_index(priority)
+            return Prepared([PLAIN_RECORD, level, name, raw, 0], (), len(raw), False, (3,),
+                            True)
         if index is None and not fields:
             return self._prepare(name, data, priority, delay, job_id, attempts, backoff,
                                  timeout, track, keep_result, now, traceparent, tracestate, [])
