@@ -33,6 +33,14 @@ def check_name(value: object) -> str:
     return name
 
 
+def check_id(value: object) -> str:
+    """``check_text`` of a caller-given job id, at most ``MAX_ID_LENGTH`` characters."""
+    text = check_text(value, "job_id")
+    if len(text) > MAX_ID_LENGTH:
+        raise InvalidJob(f"job_id is {len(text)} characters, over {MAX_ID_LENGTH}")
+    return text
+
+
 def check_text(value: object, what: str) -> str:
     """``value`` if it is a non-empty string Redis can store as UTF-8, else ``InvalidJob``."""
     if not isinstance(value, str) or not value:

@@ -75,8 +75,7 @@ class Producer(QueueBase):
                                       timeout, track, keep_result, index, chosen)
         enqueuer = self._enqueuer
         job = enqueuer.prepare_job(name, data, priority, delay, job_id, attempts, backoff,
-                                   timeout, track, keep_result, int(time.time() * 1000),
-                                   index=index)
+                                   timeout, track, keep_result, None, index=index)
         return enqueuer.add(job, chosen)
 
     async def _add_observed(self, name: Any, data: Any, priority: Any, delay: Any,
