@@ -63,6 +63,8 @@ class Coalescer(Generic[T, R]):
         self._in_flight_items = 0
         self._flush_due = False
         self._late = False  # a send ended after the flush was scheduled
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._epoch = 0  # a new one per event loop: sends of an older one count no more
         self._tasks: set[asyncio.Task[None]] = set()
         self.sends = 0
         """How many sends were made (for tests and benchmarks)."""
@@ -82,6 +84,8 @@ class Coalescer(Generic[T, R]):
         if not self._items and not self._flush_due and self._in_flight < self._max_in_flight:
             return self._send_alone(item)
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._move_to(loop)
         future: asyncio.Future[Any] = loop.create_future()
         self._items.append(item)
         self._sizes.append(size)
@@ -91,6 +95,16 @@ class Coalescer(Generic[T, R]):
             self._flush_due = True
             loop.call_soon(self._flush)
         return future
+
+    def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget the state left on another event loop (a flush it never ran, sends it
+        dropped): it would hold this loop's callers forever."""
+        if self._loop is not None:
+            self._items, self._sizes, self._futures = [], [], []
+            self._bytes = self._in_flight = self._in_flight_items = 0
+            self._flush_due = self._late = False
+            self._epoch += 1
+        self._loop = loop
 
     def _drop_cancelled(self) -> None:
         """Take the callers cancelled while waiting out of the queue (their futures are done:
@@ -105,20 +119,29 @@ class Coalescer(Generic[T, R]):
         self._in_flight += 1
         self._in_flight_items += 1
         self.sends += 1
+        epoch = self._epoch
         try:
-            outcome = (await self._send([item]))
+            outcome = await self._send([item])
             if len(outcome) != 1:
                 raise RuntimeError(f"send returned {len(outcome)} outcomes for 1 item")
         finally:
-            self._in_flight -= 1
-            self._in_flight_items -= 1
-            if self._items and not self._flush_due:  # a slot is free for the waiting ones
-                self._flush_due = True
-                asyncio.get_running_loop().call_soon(self._flush)
+            if epoch == self._epoch:
+                self._in_flight -= 1
+                self._in_flight_items -= 1
+                if self._items and not self._flush_due:  # a slot is free for the waiting ones
+                    self._schedule_flush()
         result = outcome[0]
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a send closed outside its loop (garbage collected): no one waits
+            return
+        self._flush_due = True
+        loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         if self._late:  # its callers' wake-ups run after this: flush after them
@@ -133,7 +156,7 @@ class Coalescer(Generic[T, R]):
             self._in_flight += 1
             self._in_flight_items += len(items)
             self.sends += 1
-            task = asyncio.ensure_future(self._run(items, futures))
+            task = asyncio.ensure_future(self._run(items, futures, self._epoch))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -161,7 +184,8 @@ class Coalescer(Generic[T, R]):
         self._bytes -= size
         return items, futures
 
-    async def _run(self, items: list[T], futures: list[asyncio.Future[Any]]) -> None:
+    async def _run(self, items: list[T], futures: list[asyncio.Future[Any]], epoch: int
+                   ) -> None:
         outcomes: Sequence[R | BaseException]
         try:
             try:
@@ -175,7 +199,7 @@ class Coalescer(Generic[T, R]):
                     raise
             finally:
                 for future, outcome in zip(futures, outcomes, strict=True):
-                    if future.done():  # its caller was cancelled: the outcome is dropped
+                    if future.done() or epoch != self._epoch:  # its caller is gone
                         continue
                     if isinstance(outcome, asyncio.CancelledError):
                         future.cancel()
@@ -184,10 +208,10 @@ class Coalescer(Generic[T, R]):
                     else:
                         future.set_result(outcome)
         finally:
-            self._in_flight -= 1
-            self._in_flight_items -= len(items)
-            if self._flush_due:
-                self._late = True
-            else:  # after the callers just woken have added again
-                self._flush_due = True
-                asyncio.get_running_loop().call_soon(self._flush)
+            if epoch == self._epoch:  # else sent on a loop given up: nothing counts it here
+                self._in_flight -= 1
+                self._in_flight_items -= len(items)
+                if self._flush_due:
+                    self._late = True
+                else:  # after the callers just woken have added again
+                    self._schedule_flush()

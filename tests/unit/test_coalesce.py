@@ -313,3 +313,43 @@ async def test_callers_all_cancelled_while_waiting_make_no_empty_send() -> None:
         recorder.gate.set()
     await coalescer.submit(3)
     assert recorder.batches == [[0], [3]]
+
+
+def test_a_flush_another_event_loop_never_ran_does_not_hold_the_next_loop() -> None:
+    recorder = Recorder()
+    recorder.gate = anyio.Event()
+    coalescer = Coalescer(recorder.send, max_in_flight=2)
+
+    tasks: list[asyncio.Task[int]] = []
+
+    async def strand() -> None:
+        loop = asyncio.get_running_loop()
+        tasks.append(loop.create_task(coalescer.submit(1)))  # sends at once, held at the gate
+        tasks.append(loop.create_task(coalescer.submit(2)))  # at once too: a slot is free
+        await asyncio.sleep(0)
+        tasks.append(loop.create_task(coalescer.submit(3)))  # no slot free: waits
+        await asyncio.sleep(0)
+        tasks.append(loop.create_task(coalescer.submit(4)))
+        await asyncio.sleep(0)
+        loop.stop()  # before any reply: the loop is abandoned
+
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, _context: None)  # its tasks die pending
+    started = loop.create_task(strand())
+    loop.run_forever()
+    assert started.done()
+    assert coalescer.waiting == 2
+    loop.close()
+
+    async def again() -> object:
+        recorder.gate = None
+        waiting = asyncio.ensure_future(coalescer.submit(5))  # finds no slot free: waits
+        second = asyncio.ensure_future(coalescer.submit(6))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        done = waiting.done() and second.done()
+        waiting.cancel()
+        second.cancel()
+        return done and (waiting.result(), second.result())
+
+    assert asyncio.run(again()) == (50, 60)
