@@ -198,15 +198,8 @@ class Coalescer(Generic[T, R]):
                 if not isinstance(exc, Exception):
                     raise
             finally:
-                for future, outcome in zip(futures, outcomes, strict=True):
-                    if future.done() or epoch != self._epoch:  # its caller is gone
-                        continue
-                    if isinstance(outcome, asyncio.CancelledError):
-                        future.cancel()
-                    elif isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                if epoch == self._epoch:  # else sent on a loop given up: its callers are gone
+                    _answer(futures, outcomes)
         finally:
             if epoch == self._epoch:  # else sent on a loop given up: nothing counts it here
                 self._in_flight -= 1
@@ -215,3 +208,15 @@ class Coalescer(Generic[T, R]):
                     self._late = True
                 else:  # after the callers just woken have added again
                     self._schedule_flush()
+
+
+def _answer(futures: list[asyncio.Future[Any]], outcomes: Sequence[Any]) -> None:
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():  # its caller was cancelled: the outcome is dropped
+            continue
+        if not isinstance(outcome, BaseException):
+            future.set_result(outcome)
+        elif isinstance(outcome, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(outcome)

@@ -365,5 +365,8 @@ class Enqueuer:
                 raise result
         ids: list[str | None] = []
         for chunk in results:
-            ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]
+            try:
+                ids += list(map(bytes.decode, chunk))  # no duplicate refused: every id bytes
+            except TypeError:
+                ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]
         return ids
