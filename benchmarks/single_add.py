@@ -5,7 +5,8 @@
 ``--callers`` coroutines of this one process each call ``q.add("noop", PAYLOAD)`` in a loop
 until ``--adds`` calls were made (closed loop). Reports adds/s, the latency of each call
 (p50/p99, from the call to its answer), the Redis CPU per add (``INFO cpu`` of the server,
-user + sys, before and after: the server must be private) and this process's CPU per add.
+user + sys, before and after: the server must be private), this process's CPU per add and
+how many adds a script call carried on average.
 ``--job-ids`` gives every add a caller-given id (the dedup path).
 """
 
@@ -44,6 +45,8 @@ async def main(url: str, adds: int, callers: int, job_ids: bool, events: str) ->
                 await q.add("noop", PAYLOAD, job_id=job_id)
                 latencies.append(time.perf_counter() - start)
 
+        coalescers = q._enqueuer._coalescers.values()
+        sends_before = sum(c.sends for c in coalescers)
         cpu_before = await redis_cpu_s(q.client)
         own_before = process.cpu_times()
         start = time.perf_counter()
@@ -53,13 +56,15 @@ async def main(url: str, adds: int, callers: int, job_ids: bool, events: str) ->
         seconds = time.perf_counter() - start
         own_after = process.cpu_times()
         cpu_after = await redis_cpu_s(q.client)
+        sends = sum(c.sends for c in coalescers) - sends_before
         await q.obliterate(force=True)
     own = (own_after.user - own_before.user) + (own_after.system - own_before.system)
     ms = [s * 1000 for s in latencies]
     emit({"adds": len(latencies), "callers": callers, "adds_per_s": len(latencies) / seconds,
           "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99),
           "redis_cpu_us_per_add": (cpu_after - cpu_before) / len(latencies) * 1e6,
-          "client_cpu_us_per_add": own / len(latencies) * 1e6})
+          "client_cpu_us_per_add": own / len(latencies) * 1e6,
+          "adds_per_send": len(latencies) / max(sends, 1)})
 
 
 def parse(argv: list[str] | None = None) -> Any:

@@ -33,6 +33,14 @@ def check_name(value: object) -> str:
     return name
 
 
+def check_id(value: object) -> str:
+    """``check_text`` of a caller-given job id, at most ``MAX_ID_LENGTH`` characters."""
+    text = check_text(value, "job_id")
+    if len(text) > MAX_ID_LENGTH:
+        raise InvalidJob(f"job_id is {len(text)} characters, over {MAX_ID_LENGTH}")
+    return text
+
+
 def check_text(value: object, what: str) -> str:
     """``value`` if it is a non-empty string Redis can store as UTF-8, else ``InvalidJob``."""
     if not isinstance(value, str) or not value:
@@ -63,8 +71,14 @@ def _non_finite(value: Any) -> bool:
 def encode_payload(data: Any, max_bytes: int) -> bytes:
     """``data`` as JSON; refused when it holds NaN or an infinity (JSON has neither: orjson
     would store null), is not serializable or is over ``max_bytes``."""
-    raw = encode_data(data, max_bytes)
-    if b"null" in raw and _non_finite(data):  # orjson writes NaN/inf as null: look only then
+    try:
+        raw = orjson.dumps(data)  # encode_data's work, inlined: this runs for every add
+    except TypeError:
+        raw = encode_data(data, max_bytes)  # raises, naming the cause
+    if len(raw) > max_bytes:
+        raw = encode_data(data, max_bytes)  # raises PayloadTooLarge
+    # orjson writes NaN/inf as null: look only then (find: `in` takes a slower path on bytes)
+    if raw.find(b"null") != -1 and _non_finite(data):
         raise PayloadNotSerializable("job data holds NaN or an infinity, which JSON cannot carry")
     return raw
 

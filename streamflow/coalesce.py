@@ -1,27 +1,34 @@
-"""Group commit for single adds: calls made while a send is in flight share the next send.
+"""Group commit for single adds: calls made while a send is in flight share a later send.
 
-A caller appends its item and, when fewer than ``max_in_flight`` sends are under way, sends at
-once the items waiting (its own among them): one caller alone pays no delay. Callers that arrive
-while every slot is busy wait; the moment a send ends, the oldest of them sends everything that
-has gathered since, up to ``max_items`` items or ``max_bytes`` bytes (the first item always goes).
-No timer: a batch is whatever arrived during the previous round trip.
+A caller alone (nothing waiting, a send slot free, no flush due) sends at once, in its own
+task: one caller pays no delay. Otherwise it waits, and a *flush* sends what has gathered.
+A flush is a ``loop.call_soon`` callback, scheduled when a send ends (or when a caller finds a
+slot free but others waiting), so it runs after every task woken in the same loop iteration:
+the callers a reply wakes add again before the next send leaves, and form one batch. No timer.
+
+Up to ``max_in_flight`` sends run at once (each on its own connection): Python prepares the
+next batch while Redis runs the previous one. A batch takes at most ``max_items`` items and
+``max_bytes`` bytes (the first item always goes), and at most
+``ceil((items in flight + items waiting) / max_in_flight)`` items, so concurrent batches stay of
+even size (a batch of 1 then one of 199 would leave Python idle while Redis runs the 199).
 
 Each caller gets its own answer: ``send`` returns one outcome per item (a value, or an exception
 for that item alone); an exception raised by ``send`` itself reaches every caller of that batch.
-A send with batchmates runs in a task of its own, shielded from the cancellation of the caller
-that started it (an ``asyncio.timeout`` around one add must not abort its batchmates' adds):
-asyncio, because the Redis client is asyncio's, and anyio's shield does not hold against
+A batch sent by a flush runs in a task of its own, shielded from the cancellation of any of its
+callers (an ``asyncio.timeout`` around one add must not abort its batchmates' adds): asyncio,
+because the Redis client is asyncio's, and anyio's shield does not hold against
 ``Task.cancel``. A caller alone in its batch sends in its own task, as an uncoalesced call
-would. A caller cancelled while still waiting is taken out of the queue.
+would. A caller cancelled while still waiting is taken out of the queue; once its item is in a
+send, the item is sent and its outcome dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+_done = asyncio.Future.done
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -29,23 +36,12 @@ R = TypeVar("R")
 Send = Callable[[list[T]], Awaitable[Sequence[R | BaseException]]]
 
 
-@dataclass(slots=True, eq=False)
-class _Waiter(Generic[T, R]):
-    item: T
-    size: int
-    wake: asyncio.Future[None] | None = None
-    taken: bool = False
-    finished: bool = False
-    result: R | None = None
-    error: BaseException | None = None
-
-
 class Coalescer(Generic[T, R]):
     """Batches concurrent ``submit`` calls into calls of ``send``.
 
     Usage::
 
-        coalescer = Coalescer(send_many, max_items=1000, max_bytes=1 << 20)
+        coalescer = Coalescer(send_many, max_items=1000, max_bytes=1 << 20, max_in_flight=2)
         result = await coalescer.submit(item, size=len(payload))
     """
 
@@ -57,87 +53,170 @@ class Coalescer(Generic[T, R]):
         self._max_items = max_items
         self._max_bytes = max_bytes
         self._max_in_flight = max_in_flight
-        self._waiting: deque[_Waiter[T, R]] = deque()
+        # The waiting callers, oldest first: their items, sizes and futures (one list each:
+        # no object per caller beyond its future).
+        self._items: list[T] = []
+        self._sizes: list[int] = []
+        self._futures: list[asyncio.Future[Any]] = []
+        self._bytes = 0
         self._in_flight = 0
+        self._in_flight_items = 0
+        self._flush_due = False
+        self._late = False  # a send ended after the flush was scheduled
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._epoch = 0  # a new one per event loop: sends of an older one count no more
         self._tasks: set[asyncio.Task[None]] = set()
         self.sends = 0
         """How many sends were made (for tests and benchmarks)."""
 
     @property
     def waiting(self) -> int:
-        """Items not yet taken into a send."""
-        return len(self._waiting)
+        """Items not yet taken into a send (their callers not cancelled)."""
+        return sum(not future.done() for future in self._futures)
 
     async def submit(self, item: T, size: int = 0) -> R:
         """Send ``item`` with whatever else is waiting; its own outcome, or its exception."""
-        waiter: _Waiter[T, R] = _Waiter(item, size)
-        self._waiting.append(waiter)
-        try:
-            while not waiter.finished:
-                if not waiter.taken and self._in_flight < self._max_in_flight:
-                    await self._send_next(waiter)
-                else:
-                    waiter.wake = asyncio.get_running_loop().create_future()
-                    await waiter.wake
-        except BaseException:
-            if not waiter.taken:  # once in a send, its outcome is dropped
-                self._waiting.remove(waiter)
-                if self._waiting and self._in_flight < self._max_in_flight:
-                    _wake(self._waiting[0])  # it may have been woken to send next
-            raise
-        if waiter.error is not None:
-            raise waiter.error
-        return waiter.result  # type: ignore[return-value]
+        return await self.join(item, size)
 
-    def _take(self) -> list[_Waiter[T, R]]:
-        batch = [self._waiting.popleft()]
-        size = batch[0].size
-        while self._waiting and len(batch) < self._max_items:
-            size += self._waiting[0].size
-            if size > self._max_bytes:
-                break
-            batch.append(self._waiting.popleft())
-        for waiter in batch:
-            waiter.taken = True
-        return batch
+    def join(self, item: T, size: int = 0) -> Awaitable[R]:
+        """``submit`` without a coroutine of its own (one frame less on the hot path): the
+        awaitable of ``item``'s outcome, to be awaited at once (the item is queued already)."""
+        if not self._items and not self._flush_due and self._in_flight < self._max_in_flight:
+            return self._send_alone(item)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._move_to(loop)
+        future: asyncio.Future[Any] = loop.create_future()
+        self._items.append(item)
+        self._sizes.append(size)
+        self._futures.append(future)
+        self._bytes += size
+        if not self._flush_due and self._in_flight < self._max_in_flight:
+            self._flush_due = True
+            loop.call_soon(self._flush)
+        return future
 
-    async def _send_next(self, own: _Waiter[T, R]) -> None:
-        batch = self._take()
+    def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Forget the state left on another event loop (a flush it never ran, sends it
+        dropped): it would hold this loop's callers forever."""
+        if self._loop is not None:
+            self._items, self._sizes, self._futures = [], [], []
+            self._bytes = self._in_flight = self._in_flight_items = 0
+            self._flush_due = self._late = False
+            self._epoch += 1
+        self._loop = loop
+
+    def _drop_cancelled(self) -> None:
+        """Take the callers cancelled while waiting out of the queue (their futures are done:
+        cancelling the task awaiting a future cancels the future)."""
+        keep = [at for at, future in enumerate(self._futures) if not future.done()]
+        self._bytes -= sum(self._sizes) - sum(self._sizes[at] for at in keep)
+        self._items = [self._items[at] for at in keep]
+        self._sizes = [self._sizes[at] for at in keep]
+        self._futures = [self._futures[at] for at in keep]
+
+    async def _send_alone(self, item: T) -> R:
         self._in_flight += 1
+        self._in_flight_items += 1
         self.sends += 1
-        if len(batch) == 1 and batch[0] is own:  # no batchmate to shield: no task (one caller)
-            await self._run(batch)
-            return
-        task = asyncio.ensure_future(self._run(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        await asyncio.shield(task)
+        epoch = self._epoch
+        try:
+            outcome = await self._send([item])
+            if len(outcome) != 1:
+                raise RuntimeError(f"send returned {len(outcome)} outcomes for 1 item")
+        finally:
+            if epoch == self._epoch:
+                self._in_flight -= 1
+                self._in_flight_items -= 1
+                if self._items and not self._flush_due:  # a slot is free for the waiting ones
+                    self._schedule_flush()
+        result = outcome[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-    async def _run(self, batch: list[_Waiter[T, R]]) -> None:
+    def _schedule_flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a send closed outside its loop (garbage collected): no one waits
+            return
+        self._flush_due = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._late:  # its callers' wake-ups run after this: flush after them
+            self._late = False
+            asyncio.get_running_loop().call_soon(self._flush)
+            return
+        self._flush_due = False
+        while self._items and self._in_flight < self._max_in_flight:
+            items, futures = self._take()
+            if not items:
+                return
+            self._in_flight += 1
+            self._in_flight_items += len(items)
+            self.sends += 1
+            task = asyncio.ensure_future(self._run(items, futures, self._epoch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _take(self) -> tuple[list[T], list[asyncio.Future[Any]]]:
+        if any(map(_done, self._futures)):
+            self._drop_cancelled()
+            if not self._items:
+                return [], []
+        waiting = len(self._items)
+        slots = self._max_in_flight
+        count = min(waiting, self._max_items,
+                    -(-(self._in_flight_items + waiting) // slots))  # ceil: even batches
+        if count == waiting and self._bytes <= self._max_bytes:
+            size = self._bytes
+        else:
+            sizes = self._sizes
+            size = sizes[0]
+            n = 1
+            while n < count and size + sizes[n] <= self._max_bytes:
+                size += sizes[n]
+                n += 1
+            count = n
+        items, futures = self._items[:count], self._futures[:count]
+        del self._items[:count], self._futures[:count], self._sizes[:count]
+        self._bytes -= size
+        return items, futures
+
+    async def _run(self, items: list[T], futures: list[asyncio.Future[Any]], epoch: int
+                   ) -> None:
+        outcomes: Sequence[R | BaseException]
         try:
             try:
-                outcomes = await self._send([w.item for w in batch])
-                if len(outcomes) != len(batch):
+                outcomes = await self._send(items)
+                if len(outcomes) != len(items):
                     raise RuntimeError(f"send returned {len(outcomes)} outcomes for "
-                                       f"{len(batch)} items")
+                                       f"{len(items)} items")
             except BaseException as exc:
-                outcomes = [exc] * len(batch)
+                outcomes = [exc] * len(items)
                 if not isinstance(exc, Exception):
                     raise
             finally:
-                for waiter, outcome in zip(batch, outcomes, strict=True):
-                    if isinstance(outcome, BaseException):
-                        waiter.error = outcome
-                    else:
-                        waiter.result = outcome
-                    waiter.finished = True
-                    _wake(waiter)
+                if epoch == self._epoch:  # else sent on a loop given up: its callers are gone
+                    _answer(futures, outcomes)
         finally:
-            self._in_flight -= 1
-            if self._waiting:  # the connection is free: the oldest waiter sends next
-                _wake(self._waiting[0])
+            if epoch == self._epoch:  # else sent on a loop given up: nothing counts it here
+                self._in_flight -= 1
+                self._in_flight_items -= len(items)
+                if self._flush_due:
+                    self._late = True
+                else:  # after the callers just woken have added again
+                    self._schedule_flush()
 
 
-def _wake(waiter: _Waiter[T, R]) -> None:
-    if waiter.wake is not None and not waiter.wake.done():
-        waiter.wake.set_result(None)
+def _answer(futures: list[asyncio.Future[Any]], outcomes: Sequence[Any]) -> None:
+    for future, outcome in zip(futures, outcomes, strict=True):
+        if future.done():  # its caller was cancelled: the outcome is dropped
+            continue
+        if not isinstance(outcome, BaseException):
+            future.set_result(outcome)
+        elif isinstance(outcome, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(outcome)

@@ -30,10 +30,9 @@ from redis.exceptions import OutOfMemoryError
 
 from . import scripts
 from .addcheck import (
-    MAX_ID_LENGTH,
     business_keys,
+    check_id,
     check_name,
-    check_text,
     delay_ms,
     encode_payload,
     options_wire,
@@ -43,7 +42,6 @@ from .backoff import Backoff
 from .coalesce import Coalescer
 from .codec import delayed_record
 from .errors import (
-    InvalidJob,
     QueueFull,
     UnknownPriority,
 )
@@ -134,7 +132,7 @@ class Enqueuer:
         self._slots = 0
         self._coalescers: dict[bool, Coalescer[Prepared, str | None]] = {
             replicated: Coalescer(self._sender(replicated), max_items=CHUNK,
-                                  max_bytes=BATCH_BYTES)
+                                  max_bytes=BATCH_BYTES, max_in_flight=2)
             for replicated in (False, True)}
 
     def level_index(self, priority: object) -> int:
@@ -181,11 +179,28 @@ class Enqueuer:
 
     def prepare_job(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
                     attempts: Any, backoff: Any, timeout: Any, track: Any, keep_result: Any,
-                    now: int, traceparent: str | None = None, tracestate: str | None = None,
-                    *, index: Mapping[str, str | int] | None = None) -> Prepared:
+                    now: int | None, traceparent: str | None = None,
+                    tracestate: str | None = None, *,
+                    index: Mapping[str, str | int] | None = None) -> Prepared:
         """``prepare`` from the arguments of ``Queue.add``; ``index`` (and the queue's
-        ``index_fields``) make the job findable by ``Queue.find``."""
+        ``index_fields``) make the job findable by ``Queue.find``. ``now`` (ms) None: the
+        clock is read if the job needs it (a delay)."""
         fields = self.settings.queue.index_fields  # read each time: a caller may change it
+        if (delay is None and attempts is None and backoff is None and timeout is None
+                and keep_result is None and index is None and not fields and not traceparent
+                and not tracestate and (track is False if job_id is None
+                                        else track is False or track is True)):
+            # The webhook's adds, plain or with its event id: ``_prepare``'s records, checks
+            # in its order, without its general case's work.
+            name = check_name(name)
+            raw = encode_payload(data, self._max_bytes)
+            level = self._default_level if priority is None else self.level_index(priority)
+            if job_id is None:
+                return Prepared([PLAIN_RECORD, level, name, raw, 0], (), len(raw), False,
+                                (3,), True)
+            check_id(job_id)
+            return Prepared([KEYED_RECORD, level, job_id, name, raw, self._track_wire or "", 1,
+                             0], (self.keys.status(job_id),), len(raw), True, (6,))
         if index is None and not fields:
             return self._prepare(name, data, priority, delay, job_id, attempts, backoff,
                                  timeout, track, keep_result, now, traceparent, tracestate, [])
@@ -206,7 +221,7 @@ class Enqueuer:
 
     def _prepare(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
                  attempts: Any, backoff: Any, timeout: Any, track: Any, keep_result: Any,
-                 now: int, traceparent: str | None, tracestate: str | None,
+                 now: int | None, traceparent: str | None, tracestate: str | None,
                  extra: list[bytes | str]) -> Prepared:
         name = check_name(name)
         raw = encode_payload(data, self._max_bytes)
@@ -223,18 +238,20 @@ class Enqueuer:
                             plain=True)
         given_id = job_id
         if job_id is not None:
-            check_text(job_id, "job_id")
-            if len(job_id) > MAX_ID_LENGTH:
-                raise InvalidJob(f"job_id is {len(job_id)} characters, over {MAX_ID_LENGTH}")
+            check_id(job_id)
         track = track or job_id is not None
         if attempts is None and backoff is None and timeout is None and keep_result is None \
                 and track is True:
             wire: bytes | None = self._track_wire  # the webhook's options: tracked only
         else:
             wire = options_wire(attempts, backoff, timeout, track, keep_result)
-        due = now + delay_ms(delay) if delay is not None else 0
-        if due == now:
-            due = 0
+        due = 0
+        if delay is not None:
+            if now is None:
+                now = int(time.time() * 1000)
+            due = now + delay_ms(delay)
+            if due == now:
+                due = 0
         if (due or track) and job_id is None:
             job_id = os.urandom(10).hex()
         keys = (self.keys.status(job_id),) if track else ()
@@ -298,9 +315,10 @@ class Enqueuer:
              *extra],
             args)
 
-    async def add(self, job: Prepared, durability: Durability) -> str | None:
-        """Send one job with whatever else is being added meanwhile; its id (None: duplicate)."""
-        return await self._coalescers[durability == "replicated"].submit(job, job.size)
+    def add(self, job: Prepared, durability: Durability) -> Awaitable[str | None]:
+        """Send one job with whatever else is being added meanwhile: the awaitable of its id
+        (None: a duplicate), to be awaited at once."""
+        return self._coalescers[durability == "replicated"].join(job, job.size)
 
     async def add_many(self, jobs: Sequence[Prepared], durability: Durability
                        ) -> list[str | None]:
@@ -347,5 +365,8 @@ class Enqueuer:
                 raise result
         ids: list[str | None] = []
         for chunk in results:
-            ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]
+            try:
+                ids += list(map(bytes.decode, chunk))  # no duplicate refused: every id bytes
+            except TypeError:
+                ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]
         return ids

@@ -146,6 +146,9 @@ class Partitioned(_Spread):
                   durability: Durability | None = None, key: str | None = None) -> str | None:
         """Add one job (see `Producer.add`); ``key`` routes it on a partitioned queue: every
         job of one key goes to the same partition (README "Scaling out")."""
+        if key is None and self.partitions == 1:  # the plain queue: straight to the send
+            return await self._add_one(name, data, priority, delay, job_id, attempts, backoff,
+                                       timeout, track, keep_result, index, durability)
         if self.key_order.applies(key):
             spec = JobSpec(name, data, priority, delay, job_id, attempts, backoff, timeout,
                            track, keep_result, index, key)
@@ -153,10 +156,8 @@ class Partitioned(_Spread):
         if self.partitions > 1 and not self._count_checked:  # used without `async with`
             await self._check_count()
         target = self if self.partitions == 1 else self.partition(self.route(key, job_id))
-        return await Producer.add(target, name, data, priority=priority, delay=delay,
-                                  job_id=job_id, attempts=attempts, backoff=backoff,
-                                  timeout=timeout, track=track, keep_result=keep_result,
-                                  index=index, durability=durability)
+        return await target._add_one(name, data, priority, delay, job_id, attempts, backoff,
+                                     timeout, track, keep_result, index, durability)
 
     async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]], *,
                        durability: Durability | None = None) -> list[str | None]:

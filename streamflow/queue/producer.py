@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -57,14 +57,39 @@ class Producer(QueueBase):
         ``index={"payment_id": "pay_1"}`` makes the job findable by ``Queue.find`` (as do the
         queue's ``index_fields``, read from the data).
         """
-        durability = self._durability(durability)
+        return await self._add_one(name, data, priority, delay, job_id, attempts, backoff,
+                                   timeout, track, keep_result, index, durability)
+
+    def _add_one(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
+                 attempts: Any, backoff: Any, timeout: Any, track: Any, keep_result: Any,
+                 index: Mapping[str, str | int] | None, durability: Durability | None
+                 ) -> Awaitable[str | None]:
+        """``add`` up to the send: the job checked (raises before anything is written) and
+        queued for the next send; the awaitable of its id, to be awaited at once. Positional
+        and without a coroutine of its own: this is the path of every webhook."""
+        chosen = durability or self.durability
+        if chosen != "none" and chosen != "replicated":
+            raise InvalidJob(f"durability must be 'none' or 'replicated', not {chosen!r}")
+        if tracing_active() or metrics_for(self.name).enabled:
+            return self._add_observed(name, data, priority, delay, job_id, attempts, backoff,
+                                      timeout, track, keep_result, index, chosen)
+        enqueuer = self._enqueuer
+        job = enqueuer.prepare_job(name, data, priority, delay, job_id, attempts, backoff,
+                                   timeout, track, keep_result, None, index=index)
+        return enqueuer.add(job, chosen)
+
+    async def _add_observed(self, name: Any, data: Any, priority: Any, delay: Any,
+                            job_id: Any, attempts: Any, backoff: Any, timeout: Any, track: Any,
+                            keep_result: Any, index: Mapping[str, str | int] | None,
+                            durability: Durability) -> str | None:
+        """``_add_one`` with a publish span (when tracing) and the added-jobs metric."""
         now = int(time.time() * 1000)
         enqueuer = self._enqueuer
-        given = job_id
+        added: str | None
         if not tracing_active():
             job = enqueuer.prepare_job(name, data, priority, delay, job_id, attempts, backoff,
                                        timeout, track, keep_result, now, index=index)
-            job_id = await enqueuer.add(job, durability)
+            added = await enqueuer.add(job, durability)
         else:
             level = priority if isinstance(priority, str) else self.settings.default_level
             with publish_span(self.name, str(name), level) as (_, carrier):
@@ -72,12 +97,12 @@ class Producer(QueueBase):
                     name, data, priority, delay, job_id, attempts, backoff, timeout, track,
                     keep_result, now, carrier.get("traceparent"), carrier.get("tracestate"),
                     index=index)
-                job_id = await enqueuer.add(job, durability)
+                added = await enqueuer.add(job, durability)
         metrics = metrics_for(self.name)
         if metrics.enabled:
-            metrics.added_specs([JobSpec(name, data, priority, job_id=given)], [job_id],
+            metrics.added_specs([JobSpec(name, data, priority, job_id=job_id)], [added],
                                 self.settings.default_level)
-        return job_id
+        return added
 
     async def add_bulk(self, jobs: Iterable[JobSpec | tuple[str, Any]], *,
                        durability: Durability | None = None) -> list[str | None]:

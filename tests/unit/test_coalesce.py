@@ -208,3 +208,148 @@ async def test_several_sends_in_flight_never_send_an_item_twice() -> None:
             tg.start_soon(call, i)
     assert results == {i: i * 10 for i in range(300)}
     assert sorted(x for b in recorder.batches for x in b) == list(range(300))
+
+
+async def test_a_lone_caller_sends_in_its_own_step_without_a_loop_turn() -> None:
+    seen: list[tuple[bool, asyncio.Task[object] | None]] = []
+    other_ran = False
+
+    def other() -> None:
+        nonlocal other_ran
+        other_ran = True
+
+    async def send(items: list[int]) -> Sequence[int]:
+        seen.append((other_ran, asyncio.current_task()))
+        return items
+
+    coalescer = Coalescer(send, max_in_flight=2)
+    asyncio.get_running_loop().call_soon(other)  # runs at the next loop turn
+    assert await coalescer.submit(1) == 1
+    assert seen == [(False, asyncio.current_task())]
+
+
+async def test_the_callers_one_reply_wakes_share_the_next_send() -> None:
+    recorder = Recorder()
+    coalescer = Coalescer(recorder.send)
+
+    async def call() -> None:
+        for _ in range(3):
+            await coalescer.submit(1)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(call)
+    # the first caller sends alone; then each reply's callers add again and go together (no
+    # batch of 1 sent by the first of them to wake, the others queued behind it)
+    assert [len(b) for b in recorder.batches] == [1, 10, 10, 9]
+
+
+async def test_two_sends_in_flight_carry_batches_of_even_size() -> None:
+    gates = [anyio.Event() for _ in range(5)]
+    batches: list[list[int]] = []
+
+    async def send(items: list[int]) -> Sequence[int]:
+        batches.append(items)
+        await gates[len(batches) - 1].wait()
+        return items
+
+    coalescer = Coalescer(send, max_in_flight=2)
+    async with anyio.create_task_group() as tg:
+        for i in range(200):  # 0 and 1 find a slot free: each sends at once; 198 wait
+            tg.start_soon(coalescer.submit, i)
+        await until(lambda: coalescer.waiting == 198)
+        assert batches == [[0], [1]]
+        gates[0].set()
+        await until(lambda: len(batches) == 3)
+        # one item in flight and 198 waiting: the free slot takes ceil(199 / 2), not all 198
+        assert len(batches[2]) == 100 and coalescer.waiting == 98
+        for gate in gates:
+            gate.set()
+    # both slots free with 98 waiting: two sends of 49
+    assert [len(b) for b in batches] == [1, 1, 100, 49, 49]
+
+
+async def test_replies_handled_in_one_loop_turn_gather_before_the_next_send() -> None:
+    gate = anyio.Event()
+    batches: list[list[int]] = []
+
+    async def send(items: list[int]) -> Sequence[int]:
+        batches.append(items)
+        await gate.wait()  # both sends in flight end in the same loop turn
+        return items
+
+    coalescer = Coalescer(send, max_in_flight=2)
+
+    async def call(i: int) -> None:
+        for _ in range(3):
+            await coalescer.submit(i)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(20):
+            tg.start_soon(call, i)
+        for sent in (2, 4, 6, 8):
+            await until(lambda sent=sent: len(batches) >= sent)  # type: ignore[misc]
+            gate.set()
+            gate = anyio.Event()
+        gate.set()  # sends made past the expected rounds end too
+    # rounds: 2 lone callers (18 wait: no slot free), then 2 x 10 twice: the callers of the
+    # second reply are not left behind a send of the first reply's callers (nor split 5 + 5)
+    assert [len(b) for b in batches] == [1, 1, 10, 10, 10, 10, 9, 9]
+
+
+async def test_callers_all_cancelled_while_waiting_make_no_empty_send() -> None:
+    recorder = Recorder()
+    recorder.gate = anyio.Event()
+    coalescer = Coalescer(recorder.send)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(coalescer.submit, 0)
+        await until(lambda: recorder.batches)  # 0 in flight, held at the gate
+        with anyio.CancelScope() as waiting:
+            waiting.cancel()  # both are cancelled at their first wait
+            await coalescer.submit(1)
+        with anyio.move_on_after(0):
+            await coalescer.submit(2)
+        assert coalescer.waiting == 0
+        recorder.gate.set()
+    await coalescer.submit(3)
+    assert recorder.batches == [[0], [3]]
+
+
+def test_a_flush_another_event_loop_never_ran_does_not_hold_the_next_loop() -> None:
+    recorder = Recorder()
+    recorder.gate = anyio.Event()
+    coalescer = Coalescer(recorder.send, max_in_flight=2)
+
+    tasks: list[asyncio.Task[int]] = []
+
+    async def strand() -> None:
+        loop = asyncio.get_running_loop()
+        tasks.append(loop.create_task(coalescer.submit(1)))  # sends at once, held at the gate
+        tasks.append(loop.create_task(coalescer.submit(2)))  # at once too: a slot is free
+        await asyncio.sleep(0)
+        tasks.append(loop.create_task(coalescer.submit(3)))  # no slot free: waits
+        await asyncio.sleep(0)
+        tasks.append(loop.create_task(coalescer.submit(4)))
+        await asyncio.sleep(0)
+        loop.stop()  # before any reply: the loop is abandoned
+
+    loop = asyncio.new_event_loop()
+    loop.set_exception_handler(lambda _loop, _context: None)  # its tasks die pending
+    started = loop.create_task(strand())
+    loop.run_forever()
+    assert started.done()
+    assert coalescer.waiting == 2
+    loop.close()
+
+    async def again() -> object:
+        recorder.gate = None
+        waiting = asyncio.ensure_future(coalescer.submit(5))  # finds no slot free: waits
+        second = asyncio.ensure_future(coalescer.submit(6))
+        for _ in range(100):
+            await asyncio.sleep(0)
+        done = waiting.done() and second.done()
+        waiting.cancel()
+        second.cancel()
+        return done and (waiting.result(), second.result())
+
+    assert asyncio.run(again()) == (50, 60)
