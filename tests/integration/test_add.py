@@ -77,7 +77,9 @@ async def test_bulk_add_of_mixed_jobs_keeps_each_job_where_it_belongs(
     # plain pairs travel as runs of one name and level; the others break the runs
     from streamflow import JobSpec
 
-    async with Queue(queue_name, url=redis_url) as q:
+    settings = StreamflowSettings.from_url(redis_url)
+    settings.queue.events = "all"  # an added event per job, to check their order
+    async with Queue(queue_name, settings=settings) as q:
         jobs: list[Any] = [("a", 1), ("a", 2), ["a", 3], JobSpec("a", 4, priority="high"),
                            ("b", 5), ("b", 6), JobSpec("a", 7, job_id="evt_7"), ("a", 8),
                            JobSpec("a", 9, delay=60), ("a", 10)]
