@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import NoScriptError, OutOfMemoryError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, OutOfMemoryError, ResponseError
 
 from . import scripts
 from .addcheck import check_name, encode_payload, shown
@@ -132,14 +132,19 @@ async def send_in_turn(client: Any, command: Callable[[int], scripts.Command],
                        count: int) -> list[Any] | None:
     """The replies of ``command(0)`` .. ``command(count - 1)`` (errors in place), each
     written as soon as it is built, on one connection, then read: Redis runs a chunk while the
-    next is packed. None when ``client`` cannot take this path (a Cluster client, or its first
-    script call has not settled FCALL or EVALSHA): the caller sends them as a pipeline.
+    next is packed. None for a Cluster client, or a first script call by a user who may not
+    load the moves: the caller sends them as a pipeline.
 
     After a connection error the connection's retry policy sends them all again (safe: every
     add call carries its token). Calls that met NOSCRIPT ("Function not found") are sent
     again once the moves are loaded (nothing of them ran)."""
-    if not direct(client) or scripts.as_sent(client, command(0)) is None:
+    if not direct(client):
         return None
+    if scripts.as_sent(client, command(0)) is None:  # the client's first script call
+        try:
+            await scripts.load_scripts(client)  # settles FCALL or EVALSHA
+        except NoPermissionError:  # EVALSHA without SCRIPT LOAD: the pipeline settles it
+            return None
     replies = await _write_then_read(client, command, list(range(count)))
     gone = [i for i, reply in enumerate(replies) if _gone(reply)]
     if gone:
