@@ -55,22 +55,24 @@ def prepare_runs(enqueuer: Enqueuer, jobs: Sequence[Any], now: int,
     dumps = orjson.dumps
     max_bytes = enqueuer.settings.queue.max_payload_bytes
     default = enqueuer.level_index(None)
-    run: Run | None = None
+    run_name: Any = _NO_RUN  # the name and level of the run the next plain job may join
+    run_level = -1
     append: Any = None
     for job in jobs:
         kind = type(job)
         if kind is tuple or kind is list:
-            if len(job) != 2:
+            try:
+                name, data = job
+            except ValueError:
                 raise InvalidJob(f"a job of add_bulk is a JobSpec or a (name, data) pair, not "
-                                 f"{shown(job)}")
-            name, data = job
+                                 f"{shown(job)}") from None
             level = default
         elif kind is JobSpec and _plain(job):
             name, data = job.name, job.data
             level = default if job.priority is None else enqueuer.level_index(job.priority)
         elif isinstance(job, JobSpec):
             out.append(enqueuer.prepare(job, now, traceparent, tracestate))
-            run = None
+            run_name = _NO_RUN
             continue
         else:
             raise InvalidJob(f"a job of add_bulk is a JobSpec or a (name, data) pair, not "
@@ -81,12 +83,18 @@ def prepare_runs(enqueuer: Enqueuer, jobs: Sequence[Any], now: int,
             raw = encode_payload(data, max_bytes)  # raises its clear error
         if len(raw) > max_bytes or b"null" in raw:  # too large, or maybe a NaN: full check
             raw = encode_payload(data, max_bytes)
-        if run is None or level != run.level or type(name) is not str or name != run.name:
-            run = Run(level, check_name(name), trace, [])
-            out.append(run)
-            append = run.data.append
+        if name is not run_name or level != run_level:
+            if type(name) is not str or name != run_name or level != run_level:
+                run = Run(level, check_name(name), trace, [])
+                out.append(run)
+                append = run.data.append
+                run_level = level
+            run_name = name
         append(b"%b" % raw)
     return out
+
+
+_NO_RUN = object()
 
 
 def _plain(spec: Any) -> bool:
