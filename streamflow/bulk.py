@@ -29,6 +29,7 @@ from .protocol import RUN_RECORD
 if TYPE_CHECKING:
     from .enqueue import Enqueuer, Prepared
 
+
 @dataclass(slots=True)
 class Run:
     """Plain jobs of one level, name and trace context, in a row: one run record."""
