@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from .inspect import DeadEntry, JobInfo, PendingEntry, dead_entry, read_job
 from .keys import QueueKeys
+from .locate import locate
 from .protocol import F_ID, F_NAME, EventName, JobState, implicit_job_id
 
 ENTRY_ID = re.compile(r"^\d+-\d+$")
@@ -85,7 +86,14 @@ async def find_job(client: Any, keys: QueueKeys, group: str, job_id: str) -> Job
     implicit = implicit_id(job_id, keys)
     if implicit is not None:
         info["state"] = await _stream_state(client, keys, group, *implicit, info)
-    await _from_events(client, keys, job_id, info)
+    await _from_events(client, keys, job_id, info, info["added_ms"])
+    if info["state"] and (not info["name"] or info["added_ms"] is None):
+        # a queue writes no added/delayed event by default: the job itself tells them
+        located = await locate(client, keys, group, job_id)
+        if located is not None:
+            info["name"] = info["name"] or located.view.name
+            if info["added_ms"] is None:
+                info["added_ms"] = located.view.enqueued_ms
     if info["state"] in ("", "dead"):
         dead = await find_dead(client, keys, [job_id])
         if dead:
@@ -140,9 +148,11 @@ def _entry_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-async def _from_events(client: Any, keys: QueueKeys, job_id: str, info: JobInfo) -> None:
-    """Fill ``info`` from the events about ``job_id`` (bounded walk, newest first); the newest
-    one sets the state unless the streams already told it."""
+async def _from_events(client: Any, keys: QueueKeys, job_id: str, info: JobInfo,
+                       added_ms: int | None) -> None:
+    """Fill ``info`` from the events about ``job_id`` (bounded walk, newest first, down to
+    ``added_ms`` when the add time is known); the newest one sets the state unless the
+    streams already told it."""
     needle = job_id.encode()
     last = "+"
     walked = 0
@@ -176,6 +186,8 @@ async def _from_events(client: Any, keys: QueueKeys, job_id: str, info: JobInfo)
                 return
         walked += len(page)
         last = f"({_text(page[-1][0])}"
+        if added_ms is not None and _entry_key(last[1:])[0] < added_ms:
+            return  # older events are about other jobs
 
 
 async def _result(client: Any, keys: QueueKeys, job_id: str) -> Any:

@@ -39,6 +39,7 @@ from .addcheck import (
     shown,
 )
 from .backoff import Backoff
+from .bulk import Run, chunks, job_ids, prepare_runs, send_in_turn
 from .coalesce import Coalescer
 from .codec import delayed_record
 from .errors import (
@@ -154,9 +155,10 @@ class Enqueuer:
             tracestate, index=getattr(spec, "index", None))
 
     def prepare_all(self, jobs: Sequence[Any], now: int, traceparent: str | None = None,
-                    tracestate: str | None = None) -> list[Prepared]:
-        """``prepare`` of each job of a bulk add: a ``JobSpec``, or a ``(name, data)`` pair,
-        which takes a short path (no options to check)."""
+                    tracestate: str | None = None) -> list[Prepared | Run]:
+        """``prepare`` of each job of a bulk add: a ``JobSpec``, or a ``(name, data)`` pair.
+        Plain ones (no id, delay or options) take a short path: consecutive ones of one level
+        and name become one ``Run``."""
         if self.settings.queue.index_fields:  # the data may hold business keys: full path
             from .queue.producer import JobSpec
             return [self.prepare(job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]),
@@ -166,16 +168,7 @@ class Enqueuer:
             trace += [F_TRACEPARENT, traceparent]
         if tracestate:
             trace += [F_TRACESTATE, tracestate]
-        level, max_bytes, count = self._default_level, self._max_bytes, len(trace)
-        out: list[Prepared] = []
-        for job in jobs:
-            if isinstance(job, tuple | list):
-                raw = encode_payload(job[1], max_bytes)
-                out.append(Prepared([PLAIN_RECORD, level, check_name(job[0]), raw, count,
-                                     *trace], (), len(raw), plain=True))
-            else:
-                out.append(self.prepare(job, now, traceparent, tracestate))
-        return out
+        return prepare_runs(self, jobs, now, [len(trace), *trace], traceparent, tracestate)
 
     def prepare_job(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
                     attempts: Any, backoff: Any, timeout: Any, track: Any, keep_result: Any,
@@ -276,12 +269,13 @@ class Enqueuer:
                       len(fields), *fields]
         return Prepared(record, tuple(keys), len(raw), given_id is not None)
 
-    def command(self, jobs: Sequence[Prepared], owner: str, token: str,
+    def command(self, jobs: Sequence[Prepared | Run], owner: str, token: str,
                 now: int) -> scripts.Command:
         """The add-script call of ``jobs``; key indexes renumbered across the jobs."""
         keys = self.keys
         extra: list[str] = []
-        reply_ttl = 0 if all(job.keyed for job in jobs) else REPLY_TTL_MS
+        reply_ttl = 0 if all(isinstance(job, Prepared) and job.keyed for job in jobs) \
+            else REPLY_TTL_MS
         args: list[Any] = [now, len(keys.streams), self._emit, self.settings.queue.events_maxlen,
                            self._dedup_ttl_ms, token, reply_ttl, *keys.levels]
         run = -1  # where args holds the job count of the open run record (-1: none)
@@ -289,6 +283,10 @@ class Enqueuer:
         name: Any = None
         rest: list[Any] = []
         for job in jobs:
+            if isinstance(job, Run):
+                run = -1
+                args += job.args()
+                continue
             record = job.record
             if job.plain:  # ["p", level, name, data, T, *trace]: joins or opens a run
                 if run >= 0 and record[1] == level and record[2] == name and (
@@ -320,17 +318,25 @@ class Enqueuer:
         (None: a duplicate), to be awaited at once."""
         return self._coalescers[durability == "replicated"].join(job, job.size)
 
-    async def add_many(self, jobs: Sequence[Prepared], durability: Durability
+    async def add_many(self, jobs: Sequence[Prepared | Run], durability: Durability
                        ) -> list[str | None]:
-        """Send jobs in chunks of ``CHUNK``, all in one pipeline; ids in order."""
+        """Send jobs in chunks of ``CHUNK`` on one connection (``bulk.send_in_turn``; with
+        ``durability="replicated"`` or on Redis Cluster, as one pipeline); ids in order."""
         slot = self._take_slot()
         try:
             token = os.urandom(8).hex()
             now = int(time.time() * 1000)
-            commands = [self.command(jobs[start:start + CHUNK], f"{self._id}:{slot}:{i}",
-                                     f"{token}.{i}", now)  # marks tell the chunks apart
-                        for i, start in enumerate(range(0, len(jobs), CHUNK))]
-            return await self._send(commands, durability == "replicated")
+            parts = list(chunks(jobs, CHUNK))
+
+            def command(i: int) -> scripts.Command:  # marks tell the chunks apart
+                return self.command(parts[i], f"{self._id}:{slot}:{i}", f"{token}.{i}", now)
+
+            if durability != "replicated":
+                replies = await send_in_turn(self.client, command, len(parts))
+                if replies is not None:
+                    return job_ids(replies)
+            return await self._send([command(i) for i in range(len(parts))],
+                                    durability == "replicated")
         finally:
             self._free_slots.append(slot)
 

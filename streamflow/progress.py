@@ -42,7 +42,7 @@ async def report_progress(client: Any, keys: QueueKeys, job: Job, value: object,
 def progress_reporter(client: Any, keys: QueueKeys, defaults: QueueDefaults) -> ProgressCallback:
     """The ``Job._progress`` callback of a worker: ``report_progress`` with the queue's event
     level, events MAXLEN and status TTL (the dedup TTL)."""
-    emit = defaults.events == "all"
+    emit = defaults.emit_all
     maxlen = defaults.events_maxlen
     ttl_ms = int(defaults.dedup_ttl * 1000)
 

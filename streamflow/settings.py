@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-EventLevel = Literal["all", "failures", "none"]
+EventLevel = Literal["all", "outcomes", "failures", "none"]
 Isolation = Literal["none", "process"]
 Durability = Literal["none", "replicated"]
 
@@ -81,7 +81,11 @@ class QueueDefaults(BaseModel):
     """Also drop dead letters older than this many seconds."""
     dedup_ttl: float = Field(86400.0, gt=0)
     max_payload_bytes: int = Field(512 * 1024, gt=0)
-    events: EventLevel = "all"
+    events: EventLevel = "outcomes"
+    """What the capped events stream records: ``outcomes`` (completed, retrying, dead, stalled,
+    progress, promoted...: everything but one ``added``/``delayed`` event per job added),
+    ``all`` (those too, an XADD per job on the add path), ``failures`` (retrying, dead,
+    stalled...) or ``none``."""
     events_maxlen: int = Field(10_000, ge=0)
     durability: Durability = "none"
     replicated_timeout: float = Field(1.0, gt=0)
@@ -120,7 +124,13 @@ class QueueDefaults(BaseModel):
 
     @property
     def emit_all(self) -> bool:
-        """Whether every lifecycle event is written (not only failures)."""
+        """Whether lifecycle events besides failures are written (completed, progress...):
+        ``events`` is ``all`` or ``outcomes``."""
+        return self.events in ("all", "outcomes")
+
+    @property
+    def emit_added(self) -> bool:
+        """Whether an add writes an ``added``/``delayed`` event per job (``events="all"``)."""
         return self.events == "all"
 
     @property

@@ -26,6 +26,9 @@ CHANNEL = "streamflow_bench_jobs"
 CONSUMERS = 4
 BATCH = 100
 POLL = 0.5
+POOL = 50
+"""Most connections of the single-add stage's pool (one per concurrent caller up to this):
+PostgreSQL's default ``max_connections`` is 100, and the workers hold some."""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -56,10 +59,12 @@ class PostgresPeer(Peer):
     on_redis = False
     concurrency = (f"asyncio, {CONSUMERS} consumer loops x batch {BATCH} "
                    f"(one connection each), LISTEN/NOTIFY wake-up")
-    settings = "COPY for the bulk add; take+run+delete in one transaction per batch"
+    settings = (f"COPY for the bulk add; single adds: INSERT through an asyncpg pool of up to "
+                f"{POOL} connections; take+run+delete in one transaction per batch")
 
     def __init__(self) -> None:
         self.conn: Any = None
+        self.pool: Any = None
         self.server_version = "?"
 
     async def open(self) -> None:
@@ -68,6 +73,8 @@ class PostgresPeer(Peer):
         self.server_version = await self.conn.fetchval("SHOW server_version")
 
     async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
         if self.conn is not None:
             await self.conn.execute(f"DROP TABLE IF EXISTS {TABLE}; "
                                     f"DROP FUNCTION IF EXISTS {TABLE}_notify()")
@@ -86,7 +93,15 @@ class PostgresPeer(Peer):
         return None
 
     async def enqueue_one(self, data: dict[str, Any]) -> None:
-        await self.conn.execute(f"INSERT INTO {TABLE} (payload) VALUES ($1)", json.dumps(data))
+        # one connection runs one statement at a time: concurrent callers share a pool
+        target = self.pool if self.pool is not None else self.conn
+        await target.execute(f"INSERT INTO {TABLE} (payload) VALUES ($1)", json.dumps(data))
+
+    async def single_adds(self, n: int, callers: int) -> dict[str, float]:
+        if self.pool is None:  # opened once: the driver's warm-up call pays the connects
+            size = min(callers, POOL)
+            self.pool = await asyncpg.create_pool(dsn(), min_size=size, max_size=size)
+        return await super().single_adds(n, callers)
 
     def worker_command(self, workers: int = 1) -> list[str]:
         return [PY, "-m", "benchmarks.peers.peer_postgres", "worker"]

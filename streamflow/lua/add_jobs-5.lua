@@ -50,7 +50,8 @@
   Returns  one item per job: the job id, or 0 when its id was taken (a duplicate: nothing was
            written). A job added with no id is named "<level>:<entry id>": entry ids are
            unique within one stream only.
-  Events   added | delayed, with i (job id) and n (name)
+  Events   added | delayed, with i (job id) and n (name): only when ARGV[3] is 1 (the
+           queue's events="all")
 ]]
 local rcall = redis.call
 local delayed_key, jobs_key, events_key, reply_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -72,6 +73,7 @@ if record_reply then
 end
 
 local results = {}
+local count = 0 -- the length of results (the length operator searches the table each time)
 
 -- whether the job id behind `status_key` is free (a first add); when not, whether this very
 -- call added it (the call was sent again): its record holds this call's token and the id did
@@ -100,7 +102,7 @@ local pos = 8 + levels
 local n = #ARGV
 while pos <= n do
   if ARGV[pos] == "x" then
-    local job_id = results[#results]
+    local job_id = results[count]
     if job_id ~= 0 then
       local first, count = tonumber(ARGV[pos + 1]), tonumber(ARGV[pos + 2])
       local cap = tonumber(ARGV[pos + 4])
@@ -127,7 +129,8 @@ while pos <= n do
     end
     pos = pos + 5 + extra
     local job_id = ARGV[8 + level] .. ":" .. entry_id
-    results[#results + 1] = job_id
+    count = count + 1
+    results[count] = job_id
     if emit then
       rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
         "e", "added", "i", job_id, "n", name)
@@ -139,19 +142,27 @@ while pos <= n do
     local first = pos + 5 + extra
     local last = first + tonumber(ARGV[pos + 4 + extra]) - 1
     local stream, prefix = KEYS[6 + level], ARGV[8 + level] .. ":"
-    for i = first, last do
-      local entry_id
-      if extra == 0 then
-        entry_id = rcall("XADD", stream, "*", "n", name, "d", ARGV[i])
-      else
-        entry_id = rcall("XADD", stream, "*", "n", name, "d", ARGV[i],
-          unpack(ARGV, pos + 4, pos + 3 + extra))
+    if extra == 0 and not emit then -- a bulk add's usual case: one XADD per job, nothing else
+      for i = first, last do
+        count = count + 1
+        results[count] = prefix .. rcall("XADD", stream, "*", "n", name, "d", ARGV[i])
       end
-      local job_id = prefix .. entry_id
-      results[#results + 1] = job_id
-      if emit then
-        rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
-          "e", "added", "i", job_id, "n", name)
+    else
+      for i = first, last do
+        local entry_id
+        if extra == 0 then
+          entry_id = rcall("XADD", stream, "*", "n", name, "d", ARGV[i])
+        else
+          entry_id = rcall("XADD", stream, "*", "n", name, "d", ARGV[i],
+            unpack(ARGV, pos + 4, pos + 3 + extra))
+        end
+        local job_id = prefix .. entry_id
+        count = count + 1
+        results[count] = job_id
+        if emit then
+          rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
+            "e", "added", "i", job_id, "n", name)
+        end
       end
     end
     pos = last + 1
@@ -178,7 +189,8 @@ while pos <= n do
       end
     end
     pos = pos + 8 + extra
-    results[#results + 1] = (fresh or replayed) and job_id or 0
+    count = count + 1
+    results[count] = (fresh or replayed) and job_id or 0
   else
     local level_arg = ARGV[pos]
     local level = tonumber(level_arg)
@@ -195,14 +207,15 @@ while pos <= n do
 
     local fresh, replayed = true, false
     if keyed then fresh, replayed = claim(status_key, job_id) end
+    count = count + 1
     if replayed then
-      results[#results + 1] = job_id
+      results[count] = job_id
     elseif not fresh then
-      results[#results + 1] = 0
+      results[count] = 0
     elseif due > 0 then
       rcall("ZADD", delayed_key, due, job_id)
       rcall("HSET", jobs_key, job_id, record)
-      results[#results + 1] = job_id
+      results[count] = job_id
       if status_key then track(status_key, "delayed", name) end
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
@@ -217,7 +230,7 @@ while pos <= n do
       else
         rcall("HSET", where_key, job_id, level .. ":" .. entry_id)
       end
-      results[#results + 1] = job_id
+      results[count] = job_id
       if emit then
         rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
           "e", "added", "i", job_id, "n", name)

@@ -73,7 +73,7 @@ class QueueBase:
         enqueuer = self._enqueuer_
         if enqueuer is None or enqueuer.client is not self.client:
             enqueuer = self._enqueuer_ = Enqueuer(self.keys, self.settings, self.client,
-                                                  self.settings.queue.emit_all)
+                                                  self.settings.queue.emit_added)
         return enqueuer
 
 

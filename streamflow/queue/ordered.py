@@ -90,7 +90,7 @@ def ordered_add_command(queue: Producer, specs: Sequence[JobSpec],
     def index(key: str) -> int:
         return extra.setdefault(key, len(extra) + 1)
 
-    args: list[Any] = [now, len(keys.streams), scripts.flag(settings.queue.emit_all),
+    args: list[Any] = [now, len(keys.streams), scripts.flag(settings.queue.emit_added),
                        settings.queue.events_maxlen, int(settings.queue.dedup_ttl * 1000)]
     for spec in specs:
         if not spec.name:

@@ -188,7 +188,8 @@ class Partitioned(_Spread):
                 keyed = [i for i in indexes if self.key_order.applies(specs[i].key)]
                 plain = [i for i in indexes if not self.key_order.applies(specs[i].key)]
                 if plain:
-                    prepared = [view._enqueuer.prepare(specs[i], now, tp, ts) for i in plain]
+                    prepared = view._enqueuer.prepare_all([specs[i] for i in plain], now, tp,
+                                                          ts)
                     sends.append((plain, partial(view._enqueuer.add_many, prepared,
                                                  durability)))
                 if keyed:  # one pipeline: its chunks run in the order the jobs were given

@@ -77,7 +77,9 @@ async def test_bulk_add_of_mixed_jobs_keeps_each_job_where_it_belongs(
     # plain pairs travel as runs of one name and level; the others break the runs
     from streamflow import JobSpec
 
-    async with Queue(queue_name, url=redis_url) as q:
+    settings = StreamflowSettings.from_url(redis_url)
+    settings.queue.events = "all"  # an added event per job, to check their order
+    async with Queue(queue_name, settings=settings) as q:
         jobs: list[Any] = [("a", 1), ("a", 2), ["a", 3], JobSpec("a", 4, priority="high"),
                            ("b", 5), ("b", 6), JobSpec("a", 7, job_id="evt_7"), ("a", 8),
                            JobSpec("a", 9, delay=60), ("a", 10)]
@@ -156,4 +158,46 @@ async def test_a_job_with_its_own_id_is_stored_as_its_envelope(redis_url: str,
         assert (job.options.attempts, job.options.timeout, job.options.backoff,
                 job.options.track) == (5, 2.5, Backoff.fixed(1), True)
         assert (await q.get_job("evt_9")) is not None
+        await q.obliterate(force=True)
+
+
+async def test_by_default_an_add_writes_no_event(redis_url: str, queue_name: str) -> None:
+    # events="outcomes": what happens to a job is in the events stream, not each add
+    from streamflow import JobSpec
+
+    async with Queue(queue_name, url=redis_url) as q:
+        assert q.settings.queue.events == "outcomes"
+        await q.add("a", 1)
+        await q.add("b", 2, job_id="evt_b", delay=60)
+        ids = await q.add_bulk([("c", i) for i in range(1500)] + [JobSpec("d", 0, delay=60)])
+        assert all(ids) and await q.client.xlen(q.keys.level("normal")) == 1501
+        assert await q.client.exists(q.keys.events) == 0
+        await q.obliterate(force=True)
+
+
+@pytest.mark.parametrize("lua", ["fcall", "evalsha"])
+async def test_a_bulk_add_after_a_flush_loads_the_moves_and_adds_each_job_once(
+        redis_url: str, queue_name: str, lua: str) -> None:
+    settings = StreamflowSettings.from_url(redis_url)
+    settings.redis.lua = lua  # type: ignore[assignment]
+    async with Queue(queue_name, settings=settings) as q:
+        await q.add_bulk([("warm", 0)])  # settles FCALL or EVALSHA for the client
+        await q.client.execute_command(*(("FUNCTION", "FLUSH") if lua == "fcall"
+                                         else ("SCRIPT", "FLUSH")))
+        ids = await q.add_bulk([("n", i) for i in range(2500)])
+        entries = await q.client.xrange(q.keys.level("normal"))
+        assert [f"normal:{entry.decode()}" for entry, _ in entries[1:]] == ids
+        assert [fields[b"d"] for _, fields in entries[1:]] == [str(i).encode()
+                                                               for i in range(2500)]
+        await q.obliterate(force=True)
+
+
+async def test_a_replicated_bulk_add_fails_loudly_without_a_replica(
+        redis_url: str, queue_name: str) -> None:
+    settings = StreamflowSettings.from_url(redis_url)
+    settings.queue.replicated_timeout = 0.1
+    async with Queue(queue_name, settings=settings) as q:
+        with pytest.raises(DurabilityError, match="no replica confirmed"):
+            await q.add_bulk([("n", i) for i in range(1500)], durability="replicated")
+        assert await q.client.xlen(q.keys.level("normal")) == 1500  # on the master
         await q.obliterate(force=True)

@@ -110,3 +110,21 @@ def test_generated_bad_adds_are_refused_before_anything_is_written(
             assert await _nothing_written(q)
 
     anyio.run(attempt)
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (("n", {"x": math.nan}), PayloadNotSerializable, "NaN"),
+    (("n", object()), PayloadNotSerializable, "not JSON-serializable"),
+    ((42, {}), InvalidJob, "name"),
+    (("", {}), InvalidJob, "name"),
+    (("n", "x" * 600_000), StreamflowError, "over the limit"),
+    (("n", 1, 2), InvalidJob, "JobSpec or a"),
+    ({"name": "n"}, InvalidJob, "JobSpec or a"),
+])
+async def test_one_bad_pair_at_the_end_of_a_bulk_add_writes_nothing(
+        redis_url: str, queue_name: str, bad: Any, error: type[Exception], words: str) -> None:
+    async with Queue(queue_name, url=redis_url) as q:
+        await q.client.delete(*q.keys.streams)
+        with pytest.raises(error, match=words):
+            await q.add_bulk([("n", {"i": i}) for i in range(2500)] + [bad])
+        assert await _nothing_written(q)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,14 @@ def one_line_error(result: Result) -> str:
 
 
 def add_jobs(redis_url: str, queue: str, jobs: Sequence[tuple[str, str | None]],
-             group: bool = True) -> list[str | None]:
-    """Add ``(name, priority)`` jobs with the library; creates the group first if asked."""
+             group: bool = True, events: str = "all") -> list[str | None]:
+    """Add ``(name, priority)`` jobs with the library; creates the group first if asked.
+    ``events="all"``: each add writes an added event (the events commands read them)."""
 
     async def go() -> list[str | None]:
-        queue_ = Queue(queue, settings=StreamflowSettings.from_url(redis_url))
+        settings = StreamflowSettings.from_url(redis_url)
+        settings.queue.events = events  # type: ignore[assignment]
+        queue_ = Queue(queue, settings=settings)
         try:
             if group:
                 await queue_.ensure_group()
@@ -503,6 +507,16 @@ def test_job_takes_the_id_add_printed(
     text = ok(cli("job", queue_name, job_id)).stdout
     assert 'result       {"twice":2}' in text  # JSON, not a Python repr
     assert "finished     20" in text
+
+
+def test_job_names_a_delayed_job_without_events_of_its_add(cli: Any, queue_name: str) -> None:
+    # by default (events="outcomes") no delayed event tells the name and add time: the
+    # envelope kept in the delayed set does
+    before = int(time.time() * 1000)
+    job_id = ok(cli("add", queue_name, "remind", "--create", "--delay", "1h")).stdout.strip()
+    info = orjson.loads(ok(cli("job", queue_name, job_id, "--json")).stdout)
+    assert (info["id"], info["name"], info["state"]) == (job_id, "remind", "delayed")
+    assert before <= info["added_ms"] <= int(time.time() * 1000)
 
 
 def test_dead_retry_and_purge_take_job_ids(

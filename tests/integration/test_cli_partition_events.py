@@ -39,6 +39,7 @@ def records(result: Result) -> list[dict[str, Any]]:
 def add_keyed(redis_url: str, queue: str, count: int, start: int = 0) -> None:
     async def go() -> None:
         settings = StreamflowSettings.from_url(redis_url)
+        settings.queue.events = "all"  # an added event per job
         async with Queue(queue, settings=settings, partitions=PARTITIONS) as q:
             await q.add_bulk([JobSpec("pay", i, job_id=f"evt_{i}", key=f"pay_{i}")
                               for i in range(start, start + count)])

@@ -33,6 +33,7 @@ def cluster_settings(cluster: ClusterTopology) -> StreamflowSettings:
     settings.queue.backoff_delay = 0.05
     settings.queue.attempts = 1
     settings.queue.metrics_window = 3600
+    settings.queue.events = "all"  # an added event per job
     return settings
 
 

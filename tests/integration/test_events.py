@@ -20,8 +20,15 @@ from tests.support import fast_settings, running, wait_until
 pytestmark = pytest.mark.anyio
 
 
-async def test_every_event_of_a_jobs_life_in_order(redis_url: str, queue_name: str) -> None:
+@pytest.mark.parametrize(("level", "on_add"), [("all", True), ("outcomes", False)])
+async def test_every_event_of_a_jobs_life_in_order(redis_url: str, queue_name: str, level: str,
+                                                   on_add: bool) -> None:
+    # the default ("outcomes") writes every event but the add's added/delayed one per job
     settings = fast_settings(redis_url, attempts=2)
+    if level != "outcomes":
+        settings.queue.events = level  # type: ignore[assignment]
+    else:
+        assert settings.queue.events == "outcomes"  # the default
     worker = Worker(queue_name, router, settings=settings, concurrency=2)
     seen: list[QueueEvent] = []
     async with Queue(queue_name, settings=settings) as q, \
@@ -36,9 +43,9 @@ async def test_every_event_of_a_jobs_life_in_order(redis_url: str, queue_name: s
                             [e.name for e in seen if e.job_id == flaky][-1:] == ["completed"]:
                         break
     assert [e.name for e in seen if e.job_id == flaky] == [
-        "added", "retrying", "waiting", "completed"]
+        *(["added"] if on_add else []), "retrying", "waiting", "completed"]
     assert [e.name for e in seen if e.job_id == boom] == [
-        "delayed", "waiting", "retrying", "waiting", "dead"]
+        *(["delayed"] if on_add else []), "waiting", "retrying", "waiting", "dead"]
     ids = [e.id for e in seen]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
     retrying = next(e for e in seen if e.name == "retrying" and e.job_id == flaky)
@@ -46,7 +53,7 @@ async def test_every_event_of_a_jobs_life_in_order(redis_url: str, queue_name: s
 
 
 async def test_callbacks_by_event_name(redis_url: str, queue_name: str) -> None:
-    settings = fast_settings(redis_url)
+    settings = fast_settings(redis_url, events="all")
     completed: list[str | None] = []
     everything: list[str] = []
 
@@ -85,6 +92,7 @@ async def _flood(q: Queue, count: int, start: int = 0) -> None:
 async def test_resumes_after_the_connection_is_killed_without_gaps(
         redis_url: str, queue_name: str, client_retries: int) -> None:
     settings = StreamflowSettings.from_url(redis_url)
+    settings.queue.events = "all"  # events of every add
     settings.redis.retry_attempts = client_retries
     received: list[QueueEvent] = []
     reader_name = f"events-reader-{queue_name}"
@@ -119,6 +127,7 @@ async def test_resumes_after_the_connection_is_killed_without_gaps(
 async def test_reopening_with_the_last_id_loses_nothing(redis_url: str,
                                                         queue_name: str) -> None:
     settings = StreamflowSettings.from_url(redis_url)
+    settings.queue.events = "all"  # events of every add
     async with Queue(queue_name, settings=settings) as q:
         await _flood(q, 5)
         async with QueueEvents(queue_name, settings=settings, since="0") as events:
@@ -134,6 +143,7 @@ async def test_reopening_with_the_last_id_loses_nothing(redis_url: str,
 async def test_breaking_out_of_a_batch_and_iterating_again_loses_nothing(
         redis_url: str, queue_name: str) -> None:
     settings = StreamflowSettings.from_url(redis_url)
+    settings.queue.events = "all"  # events of every add
     async with Queue(queue_name, settings=settings) as q:
         async with QueueEvents(queue_name, settings=settings) as events:  # "$": only new ones
             await _flood(q, 6)
@@ -154,7 +164,7 @@ async def _take(events: QueueEvents, count: int) -> Any:
 
 
 async def test_progress_is_stored_and_sent_as_an_event(redis_url: str, queue_name: str) -> None:
-    settings = StreamflowSettings.from_url(redis_url)
+    settings = StreamflowSettings.from_url(redis_url)  # progress is an outcome: the default
     keys = QueueKeys(queue_name, settings.prefix, tuple(settings.levels))
     tracked = Job(id="p1", name="report", data=None, attempt=1, enqueued_ms=0,
                   queue=queue_name, level="normal", entry_id="1-0",

@@ -60,7 +60,7 @@ def in_stream_order(events: list[QueueEvent]) -> bool:
 
 
 async def test_events_of_every_partition_arrive(redis_url: str, queue_name: str) -> None:
-    settings = fast_settings(redis_url)
+    settings = fast_settings(redis_url, events="all")
     seen: list[QueueEvent] = []
 
     async def handler(job: Job) -> None:
@@ -90,7 +90,7 @@ async def test_events_of_every_partition_arrive(redis_url: str, queue_name: str)
 
 async def test_a_resumed_reader_misses_nothing_and_repeats_nothing(
         redis_url: str, queue_name: str) -> None:
-    settings = fast_settings(redis_url)
+    settings = fast_settings(redis_url, events="all")
     async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q:
         await q.add_bulk(keyed(30))
         got: list[QueueEvent] = []
@@ -116,7 +116,7 @@ async def test_a_resumed_reader_misses_nothing_and_repeats_nothing(
 
 async def test_reading_starts_at_new_events_and_merges_by_time(redis_url: str,
                                                                queue_name: str) -> None:
-    settings = fast_settings(redis_url)
+    settings = fast_settings(redis_url, events="all")
     async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q:
         await q.add_bulk(keyed(8))
         async with QueueEvents(queue_name, settings=settings) as events:  # "$": only new ones
@@ -130,7 +130,7 @@ async def test_reading_starts_at_new_events_and_merges_by_time(redis_url: str,
 
 
 async def test_one_partition_only(redis_url: str, queue_name: str) -> None:
-    settings = fast_settings(redis_url)
+    settings = fast_settings(redis_url, events="all")
     async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q:
         await q.add_bulk(keyed(40))
         target = partition_for("pay_0", PARTITIONS)
@@ -151,7 +151,7 @@ async def test_one_partition_only(redis_url: str, queue_name: str) -> None:
 
 async def test_a_reader_opened_before_the_queue_uses_the_configured_count(
         redis_url: str, queue_name: str) -> None:
-    settings = fast_settings(redis_url, partitions=PARTITIONS)
+    settings = fast_settings(redis_url, events="all", partitions=PARTITIONS)
     async with QueueEvents(queue_name, settings=settings) as events:
         async with Queue(queue_name, settings=settings) as q:
             await q.add_bulk(keyed(12))
@@ -174,7 +174,7 @@ def test_cursor_forms() -> None:
 
 
 async def test_stored_metrics_sum_the_partitions(redis_url: str, queue_name: str) -> None:
-    settings = fast_settings(redis_url, attempts=1, metrics_window=3600)
+    settings = fast_settings(redis_url, events="all", attempts=1, metrics_window=3600)
 
     async def handler(job: Job) -> None:
         if job.data % 5 == 0:
@@ -213,7 +213,7 @@ async def test_otel_metrics_sum_or_label_the_partitions(
         redis_url: str, queue_name: str, reader: InMemoryMetricReader,
         monkeypatch: pytest.MonkeyPatch, labelled: bool) -> None:
     monkeypatch.setenv("STREAMFLOW_METRICS_PARTITION_LABEL", "1" if labelled else "0")
-    settings = fast_settings(redis_url)
+    settings = fast_settings(redis_url, events="all")
     async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q:
         await q.add_bulk(keyed(40))
         await q.add_bulk([JobSpec("later", i, key=f"pay_{i}", delay=600) for i in range(8)])
@@ -250,7 +250,7 @@ async def test_prometheus_text_of_a_partitioned_queue(
     provider = MeterProvider(metric_readers=[prom_reader])
     metrics.use_meter_provider(provider)
     try:
-        settings = fast_settings(redis_url)
+        settings = fast_settings(redis_url, events="all")
         async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q:
             await q.add_bulk(keyed(30))
             worker = Worker(queue_name, lambda job: None, settings=settings, concurrency=8)
@@ -287,7 +287,7 @@ async def test_on_one_redis_events_come_in_time_order_across_partitions(
         redis_url: str, queue_name: str) -> None:
     """One XREAD sees every partition at one instant, and a read keeps only the oldest
     ``count`` of what it got: across partitions the millisecond of the ids never goes back."""
-    settings = fast_settings(redis_url)
+    settings = fast_settings(redis_url, events="all")
     async with Queue(queue_name, settings=settings, partitions=PARTITIONS) as q:
         for i in range(60):
             await q.add("pay", i, job_id=f"evt_{i}", key=f"pay_{i}")
@@ -309,6 +309,7 @@ async def test_a_follower_resumes_every_partition_after_its_connection_is_killed
     from streamflow.connection import create_client
 
     settings = StreamflowSettings.from_url(redis_url)
+    settings.queue.events = "all"  # events of every add
     settings.redis.retry_attempts = 0  # the follower's own loop resumes, not the client's
     received: list[QueueEvent] = []
     reader_name = f"events-reader-{queue_name}"
