@@ -4,11 +4,17 @@ id, not "duplicate")."""
 
 from __future__ import annotations
 
+import os
+import signal
+from pathlib import Path
+
 import pytest
 
 from streamflow import Queue, StreamflowSettings, scripts
+from streamflow.errors import DurabilityError
 from tests.faultproxy import FaultProxy
-from tests.servers import RedisServer
+from tests.servers import RedisProcess, RedisServer
+from tests.support import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -96,4 +102,39 @@ async def test_a_coalesced_call_whose_reply_is_lost_answers_every_caller_once(
             plain = {f"normal:{e.decode()}" for e, f in entries if b"i" not in f}
             assert {answers[i] for i in range(0, 60, 2)} == plain
             assert all(answers[i] == f"evt_{i}" for i in range(1, 60, 2))
+            await q.obliterate(force=True)
+
+
+async def test_a_replicated_add_sent_again_is_confirmed_only_once_a_replica_has_it(
+        redis_server: RedisServer, queue_name: str, tmp_path: Path) -> None:
+    # WAIT counts replicas at the offset of the connection it is sent on: the retry's new
+    # connection wrote nothing when the script found its own reply, so a WAIT there covered
+    # nothing and confirmed a job the (stopped) replica never received
+    with RedisProcess(tmp_path / "master") as master, \
+            RedisProcess(tmp_path / "replica",
+                         config=[f"replicaof {master.host} {master.port}"]) as replica, \
+            FaultProxy(master.port) as proxy:
+        probe = master.client()
+        await wait_until(lambda: probe.info("replication").get("slave0", {}).get("state")
+                         == "online", timeout=30)  # WAIT counts online replicas only
+        settings = _settings(proxy)
+        settings.queue.replicated_timeout = 0.3
+        async with Queue(queue_name, settings=settings) as q:
+            await scripts.load_scripts(q.client)
+            assert replica.pid is not None
+            for job_id in ("evt_1", None):
+                os.kill(replica.pid, signal.SIGSTOP)  # the replica stops taking writes
+                try:
+                    proxy.drop_reply_after(b"FCALL")
+                    with pytest.raises(DurabilityError):
+                        await q.add("payment.captured", {"id": "pay_1"}, job_id=job_id,
+                                    durability="replicated")
+                    assert proxy.dropped_replies >= 1
+                finally:
+                    os.kill(replica.pid, signal.SIGCONT)
+                # once the replica has it, the same add is confirmed (and not written twice)
+                if job_id is not None:
+                    assert await q.add("payment.captured", {"id": "pay_1"}, job_id=job_id,
+                                       durability="replicated") is None
+            assert len(await _entries(q)) == 2
             await q.obliterate(force=True)
