@@ -7,8 +7,9 @@
   KEYS[2]  jobs hash (envelopes of delayed jobs; any key for the streams)
 
   ARGV[1]  kind: stream | delayed
-  ARGV[2]  cut-off (ms): streams by entry time (finished/dead-lettered), delayed jobs by their
-           enqueue time
+  ARGV[2]  cut-off (ms, inclusive: a job of that very millisecond goes too, so older_than=0
+           takes everything up to now): streams by entry time (finished/dead-lettered), delayed
+           jobs by their enqueue time
   ARGV[3]  most jobs to look at in this call
   ARGV[4]  delayed only: the rank to go on from ("" from the start); a job added meanwhile
            with an earlier due time shifts the ranks, so a clean running beside adds may look
@@ -22,7 +23,7 @@ local set_key, jobs_key = KEYS[1], KEYS[2]
 local cutoff, count = tonumber(ARGV[2]), tonumber(ARGV[3])
 
 if ARGV[1] == "stream" then
-  local entries = rcall("XRANGE", set_key, "-", "(" .. cutoff .. "-0", "COUNT", count)
+  local entries = rcall("XRANGE", set_key, "-", cutoff, "COUNT", count)
   if #entries == 0 then return {0, ""} end
   local ids = {}
   for i, entry in ipairs(entries) do ids[i] = entry[1] end
@@ -45,7 +46,7 @@ for _, job_id in ipairs(members) do
       if decoded[j] == "t" then enqueued = tonumber(decoded[j + 1]) end
     end
   end
-  if enqueued == nil or enqueued < cutoff then
+  if enqueued == nil or enqueued <= cutoff then
     removed = removed + rcall("ZREM", set_key, job_id)
     rcall("HDEL", jobs_key, job_id)
   end

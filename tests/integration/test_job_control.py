@@ -8,9 +8,10 @@ import random
 from collections import Counter
 
 import anyio
+import orjson
 import pytest
 
-from streamflow import Discard, Job, Queue, Worker
+from streamflow import Discard, Job, Queue, Worker, scripts
 from streamflow.errors import JobNotFound, JobStateError
 from tests.support import fast_settings, running, wait_until
 
@@ -121,6 +122,23 @@ async def test_clean_by_state_and_age(redis_url: str, queue_name: str) -> None:
         assert await q.clean("delayed") == 5
         with pytest.raises(ValueError, match="clean applies to"):
             await q.clean("waiting")
+
+
+async def test_clean_takes_jobs_of_the_cut_off_millisecond(redis_url: str,
+                                                           queue_name: str) -> None:
+    # clean(older_than=0) right after an add ran in the add's own millisecond and kept the job
+    async with Queue(queue_name, settings=fast_settings(redis_url)) as q:
+        job_id = await q.add("later", {}, delay=600)
+        assert job_id is not None
+        record = orjson.loads(await q.client.hget(q.keys.jobs, job_id))
+        enqueued = int(record[record.index("t") + 1])
+        entry = await q.client.xadd(q.keys.dead, {"n": "x", "d": "{}", "i": "d"})
+        dead_ms = int(entry.decode().partition("-")[0])
+        for target, kind, cutoff in ((q.keys.delayed, "delayed", enqueued),
+                                     (q.keys.dead, "stream", dead_ms)):
+            removed, _ = await scripts.call(q.client, scripts.SCRIPTS["clean_jobs"],
+                                            [target, q.keys.jobs], [kind, cutoff, 10, ""])
+            assert removed == 1, kind
 
 
 async def test_two_cleans_at_once_count_each_job_once(redis_url: str, queue_name: str) -> None:
