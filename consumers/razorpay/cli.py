@@ -139,9 +139,12 @@ def ingress(
                    f"{sorted(unknown)}; the queue's levels are {sf.levels} (STREAMFLOW_LEVELS)")
     if ctx.obj:
         os.environ["STREAMFLOW_REDIS_URL"] = ctx.obj  # read by every server process
+    # The client address of X-Forwarded-For is only ever read by the access log: without it,
+    # uvicorn's proxy-headers middleware would copy every webhook's headers for nothing.
     uvicorn.run("consumers.razorpay.ingress:app_from_env", factory=True, host=host, port=port,
-                workers=workers, access_log=access_log, log_level=log_level.lower(),
-                lifespan="on", server_header=False, **server_options(settings))
+                workers=workers, access_log=access_log, proxy_headers=access_log,
+                log_level=log_level.lower(), lifespan="on", server_header=False,
+                **server_options(settings))
 
 
 @app.command()
