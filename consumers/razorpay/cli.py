@@ -77,7 +77,7 @@ def _streamflow(ctx: typer.Context, settings: RazorpaySettings) -> StreamflowSet
 
 def _run(main: Callable[[], Awaitable[None]], sf: StreamflowSettings | None = None) -> None:
     """Run ``main`` on asyncio (uvloop when installed); failures are one line and a code."""
-    from .store import LedgerError
+    from .database import LedgerError
 
     options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
     where = redact(sf.redis.url) if sf is not None else "Redis"
