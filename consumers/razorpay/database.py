@@ -80,11 +80,13 @@ class _SqliteTransaction:
         self._conn = conn
 
     async def execute(self, sql: str, *args: Any) -> int:
+        # One trip to aiosqlite's thread, not two (execute, then close the cursor): the cursor
+        # is used up and dropped there. Transactions are serialized on the connection, so the
+        # change count's growth is this statement's row count.
         text, order = _qmark(sql)
-        cursor = await self._conn.execute(text, [args[i] for i in order])
-        count = cursor.rowcount
-        await cursor.close()
-        return count
+        before = self._conn.total_changes
+        await self._conn.execute_fetchall(text, [args[i] for i in order])
+        return self._conn.total_changes - before
 
     async def fetchone(self, sql: str, *args: Any) -> Row | None:
         text, order = _qmark(sql)
