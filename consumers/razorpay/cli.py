@@ -77,7 +77,7 @@ def _streamflow(ctx: typer.Context, settings: RazorpaySettings) -> StreamflowSet
 
 def _run(main: Callable[[], Awaitable[None]], sf: StreamflowSettings | None = None) -> None:
     """Run ``main`` on asyncio (uvloop when installed); failures are one line and a code."""
-    from .store import LedgerError
+    from .database import LedgerError
 
     options = {"use_uvloop": True} if importlib.util.find_spec("uvloop") else {}
     where = redact(sf.redis.url) if sf is not None else "Redis"
@@ -139,9 +139,12 @@ def ingress(
                    f"{sorted(unknown)}; the queue's levels are {sf.levels} (STREAMFLOW_LEVELS)")
     if ctx.obj:
         os.environ["STREAMFLOW_REDIS_URL"] = ctx.obj  # read by every server process
+    # The client address of X-Forwarded-For is only ever read by the access log: without it,
+    # uvicorn's proxy-headers middleware would copy every webhook's headers for nothing.
     uvicorn.run("consumers.razorpay.ingress:app_from_env", factory=True, host=host, port=port,
-                workers=workers, access_log=access_log, log_level=log_level.lower(),
-                lifespan="on", server_header=False, **server_options(settings))
+                workers=workers, access_log=access_log, proxy_headers=access_log,
+                log_level=log_level.lower(), lifespan="on", server_header=False,
+                **server_options(settings))
 
 
 @app.command()

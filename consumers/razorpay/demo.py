@@ -79,7 +79,8 @@ from .sample import (
 )
 from .settings import RazorpaySettings
 from .signature import sign
-from .store import TABLES, open_ledger
+from .store import open_ledger
+from .tables import TABLES
 
 LOCK_TIMEOUT = 1.0
 """``RAZORPAY_DB_LOCK_TIMEOUT`` of the demo workers: how long the lock drill's write waits."""

@@ -26,10 +26,12 @@ from typing import Any
 
 from streamflow import Discard, Job, Retry, Router
 
+from .database import LedgerUnavailable
 from .journal import PaymentJournal
 from .settings import RazorpaySettings
 from .states import EVENT_STATUS, LIFECYCLE_EVENTS, PAYMENT_STATUS_OF_ENTITY, OutOfOrder, Versioned
-from .store import (
+from .store import Ledger, open_ledger
+from .tables import (
     DISPUTES,
     INTEGER_COLUMNS,
     ORDERS,
@@ -40,10 +42,7 @@ from .store import (
     TABLES,
     AppliedEvent,
     EntityUpdate,
-    Ledger,
-    LedgerUnavailable,
     Table,
-    open_ledger,
 )
 from .verifier import MalformedBody, parse_event_body
 

@@ -34,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -51,6 +52,7 @@ from streamflow import Queue, StreamflowSettings, telemetry
 from streamflow.errors import PayloadError, PayloadTooLarge, QueueFull
 from streamflow.telemetry import tracing_active
 
+from .deadlines import Sweep, tick_for
 from .server import set_header_timeout
 from .settings import RazorpaySettings
 from .verifier import RazorpayVerifier, Refused, VerifiedEvent, WebhookVerifier
@@ -109,6 +111,42 @@ def _json(status: int, content: dict[str, object]) -> Response:
     return Response(orjson.dumps(content), status, media_type="application/json")
 
 
+class _Deadline:
+    """The deadline of one request, which cancels its task when due: `asyncio.timeout`'s job
+    (the same ``TimeoutError``, the same care for a cancellation from elsewhere) on a `Sweep`
+    instead of a timer of its own."""
+
+    __slots__ = ("_cancelling", "_sweep", "_task", "expired")
+
+    def __init__(self, sweep: Sweep, seconds: float) -> None:
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - ASGI servers run apps in tasks
+            raise RuntimeError("the ingress must run in a task")
+        self._task = task
+        self._cancelling = task.cancelling()
+        self._sweep = sweep
+        self.expired = False
+        sweep.set(self, seconds, _Deadline._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
+
+    def move(self, seconds: float) -> None:
+        """Expire ``seconds`` from now instead."""
+        self._sweep.set(self, seconds, _Deadline._expire)
+
+    def __enter__(self) -> _Deadline:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._sweep.clear(self)
+        if (self.expired and self._task.uncancel() <= self._cancelling
+                and kind is asyncio.CancelledError):
+            raise TimeoutError from exc
+
+
 class RefusalLog:
     """At most one warning per reason every ``interval`` seconds; the next one says how many
     refusals it stands for. Forged requests can be sent faster than logs can be read."""
@@ -157,6 +195,7 @@ class WebhookIngress:
         self._attempts = settings.job_attempts
         self._enqueue_timeout = settings.enqueue_timeout
         self._ready_timeout = settings.ready_timeout
+        self._deadlines = Sweep(tick_for(self._body_timeout, self._enqueue_timeout))
 
     def _refuse(self, refusal: Refused, size: int) -> tuple[int, dict[str, object], _Extra]:
         self.refused[refusal.reason] += 1
@@ -210,7 +249,7 @@ class WebhookIngress:
         event: VerifiedEvent | None = None
         try:
             # One timer for the request: the body's deadline, then the enqueue's.
-            async with asyncio.timeout(self._body_timeout) as deadline:
+            with _Deadline(self._deadlines, self._body_timeout) as deadline:
                 body = await self._read_body(headers, receive)
                 event = self.verifier.verify(body, headers, time.time())
                 text = body.decode("utf-8")
@@ -218,7 +257,7 @@ class WebhookIngress:
                 if span is not None:
                     span.set_attributes({"webhook.event": event.type,
                                          "webhook.event_id": event.id})
-                deadline.reschedule(asyncio.get_running_loop().time() + self._enqueue_timeout)
+                deadline.move(self._enqueue_timeout)
                 job_id = await self.queue.add(event.type, text, priority=level,
                                               job_id=event.id, attempts=self._attempts,
                                               index=event.index, key=event.key)

@@ -18,8 +18,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .database import TRANSIENT_ERRORS, Database, LedgerUnavailable
 from .states import PAYMENT_LIFECYCLE, OutOfOrder
-from .store import TRANSIENT_ERRORS, Database, LedgerUnavailable
 
 __all__ = ["OutOfOrder", "PaymentJournal"]
 

@@ -17,267 +17,63 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
-import re
-import sqlite3
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
-import aiosqlite
 import anyio
-import asyncpg  # type: ignore[import-untyped]
 
+from .database import (
+    TRANSIENT_ERRORS,
+    Database,
+    LedgerError,
+    LedgerUnavailable,
+    PostgresDatabase,
+    Row,
+    SqliteDatabase,
+    Transaction,
+    open_database,
+)
 from .settings import RazorpaySettings
-from .states import (
-    DISPUTE,
-    ORDER,
-    PAYMENT,
-    REFUND,
-    SETTLEMENT,
-    SUBSCRIPTION,
-    StateMachine,
-    Versioned,
+from .states import Versioned
+from .tables import (
+    DISPUTES,
+    INTEGER_COLUMNS,
+    ORDERS,
+    PAYMENTS,
+    REFUNDS,
+    SETTLEMENTS,
+    SUBSCRIPTIONS,
+    TABLES,
+    AppliedEvent,
+    EntityUpdate,
+    Table,
 )
 
-Row = dict[str, Any]
-
-
-class LedgerError(Exception):
-    """Raised when the ledger cannot be opened or used as configured."""
-
-
-class LedgerUnavailable(LedgerError):
-    """Raised when a write failed for a reason that passes (lock, connection, deadlock)."""
-
-
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    sqlite3.OperationalError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TransactionRollbackError,
-    asyncpg.InsufficientResourcesError,
-    asyncpg.OperatorInterventionError,
-    asyncpg.LockNotAvailableError,
-    OSError,
-    TimeoutError,
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Table:
-    """One entity table: its state machine and its columns besides id and status."""
-
-    name: str
-    entity: str
-    """The Razorpay entity name (``payload.<entity>.entity``)."""
-    machine: StateMachine
-    facts: tuple[str, ...]
-    """Columns whose first known value is kept."""
-    status_facts: tuple[str, ...] = ()
-    """Columns that describe the current status: written when the status is."""
-
-
-PAYMENTS = Table("payments", "payment", PAYMENT,
-                 ("order_id", "amount", "currency", "method", "created_at"),
-                 ("error_code", "error_description"))
-REFUNDS = Table("refunds", "refund", REFUND,
-                ("payment_id", "amount", "currency", "created_at"), ("speed_processed",))
-ORDERS = Table("orders", "order", ORDER,
-               ("amount", "currency", "receipt", "created_at"), ("amount_paid",))
-SUBSCRIPTIONS = Table("subscriptions", "subscription", SUBSCRIPTION,
-                      ("plan_id", "customer_id", "total_count", "created_at"),
-                      ("paid_count", "current_end"))
-SETTLEMENTS = Table("settlements", "settlement", SETTLEMENT,
-                    ("amount", "fees", "tax", "utr", "created_at"))
-DISPUTES = Table("disputes", "dispute", DISPUTE,
-                 ("payment_id", "amount", "currency", "reason_code", "created_at"),
-                 ("phase", "respond_by"))
-TABLES = (PAYMENTS, REFUNDS, ORDERS, SUBSCRIPTIONS, SETTLEMENTS, DISPUTES)
-
-INTEGER_COLUMNS = frozenset({
-    "amount", "amount_paid", "fees", "tax", "created_at", "current_end", "respond_by",
-    "paid_count", "total_count",
-})
-"""Entity columns holding integers (amounts in the smallest unit, unix seconds, counts)."""
-
-
-@dataclass(frozen=True, slots=True)
-class EntityUpdate:
-    """What one event says about one entity. ``state`` None: facts only (a stub row)."""
-
-    table: Table
-    id: str
-    state: Versioned | None = None
-    facts: Mapping[str, Any] = field(default_factory=dict)
-    status_facts: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedEvent:
-    """The webhook being applied: its id makes the apply idempotent."""
-
-    id: str
-    name: str
-    at: int
-    """The event's ``created_at`` (unix seconds)."""
-    entity_id: str | None = None
-    attempt: int = 1
-
-
-# ------------------------------------------------------------------------------ databases
-
-
-class Transaction(Protocol):
-    """The statements a ledger transaction runs; SQL uses ``$1``-style parameters."""
-
-    async def execute(self, sql: str, *args: Any) -> int: ...
-
-    async def fetchone(self, sql: str, *args: Any) -> Row | None: ...
-
-    async def fetchall(self, sql: str, *args: Any) -> list[Row]: ...
-
-
-class Database(Protocol):
-    """A connection (SQLite) or pool (PostgreSQL) that runs transactions."""
-
-    dialect: str
-
-    def transaction(self) -> AbstractAsyncContextManager[Transaction]: ...
-
-    async def close(self) -> None: ...
-
-
-_PARAM = re.compile(r"\$(\d+)")
-
-
-@lru_cache(maxsize=256)
-def _qmark(sql: str) -> tuple[str, tuple[int, ...]]:
-    """``$n`` SQL as ``?`` SQL plus the argument index of each ``?``, for sqlite3."""
-    order = tuple(int(match) - 1 for match in _PARAM.findall(sql))
-    return _PARAM.sub("?", sql), order
-
-
-class _SqliteTransaction:
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, *args: Any) -> int:
-        text, order = _qmark(sql)
-        cursor = await self._conn.execute(text, [args[i] for i in order])
-        count = cursor.rowcount
-        await cursor.close()
-        return count
-
-    async def fetchone(self, sql: str, *args: Any) -> Row | None:
-        text, order = _qmark(sql)
-        async with self._conn.execute(text, [args[i] for i in order]) as cursor:
-            row = await cursor.fetchone()
-            if row is None:
-                return None
-            names = [column[0] for column in cursor.description]
-            return dict(zip(names, row, strict=True))
-
-    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
-        text, order = _qmark(sql)
-        async with self._conn.execute(text, [args[i] for i in order]) as cursor:
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
-
-
-class SqliteDatabase:
-    """One SQLite file in WAL mode; transactions are serialized (SQLite has one writer)."""
-
-    dialect = "sqlite"
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-        self._lock = anyio.Lock()
-
-    @classmethod
-    async def open(cls, path: Path | str, *, lock_timeout: float) -> SqliteDatabase:
-        conn = await aiosqlite.connect(str(path), timeout=lock_timeout, isolation_level=None)
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=FULL")
-        return cls(conn)
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield _SqliteTransaction(self._conn)
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                with anyio.CancelScope(shield=True), contextlib.suppress(sqlite3.Error, ValueError):
-                    await self._conn.execute("ROLLBACK")
-                raise
-
-    async def close(self) -> None:
-        await self._conn.close()
-
-
-class _PostgresTransaction:
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
-
-    async def execute(self, sql: str, *args: Any) -> int:
-        status: str = await self._conn.execute(sql, *args)
-        tail = status.rpartition(" ")[2]
-        return int(tail) if tail.isdigit() else 0
-
-    async def fetchone(self, sql: str, *args: Any) -> Row | None:
-        record = await self._conn.fetchrow(sql, *args)
-        return dict(record) if record is not None else None
-
-    async def fetchall(self, sql: str, *args: Any) -> list[Row]:
-        return [dict(record) for record in await self._conn.fetch(sql, *args)]
-
-
-class PostgresDatabase:
-    """An asyncpg pool; each transaction holds one connection (READ COMMITTED)."""
-
-    dialect = "postgresql"
-
-    def __init__(self, pool: Any) -> None:
-        self._pool = pool
-
-    @classmethod
-    async def open(cls, dsn: str, *, pool_size: int, lock_timeout: float) -> PostgresDatabase:
-        pool = await asyncpg.create_pool(
-            dsn, min_size=1, max_size=pool_size,
-            server_settings={"lock_timeout": f"{int(lock_timeout * 1000)}ms",
-                             "application_name": "streamflow-razorpay"})
-        return cls(pool)
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Transaction]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _PostgresTransaction(conn)
-
-    async def close(self) -> None:
-        await self._pool.close()
-
-
-async def open_database(settings: RazorpaySettings) -> Database:
-    """SQLite at ``sqlite_path`` (or a ``sqlite:///`` URL), PostgreSQL for ``postgresql://``."""
-    url = settings.database_url.get_secret_value() if settings.database_url else ""
-    if url.startswith(("postgres://", "postgresql://")):
-        return await PostgresDatabase.open(url, pool_size=settings.db_pool_size,
-                                           lock_timeout=settings.db_lock_timeout)
-    if url and not url.startswith("sqlite:///"):
-        scheme = url.partition(":")[0]
-        raise LedgerError(f"DATABASE_URL scheme {scheme!r} is not supported: "
-                          "use postgresql:// or sqlite:///")
-    path = url.removeprefix("sqlite:///") if url else settings.sqlite_path
-    return await SqliteDatabase.open(path, lock_timeout=settings.db_lock_timeout)
-
-
-# --------------------------------------------------------------------------------- ledger
+__all__ = [
+    "DISPUTES",
+    "INTEGER_COLUMNS",
+    "ORDERS",
+    "PAYMENTS",
+    "REFUNDS",
+    "SETTLEMENTS",
+    "SUBSCRIPTIONS",
+    "TABLES",
+    "TRANSIENT_ERRORS",
+    "AppliedEvent",
+    "Database",
+    "EntityUpdate",
+    "Ledger",
+    "LedgerError",
+    "LedgerUnavailable",
+    "PostgresDatabase",
+    "Row",
+    "SqliteDatabase",
+    "Table",
+    "Transaction",
+    "open_database",
+    "open_ledger",
+]
 
 
 def _state_columns() -> str:

@@ -346,6 +346,24 @@ async def test_connections_past_the_limit_get_503(guarded: ServerThread) -> None
             sock.close()
 
 
+def idle_after_one_request(port: int, wait: float) -> bytes | None:
+    """Send one keep-alive request, read its answer, then stay idle: what the server sent
+    within ``wait`` seconds (b"" when it closed the connection), None if nothing."""
+    with socket.create_connection((HOST, port), timeout=5) as sock:
+        sock.sendall(f"GET /healthz HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        answer = _closed_or_answered(sock, 5)
+        assert answer is not None and answer.startswith(b"HTTP/1.1 200"), answer
+        return _closed_or_answered(sock, wait)
+
+
+async def test_an_idle_keep_alive_connection_is_closed(sf: StreamflowSettings,
+                                                       queue_name: str) -> None:
+    # The header deadline (30 s) is far: only the keep-alive timeout can close it in time.
+    settings = razorpay_settings(queue=queue_name, keep_alive_timeout=0.3, header_timeout=30)
+    with ServerThread(create_app(settings, sf), settings) as server:
+        assert await anyio.to_thread.run_sync(idle_after_one_request, server.port, 10) == b""
+
+
 async def test_keep_alive_requests_still_work_under_the_header_deadline(
         guarded: ServerThread) -> None:
     async with httpx.AsyncClient(base_url=guarded.url) as client:
