@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 import asyncpg
+import orjson
 
 from .base import PY, Peer, package_version
 from .common import TRACKER, env, payload
@@ -88,8 +89,11 @@ class PostgresPeer(Peer):
         return int(await self.conn.fetchval(f"SELECT pg_total_relation_size('{TABLE}')"))
 
     async def enqueue_bulk(self, n: int) -> float | None:
-        body = json.dumps(payload())
-        await self.conn.copy_records_to_table(TABLE, records=[(body,)] * n, columns=["payload"])
+        # a payload of its own per job, encoded per job, as every other peer enqueues
+        # (one text COPYed n times measured less work than the others do)
+        dumps = orjson.dumps
+        records = [(dumps(payload()).decode(),) for _ in range(n)]
+        await self.conn.copy_records_to_table(TABLE, records=records, columns=["payload"])
         return None
 
     async def enqueue_one(self, data: dict[str, Any]) -> None:
