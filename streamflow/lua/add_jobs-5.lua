@@ -14,7 +14,9 @@
   KEYS[1]  delayed zset
   KEYS[2]  jobs hash (envelopes of delayed jobs)
   KEYS[3]  events stream
-  KEYS[4]  reply key of the sending producer slot ("<token>:<answer as JSON>", overwritten by
+  KEYS[4]  reply key of the sending producer slot ("<token>:<answer>": the items joined by the
+           byte 0xFF, which no UTF-8 job id holds, a duplicate as ""; cheaper than JSON for a
+           chunk; overwritten by
            the slot's next call)
   KEYS[5]  where hash (job id -> "<level index>:<entry id>"; not written here: the status
            record holds it for the jobs added here)
@@ -66,14 +68,23 @@ local reply_ttl = ARGV[7]
 local record_reply = token ~= "" and reply_ttl ~= "0"
 
 if record_reply then
-  local previous = rcall("GET", reply_key)
-  if previous and string.sub(previous, 1, #token + 1) == token .. ":" then
-    return cjson.decode(string.sub(previous, #token + 2))
+  -- only the head first: the record of the slot's last call is a whole chunk's answer
+  if rcall("GETRANGE", reply_key, 0, #token) == token .. ":" then
+    local previous = rcall("GET", reply_key)
+    local answer, from = {}, #token + 2
+    while from <= #previous + 1 do
+      local stop = string.find(previous, "\255", from, true) or #previous + 1
+      local item = string.sub(previous, from, stop - 1)
+      answer[#answer + 1] = item == "" and 0 or item
+      from = stop + 1
+    end
+    return answer
   end
 end
 
 local results = {}
 local count = 0 -- the length of results (the length operator searches the table each time)
+local refused = false -- whether a duplicate's 0 is among the results
 
 -- whether the job id behind `status_key` is free (a first add); when not, whether this very
 -- call added it (the call was sent again): its record holds this call's token and the id did
@@ -191,6 +202,7 @@ while pos <= n do
     pos = pos + 8 + extra
     count = count + 1
     results[count] = (fresh or replayed) and job_id or 0
+    refused = refused or results[count] == 0
   else
     local level_arg = ARGV[pos]
     local level = tonumber(level_arg)
@@ -212,6 +224,7 @@ while pos <= n do
       results[count] = job_id
     elseif not fresh then
       results[count] = 0
+      refused = true
     elseif due > 0 then
       rcall("ZADD", delayed_key, due, job_id)
       rcall("HSET", jobs_key, job_id, record)
@@ -239,6 +252,11 @@ while pos <= n do
   end
 end
 if record_reply then
-  rcall("SET", reply_key, token .. ":" .. cjson.encode(results), "PX", reply_ttl)
+  local answer = results
+  if refused then -- a duplicate is stored as "": a job id may be "0", never empty
+    answer = {}
+    for i = 1, count do answer[i] = results[i] == 0 and "" or results[i] end
+  end
+  rcall("SET", reply_key, token .. ":" .. table.concat(answer, "\255"), "PX", reply_ttl)
 end
 return results

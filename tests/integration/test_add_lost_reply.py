@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamflow import Queue, StreamflowSettings, scripts
+from streamflow import JobSpec, Queue, StreamflowSettings, scripts
 from streamflow.errors import DurabilityError
 from tests.faultproxy import FaultProxy
 from tests.servers import RedisProcess, RedisServer
@@ -137,4 +137,25 @@ async def test_a_replicated_add_sent_again_is_confirmed_only_once_a_replica_has_
                     assert await q.add("payment.captured", {"id": "pay_1"}, job_id=job_id,
                                        durability="replicated") is None
             assert len(await _entries(q)) == 2
+            await q.obliterate(force=True)
+
+
+async def test_a_retried_mixed_bulk_add_answers_exactly_what_the_first_try_did(
+        redis_server: RedisServer, queue_name: str) -> None:
+    # the reply record holds the answer of a chunk: ids, a duplicate, and a job id "0" (which
+    # must not read back as a duplicate)
+    with FaultProxy(redis_server.port) as proxy:
+        async with Queue(queue_name, settings=_settings(proxy)) as q:
+            await scripts.load_scripts(q.client)
+            assert await q.add("x", {}, job_id="taken") == "taken"
+            jobs = [("refund.created", {"n": 1}), JobSpec("refund.created", {}, job_id="0"),
+                    JobSpec("refund.created", {}, job_id="taken"),
+                    ("refund.created", {"n": 2})]
+            proxy.drop_reply_after(b"FCALL")
+            ids = await q.add_bulk(jobs)
+            assert proxy.dropped_replies == 1
+            assert ids[1:3] == ["0", None]
+            entries = await _entries(q)
+            assert len(entries) == 4  # "taken", then three new jobs: nothing written twice
+            assert ids[0] in entries and ids[3] in entries  # id-less jobs: named by entry
             await q.obliterate(force=True)
