@@ -155,6 +155,7 @@ SCRIPT_WORDS = frozenset({
     "stream", "more", "done", "missing",  # clean_jobs kinds and cursor, entry states
     "!active", "!done", "!missing", "!dead", "!malformed",  # refusals of the control scripts
     "(", "-0", "+inf",  # parts of exclusive stream ids and score ranges
+    "\\255",  # the separator of an add's reply record (Lua's escape of the byte 0xFF)
 })
 """Words the per-job control scripts answer or build ranges with."""
 
