@@ -109,6 +109,12 @@ local function track(status_key, state, name, where)
   rcall("PEXPIRE", status_key, dedup_ttl)
 end
 
+-- the "added" event of a job now in its level stream
+local function added(job_id, name)
+  rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*", "e", "added", "i", job_id,
+    "n", name)
+end
+
 local pos = 8 + levels
 local n = #ARGV
 while pos <= n do
@@ -143,8 +149,7 @@ while pos <= n do
     count = count + 1
     results[count] = job_id
     if emit then
-      rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
-        "e", "added", "i", job_id, "n", name)
+      added(job_id, name)
     end
   elseif ARGV[pos] == "r" then
     local level = tonumber(ARGV[pos + 1])
@@ -171,8 +176,7 @@ while pos <= n do
         count = count + 1
         results[count] = job_id
         if emit then
-          rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
-            "e", "added", "i", job_id, "n", name)
+          added(job_id, name)
         end
       end
     end
@@ -195,8 +199,7 @@ while pos <= n do
       local entry_id = rcall("XADD", KEYS[6 + tonumber(level)], "*", unpack(fields))
       track(status_key, "waiting", name, level .. ":" .. entry_id)
       if emit then
-        rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
-          "e", "added", "i", job_id, "n", name)
+        added(job_id, name)
       end
     end
     pos = pos + 8 + extra
@@ -245,8 +248,7 @@ while pos <= n do
       end
       results[count] = job_id
       if emit then
-        rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
-          "e", "added", "i", job_id, "n", name)
+        added(job_id, name)
       end
     end
   end
