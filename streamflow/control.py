@@ -87,30 +87,23 @@ class JobControl(JobReading):
             level = where.level_index or 0
             keys = self.keys
             now, emit, maxlen, who = self._common(actor)
+            move_keys = [keys.streams[level], keys.delayed, keys.jobs, keys.dead, keys.where,
+                         keys.events, keys.control, keys.audit]
+            args = [job_id, where.entry_id or "", where.dead_id or "", mode, now, emit, maxlen,
+                    who, level, AUDIT_MAXLEN]
+            key = where.view.key
+            if key is not None and state in ("waiting", "delayed"):
+                # it may hold its key (ordered queue): released in the same move
+                move_keys += [keys.keylocks, keys.held(key), *keys.streams]
+                args += [key, scripts.flag(self.settings.queue.emit_all)]
             result = _text(await scripts.call(
-                self.client, scripts.SCRIPTS["remove_job"],
-                [keys.streams[level], keys.delayed, keys.jobs, keys.dead, keys.where,
-                 keys.events, keys.control, keys.audit],
-                [job_id, where.entry_id or "", where.dead_id or "", mode, now, emit, maxlen,
-                 who, level, AUDIT_MAXLEN]))
+                self.client, scripts.SCRIPTS["remove_job"], move_keys, args))
             if not result.startswith("!"):
-                if where.view.key is not None and state in ("waiting", "delayed"):
-                    await self._release_key(where.view.key, job_id)
                 return result
             if result != "!missing":
                 hint = "cancel it instead" if result == "!active" else ""
                 raise _refuse(job_id, result[1:], mode, applies, hint)
         raise JobStateError(f"job {job_id} kept moving while we tried to {mode} it; try again")
-
-    async def _release_key(self, key: str, job_id: str) -> None:
-        """Let the next held job of ``key`` go: the removed job held the key of an ordered
-        queue (a job that ended by running, or a dead letter, was released by its worker)."""
-        from .queue.ordered import release_command  # the queue package imports this module
-
-        queue = self.settings.queue
-        await scripts.pipeline(self.client, [release_command(
-            self.keys, [(key.encode(), job_id)], scripts.flag(queue.emit_all),
-            queue.events_maxlen)])
 
     async def promote(self, job_id: str, *, actor: str | None = None, key: str | None = None,
                       partition: int | None = None) -> None:

@@ -21,48 +21,16 @@
   Events   waiting | delayed, with i (job id), for each job let go
 ]]
 local rcall = redis.call
-local locks_key, delayed_key, jobs_key, events_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now = tonumber(ARGV[1])
+
+--- @include "release_key"
+
 local levels = tonumber(ARGV[2])
-local emit = ARGV[3] == "1"
-local events_maxlen = ARGV[4]
+local o = {locks = KEYS[1], delayed = KEYS[2], jobs = KEYS[3], events = KEYS[4], stream_base = 5,
+  now = tonumber(ARGV[1]), emit = ARGV[3] == "1", maxlen = ARGV[4]}
 
 local released = 0
 for pos = 5, #ARGV, 3 do
-  local key, ended = ARGV[pos], ARGV[pos + 1]
-  local held_key = KEYS[4 + levels + tonumber(ARGV[pos + 2])]
-  if rcall("HGET", locks_key, key) == ended then
-    local item = rcall("LPOP", held_key)
-    local record = nil
-    local job_id = nil
-    local due = 0
-    while item and not record do
-      local bar = string.find(item, "|", 1, true)
-      due = tonumber(string.sub(item, 1, bar - 1))
-      job_id = string.sub(item, bar + 1)
-      record = rcall("HGET", jobs_key, job_id)
-      if not record then item = rcall("LPOP", held_key) end  -- removed meanwhile (drain)
-    end
-    if not record then
-      rcall("HDEL", locks_key, key)
-    else
-      rcall("HSET", locks_key, key, job_id)
-      released = released + 1
-      local decoded = cjson.decode(record)
-      if due > now then
-        rcall("ZADD", delayed_key, due, job_id)
-        if emit then
-          rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*",
-            "e", "delayed", "i", job_id, "due", due)
-        end
-      else
-        rcall("HDEL", jobs_key, job_id)
-        rcall("XADD", KEYS[5 + decoded[1]], "*", unpack(decoded, 2))
-        if emit then
-          rcall("XADD", events_key, "MAXLEN", "~", events_maxlen, "*", "e", "waiting", "i", job_id)
-        end
-      end
-    end
-  end
+  released = released + release_key(o, ARGV[pos], ARGV[pos + 1],
+    KEYS[4 + levels + tonumber(ARGV[pos + 2])])
 end
 return released
