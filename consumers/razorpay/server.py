@@ -169,7 +169,14 @@ if importlib.util.find_spec("httptools") is not None:
     def _close_idle(protocol: _SweptKeepAlive) -> None:
         protocol.timeout_keep_alive_handler()
 
-    class GuardedHttpToolsProtocol(_HeaderDeadline, _SweptKeepAlive):
+    # `_SweptKeepAlive` restates uvicorn's own on_response_complete (0.54): with a uvicorn
+    # whose protocol lacks the parts it calls, uvicorn's per-response timer stays
+    _KEEP_ALIVE: type[Any] = _SweptKeepAlive if all(
+        hasattr(HttpToolsProtocol, name) for name in (
+            "on_response_complete", "_unset_keepalive_if_required", "_start_asgi_task",
+            "timeout_keep_alive_handler")) else HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(_HeaderDeadline, _KEEP_ALIVE):  # type: ignore[misc]
         """uvicorn's httptools protocol (the faster parser) with a deadline on headers, whose
         responses go out in one write each (`HeadWithBody`), and whose per-connection timers
         live on `Sweep`s."""
