@@ -66,3 +66,24 @@ async def test_a_write_the_server_stops_reading_times_out(redis_server: RedisSer
         proxy.resume()
         await client.connection_pool.release(connection)
         await client.aclose()
+
+
+async def test_a_due_health_check_and_a_dropped_connection_take_redis_pys_own_path(
+        redis_server: RedisServer) -> None:
+    settings = StreamflowSettings.from_url(redis_server.url)
+    settings.redis.health_check_interval = 30
+    client = create_client(settings.redis, max_connections=2)
+    connection = await client.connection_pool.get_connection()
+    probe = redis_server.client()
+    pings = lambda: probe.info("commandstats").get("cmdstat_ping", {}).get("calls", 0)  # noqa: E731
+    before = pings()
+    connection.next_health_check = -1  # due: the write checks the connection first
+    await connection.send_packed_command(PING)
+    assert await connection.read_response() == b"PONG"
+    assert pings() == before + 2  # the health check's PING, then ours
+    await connection.disconnect()
+    await connection.send_packed_command(PING)  # not connected: it connects, then writes
+    assert await connection.read_response() == b"PONG"
+    assert connection.is_connected
+    await client.connection_pool.release(connection)
+    await client.aclose()
