@@ -37,7 +37,7 @@ from .. import scripts
 from ..keys import QueueKeys
 from ..protocol import NOTHING_WAITS
 from ..settings import StreamflowSettings
-from ..transient import PASSING, REDIS_ERRORS, lost_connection, passes
+from ..transient import MAYBE_LOST, PASSING, lost_connection, passes
 from .acker import Acker
 from .dispatch import Dispatcher
 from .wake import FAILED, PipelinedWait
@@ -211,7 +211,7 @@ class Fetcher:
             try:
                 reply = await self._waiter.wait_then_fetch(last_ids, count, sent_ms,
                                                            self._settings.worker.block_ms)
-            except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
+            except MAYBE_LOST as exc:
                 if not lost_connection(exc):
                     raise
                 log.debug("pipelined wait: %s: %s; waiting the plain way next",
