@@ -325,3 +325,41 @@ async def test_acks_lent_to_a_wait_stay_with_the_acker_when_not_taken(
                 assert acker.lend() is None  # nothing left
         finally:
             await client.aclose()
+
+
+async def test_an_ack_buffered_while_a_wait_holds_the_acks_is_sent_by_the_acker(
+        redis_url: str, queue_name: str) -> None:
+    """A job that finishes after a wait took (lent) the acker's buffer: the acker's loop sends
+    its ack once the wait settled, it is not skipped as sent with the wait."""
+    settings = fast_settings(redis_url)
+    worker = Worker(queue_name, lambda job: None, settings=settings)
+    async with Queue(queue_name, settings=settings) as q:
+        client = worker.client
+        try:
+            await ensure_groups(client, worker.keys, worker.group)
+            await scripts.load_scripts(client)
+            acker = worker._acker
+            acker.client = client
+            await q.add_bulk([JobSpec("j", i) for i in range(2)])
+            [[_, entries]] = await client.xreadgroup(
+                worker.group, worker.consumer, {worker.keys.streams[1]: ">"}, count=2)
+            first, second = (decode_job(entry_id, fields, queue_name, "normal")
+                             for entry_id, fields in entries)
+            async with anyio.create_task_group() as tg:
+                await tg.start(acker.loop)
+                worker._outcomes.completed(first, 1, None)
+                acker.wanted()
+                lent = acker.lend()  # the wait takes the first ack, before the loop runs
+                assert lent is not None and len(lent) == 1
+                worker._outcomes.completed(second, 1, None)  # meanwhile the next job ends
+                acker.wanted()
+                replies = [await client.execute_command(*command) for command in lent]
+                acker.settle(replies)
+
+                async def all_acked() -> bool:
+                    return await pending(q, worker.group) == 0
+
+                await wait_until(all_acked)
+                tg.cancel_scope.cancel()
+        finally:
+            await client.aclose()
