@@ -273,5 +273,5 @@ class Fetcher:
     async def _wait_for_entries(self, last_ids: list[Any], block_ms: int) -> Any:
         """Block until an entry newer than ``last_ids`` arrives on any level (or ``block_ms``
         passes); the XREAD reply (empty after ``block_ms``). Claims nothing."""
-        return await self.client.xread(dict(zip(self.keys.streams, last_ids, strict=True)), count=1,
-                                block=block_ms)
+        return await self.client.xread(dict(zip(self.keys.streams, last_ids, strict=True)),
+                                       count=1, block=block_ms)
