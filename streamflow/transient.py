@@ -28,7 +28,11 @@ def lost_connection(exc: BaseException) -> bool:
     return tb is not None and f"{os.sep}redis{os.sep}" in tb.tb_frame.f_code.co_filename
 
 
-PASSING = (*REDIS_ERRORS, ResponseError, AttributeError, TypeError)
+MAYBE_LOST = (*REDIS_ERRORS, AttributeError, TypeError)
+"""What a caller catches to survive a lost connection; ``lost_connection`` tells which of them
+are one (the others are re-raised)."""
+
+PASSING = (*MAYBE_LOST, ResponseError)
 """What a background loop catches; ``passes`` tells which of them it survives."""
 
 

@@ -23,7 +23,7 @@ from redis.exceptions import OutOfMemoryError
 
 from .. import scripts
 from ..outcomes import About, Outcomes
-from ..transient import REDIS_ERRORS, lost_connection
+from ..transient import MAYBE_LOST, REDIS_ERRORS, lost_connection
 
 log = logging.getLogger("streamflow.worker")
 
@@ -196,7 +196,7 @@ class Acker:
                 if self._commands:  # refused ones, sent again with the next round
                     await anyio.sleep(FULL_RETRY_S if self.full else 0.05)
                     self.wanted()
-            except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
+            except MAYBE_LOST as exc:
                 if not lost_connection(exc):
                     raise
                 failures += 1
@@ -216,7 +216,7 @@ class Acker:
                     await self.flush()
                     if not self._commands:
                         break
-                except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
+                except MAYBE_LOST as exc:
                     if not lost_connection(exc):
                         raise
                     log.warning("final ack flush failed (%s), attempt %d", exc, attempt + 1)

@@ -37,7 +37,7 @@ from .. import scripts
 from ..keys import QueueKeys
 from ..protocol import NOTHING_WAITS
 from ..settings import StreamflowSettings
-from ..transient import PASSING, REDIS_ERRORS, lost_connection, passes
+from ..transient import MAYBE_LOST, PASSING, lost_connection, passes
 from .acker import Acker
 from .dispatch import Dispatcher
 from .wake import FAILED, PipelinedWait
@@ -211,7 +211,7 @@ class Fetcher:
             try:
                 reply = await self._waiter.wait_then_fetch(last_ids, count, sent_ms,
                                                            self._settings.worker.block_ms)
-            except (*REDIS_ERRORS, AttributeError, TypeError) as exc:
+            except MAYBE_LOST as exc:
                 if not lost_connection(exc):
                     raise
                 log.debug("pipelined wait: %s: %s; waiting the plain way next",
@@ -273,5 +273,5 @@ class Fetcher:
     async def _wait_for_entries(self, last_ids: list[Any], block_ms: int) -> Any:
         """Block until an entry newer than ``last_ids`` arrives on any level (or ``block_ms``
         passes); the XREAD reply (empty after ``block_ms``). Claims nothing."""
-        return await self.client.xread(dict(zip(self.keys.streams, last_ids, strict=True)), count=1,
-                                block=block_ms)
+        return await self.client.xread(dict(zip(self.keys.streams, last_ids, strict=True)),
+                                       count=1, block=block_ms)

@@ -28,7 +28,6 @@ import time
 from typing import Any
 
 import anyio
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -159,29 +158,9 @@ class PipelinedWait:
 
 
 async def _send(connection: Any, commands: list[Any]) -> None:
-    """Write ``commands`` in one write. Straight to the connection's stream writer when it has
-    one and no health check is due: ``send_packed_command`` wraps the write in a task of its
-    own (``asyncio.wait_for``), which costs the idle worker two turns of the event loop and
-    about a fifth of its CPU per job (``benchmarks/latency.py``)."""
-    packed = connection.pack_commands(commands)
-    writer = getattr(connection, "_writer", None)
-    if (writer is None or not connection.is_connected or (
-            connection.health_check_interval
-            and asyncio.get_running_loop().time() > connection.next_health_check)):
-        await connection.send_packed_command(packed)
-        return
-    try:
-        writer.writelines(packed)
-        if writer.transport.get_write_buffer_size():  # the socket did not take it all
-            with anyio.fail_after(connection.socket_timeout):
-                await writer.drain()
-    except BaseException as exc:
-        await connection.disconnect(nowait=True)
-        if isinstance(exc, TimeoutError):
-            raise RedisTimeoutError("Timeout writing to socket") from None
-        if isinstance(exc, OSError):
-            raise RedisConnectionError(f"Error while writing to socket: {exc}") from exc
-        raise
+    """Write ``commands`` in one write (streamflow's connections write without redis-py's task
+    per write: ``DirectWrite``)."""
+    await connection.send_packed_command(connection.pack_commands(commands))
 
 
 async def _replies(connection: Any, count: int) -> list[Any]:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -31,6 +33,16 @@ def idle(*workers: Worker) -> bool:
     return all(worker.fetcher.state is FetchState.WAITING for worker in workers)
 
 
+def recorder() -> tuple[list[Any], Callable[[Job], Awaitable[None]]]:
+    """A handler that records each job's data, and the list it records to."""
+    ran: list[Any] = []
+
+    async def handler(job: Job) -> None:
+        ran.append(job.data)
+
+    return ran, handler
+
+
 async def pending(q: Queue, group: str) -> int:
     total = 0
     for stream in q.keys.streams:
@@ -48,10 +60,7 @@ async def test_stop_while_an_add_arrives_leaves_nothing_pending(
     the fetch claimed ran before the workers stopped; the others still wait, unclaimed."""
     settings = fast_settings(redis_url)
     settings.worker.block_ms = 3000  # every worker is in its wait when it is stopped
-    ran: list[int] = []
-
-    async def handler(job: Job) -> None:
-        ran.append(job.data)
+    ran, handler = recorder()
 
     rounds = 40
     async with Queue(queue_name, settings=settings) as q:
@@ -93,10 +102,7 @@ async def test_a_limit_over_during_the_wait_is_not_waited_for(
     began and ended during the wait must not hold the job that woke the worker."""
     settings = fast_settings(redis_url)
     settings.worker.block_ms = 8000
-    ran: list[int] = []
-
-    async def handler(job: Job) -> None:
-        ran.append(job.data)
+    ran, handler = recorder()
 
     async with Queue(queue_name, settings=settings) as q:
         worker = Worker(queue_name, handler, settings=settings)
@@ -127,10 +133,7 @@ async def test_lost_functions_while_idle(redis_url: str, queue_name: str) -> Non
     settings.worker.block_ms = 8000  # no wait ends on its own between the flush and the add
     producer = fast_settings(redis_url)
     producer.redis.lua = "evalsha"
-    ran: list[int] = []
-
-    async def handler(job: Job) -> None:
-        ran.append(job.data)
+    ran, handler = recorder()
 
     async with Queue(queue_name, settings=producer) as q:
         worker = Worker(queue_name, handler, settings=settings)
@@ -154,10 +157,7 @@ async def test_killed_connections_while_idle(redis_url: str, queue_name: str) ->
     """Every connection of an idle worker killed (its blocked wait among them): it waits and
     fetches again, and the next jobs run."""
     settings = fast_settings(redis_url)
-    ran: list[int] = []
-
-    async def handler(job: Job) -> None:
-        ran.append(job.data)
+    ran, handler = recorder()
 
     async with Queue(queue_name, settings=settings) as q:
         worker = Worker(queue_name, handler, settings=settings)
@@ -263,11 +263,8 @@ async def test_an_idle_worker_acknowledges_in_the_write_of_its_next_wait(
     per job, not one for the ack and one for the wait."""
     settings = fast_settings(redis_url)
     settings.worker.block_ms = 5000
-    ran: list[int] = []
+    ran, handler = recorder()
     seen: list[tuple[str, str]] = []  # (client, command) as MONITOR shows them, scripts' own out
-
-    async def handler(job: Job) -> None:
-        ran.append(job.data)
 
     def acked_with_a_wait() -> bool:
         for (client, command), (after, following) in itertools.pairwise(seen):
@@ -326,5 +323,43 @@ async def test_acks_lent_to_a_wait_stay_with_the_acker_when_not_taken(
                 await acker.flush()  # the round of the acker's loop
                 assert await pending(q, worker.group) == 0
                 assert acker.lend() is None  # nothing left
+        finally:
+            await client.aclose()
+
+
+async def test_an_ack_buffered_while_a_wait_holds_the_acks_is_sent_by_the_acker(
+        redis_url: str, queue_name: str) -> None:
+    """A job that finishes after a wait took (lent) the acker's buffer: the acker's loop sends
+    its ack once the wait settled, it is not skipped as sent with the wait."""
+    settings = fast_settings(redis_url)
+    worker = Worker(queue_name, lambda job: None, settings=settings)
+    async with Queue(queue_name, settings=settings) as q:
+        client = worker.client
+        try:
+            await ensure_groups(client, worker.keys, worker.group)
+            await scripts.load_scripts(client)
+            acker = worker._acker
+            acker.client = client
+            await q.add_bulk([JobSpec("j", i) for i in range(2)])
+            [[_, entries]] = await client.xreadgroup(
+                worker.group, worker.consumer, {worker.keys.streams[1]: ">"}, count=2)
+            first, second = (decode_job(entry_id, fields, queue_name, "normal")
+                             for entry_id, fields in entries)
+            async with anyio.create_task_group() as tg:
+                await tg.start(acker.loop)
+                worker._outcomes.completed(first, 1, None)
+                acker.wanted()
+                lent = acker.lend()  # the wait takes the first ack, before the loop runs
+                assert lent is not None and len(lent) == 1
+                worker._outcomes.completed(second, 1, None)  # meanwhile the next job ends
+                acker.wanted()
+                replies = [await client.execute_command(*command) for command in lent]
+                acker.settle(replies)
+
+                async def all_acked() -> bool:
+                    return await pending(q, worker.group) == 0
+
+                await wait_until(all_acked)
+                tg.cancel_scope.cancel()
         finally:
             await client.aclose()
