@@ -89,19 +89,16 @@ class _SqliteTransaction:
         return self._conn.total_changes - before
 
     async def fetchone(self, sql: str, *args: Any) -> Row | None:
-        text, order = _qmark(sql)
-        async with self._conn.execute(text, [args[i] for i in order]) as cursor:
-            row = await cursor.fetchone()
-            if row is None:
-                return None
-            names = [column[0] for column in cursor.description]
-            return dict(zip(names, row, strict=True))
+        # the ledger's queries of one row select it by key: reading them all is one row
+        rows = await self.fetchall(sql, *args)
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, *args: Any) -> list[Row]:
+        # One trip, as `execute` (not three: execute, fetch, close); the connection's row
+        # factory (sqlite3.Row) brings the column names along
         text, order = _qmark(sql)
-        async with self._conn.execute(text, [args[i] for i in order]) as cursor:
-            names = [column[0] for column in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in await cursor.fetchall()]
+        rows = await self._conn.execute_fetchall(text, [args[i] for i in order])
+        return [dict(zip(row.keys(), row, strict=True)) for row in rows]
 
 
 class SqliteDatabase:
@@ -116,6 +113,7 @@ class SqliteDatabase:
     @classmethod
     async def open(cls, path: Path | str, *, lock_timeout: float) -> SqliteDatabase:
         conn = await aiosqlite.connect(str(path), timeout=lock_timeout, isolation_level=None)
+        conn.row_factory = sqlite3.Row
         await conn.execute("PRAGMA journal_mode=WAL")
         await conn.execute("PRAGMA synchronous=FULL")
         return cls(conn)

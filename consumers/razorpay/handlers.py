@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from streamflow import Discard, Job, Retry, Router
 
@@ -47,6 +47,8 @@ from .tables import (
 from .verifier import MalformedBody, parse_event_body
 
 log = logging.getLogger("consumers.razorpay")
+
+_T = TypeVar("_T")
 
 FAMILIES: dict[str, Table] = {
     "payment.dispute.": DISPUTES,
@@ -177,21 +179,32 @@ def build_router(ledger: Ledger | None = None,
             raise RuntimeError("the ledger opens with the worker (router lifespan)")
         return opened[0]
 
+    async def own(ledger: Ledger, config: RazorpaySettings) -> tuple[Ledger, float]:
+        log.info("ledger on %s, tables %s*", ledger.dialect, ledger.prefix)
+        return ledger, config.db_retry_delay
+
     router = _router(ledger_of)
     if ledger is None:
-        @router.lifespan
-        @asynccontextmanager
-        async def open_configured_ledger() -> AsyncIterator[None]:
-            config = settings or RazorpaySettings()
-            async with open_ledger(config) as own:
-                log.info("ledger on %s, tables %s*", own.dialect, own.prefix)
-                opened.append((own, config.db_retry_delay))
-                try:
-                    yield
-                finally:
-                    opened.clear()
-
+        _open_with_worker(router, settings, opened, own)
     return router
+
+
+def _open_with_worker(router: Router, settings: RazorpaySettings | None, opened: list[_T],
+                      make: Callable[[Ledger, RazorpaySettings], Awaitable[_T]]) -> None:
+    """Give ``router`` a lifespan that opens the ledger ``settings`` (default: the
+    environment's) point at before the worker's first job, keeps ``make(ledger, settings)``
+    in ``opened`` while the worker runs and closes the ledger after its last ack."""
+
+    @router.lifespan
+    @asynccontextmanager
+    async def open_ledger_with_worker() -> AsyncIterator[None]:
+        config = settings or RazorpaySettings()
+        async with open_ledger(config) as ledger:
+            opened.append(await make(ledger, config))
+            try:
+                yield
+            finally:
+                opened.clear()
 
 
 def _router(ledger_of: Callable[[], Awaitable[tuple[Ledger, float]]]) -> Router:
@@ -300,20 +313,15 @@ def build_lifecycle_router(journal: PaymentJournal | None = None,
         router.add(name, advance)
     router.fallback(advance)
     if journal is None:
-        @router.lifespan
-        @asynccontextmanager
-        async def open_journal() -> AsyncIterator[None]:
-            config = settings or RazorpaySettings()
-            async with open_ledger(config) as ledger:
-                own = PaymentJournal(ledger.db, ledger.prefix)
-                await own.create_schema()
-                opened.append(own)
-                try:
-                    yield
-                finally:
-                    opened.clear()
-
+        _open_with_worker(router, settings, opened, _own_journal)
     return router
+
+
+async def _own_journal(ledger: Ledger, config: RazorpaySettings) -> PaymentJournal:
+    """The payment journal on ``ledger``'s database, its table created."""
+    journal = PaymentJournal(ledger.db, ledger.prefix)
+    await journal.create_schema()
+    return journal
 
 
 router = build_router()

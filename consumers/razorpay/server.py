@@ -164,10 +164,8 @@ if importlib.util.find_spec("httptools") is not None:
                 cycle, app = self.pipeline.pop()
                 self._start_asgi_task(cycle, app)
             else:
-                self._idle_sweep.set(self, self.timeout_keep_alive, _close_idle)
-
-    def _close_idle(protocol: _SweptKeepAlive) -> None:
-        protocol.timeout_keep_alive_handler()
+                self._idle_sweep.set(self, self.timeout_keep_alive,
+                                     HttpToolsProtocol.timeout_keep_alive_handler)
 
     # `_SweptKeepAlive` restates uvicorn's own on_response_complete (0.54): with a uvicorn
     # whose protocol lacks the parts it calls, uvicorn's per-response timer stays

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from consumers.razorpay.handlers import build_lifecycle_router, ordering_key
-from consumers.razorpay.journal import PaymentJournal
+from consumers.razorpay.journal import OutOfOrder, PaymentJournal
 from consumers.razorpay.sample import new_id, payment_event, refund_event
 from consumers.razorpay.settings import RazorpaySettings
 from consumers.razorpay.store import Ledger
@@ -115,3 +115,17 @@ async def test_without_order_the_same_run_refuses_transitions(
                                                      ordered=False)
     assert dead > 0, "the handler depends on order: some events came too early"
     assert histories != expected
+
+
+async def test_an_event_applied_twice_or_out_of_order_changes_nothing(ledger: Ledger) -> None:
+    journal = PaymentJournal(ledger.db, ledger.prefix)
+    await journal.create_schema()
+    assert await journal.advance("evt_a", "pay_Twice", "authorized")
+    assert not await journal.advance("evt_a", "pay_Twice", "authorized")  # a redelivery
+    with pytest.raises(OutOfOrder):
+        await journal.advance("evt_r", "pay_Twice", "refunded")  # not captured yet
+    assert await journal.history("pay_Twice") == ["authorized"]
+    assert await _journaled(journal) == 1
+    assert await journal.advance("evt_c", "pay_Twice", "captured")
+    assert await journal.history("pay_Twice") == ["authorized", "captured"]
+    await journal.drop_schema()
