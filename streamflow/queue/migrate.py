@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,9 @@ from .base import ensure_groups
 from .layout import (
     PARTITIONS_FIELD,
     clear_key_order,
+    glob_literal,
     layout_keys,
+    scan_batches,
     stored_partitions,
     sum_counts,
 )
@@ -283,7 +285,7 @@ class _Mover:
         """The dedup marks of a queue written before status records became the marks."""
         targets = self._targets()
         prefix = self.keys.dedup("")
-        async for marks in _scan_batches(self.client, prefix):
+        async for marks in scan_batches(self.client, glob_literal(prefix) + "*", BATCH):
             values = await self.client.mget(marks)  # one slot: the partition's hash tag
             pipe = self.client.pipeline(transaction=False)
             for mark in marks:
@@ -304,7 +306,7 @@ class _Mover:
     async def _status(self) -> None:
         targets = self._targets()
         prefix = self.keys.status("")
-        async for raws in _scan_batches(self.client, prefix):
+        async for raws in scan_batches(self.client, glob_literal(prefix) + "*", BATCH):
             copies = [(raw, keys.status(raw.decode()[len(prefix):]))
                       for raw in raws for keys in targets]
             await _copy_keys(self.client, copies, delete=self.vanishing)
@@ -346,18 +348,6 @@ async def _copy_keys(client: Any, pairs: Sequence[tuple[Any, str]], *,
     await pipe.execute()
 
 
-async def _scan_batches(client: Any, prefix: str) -> AsyncIterator[list[Any]]:
-    """The keys starting with ``prefix``, up to `BATCH` at a time."""
-    batch: list[Any] = []
-    async for key in client.scan_iter(match=_glob(prefix) + "*", count=1000):
-        batch.append(key)
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 async def _clear(queue: Admin, keys: QueueKeys) -> int:
     """Delete what is left of a vanishing partition (or plain layout); how many keys."""
     view = copy.copy(queue)
@@ -374,10 +364,6 @@ def _record_fields(record: bytes | None) -> dict[str, str]:
 
 def _text(value: bytes | None) -> str | None:
     return value.decode() if value is not None else None
-
-
-def _glob(text: str) -> str:
-    return "".join(f"\\{ch}" if ch in "[]?{}*" else ch for ch in text)
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
