@@ -225,55 +225,80 @@ class _Mover:
             await remove.execute()
 
     async def _key_order(self) -> None:
-        for raw_key, holder in (await self.client.hgetall(self.keys.keylocks)).items():
-            key = raw_key.decode()
-            target = self.dest(key, None)
+        locks = list((await self.client.hgetall(self.keys.keylocks)).items())
+        for chunk in _chunks(locks):
+            await self._key_order_chunk(chunk)
+
+    async def _key_order_chunk(self, locks: Sequence[tuple[bytes, bytes]]) -> None:
+        """Up to `BATCH` keys, a few pipelines for them all (written before deleted)."""
+        releases, moving = [], []
+        for raw_key, holder in locks:
+            target = self.dest(raw_key.decode(), None)
             stale = holder.decode() not in self.out  # its job is neither waiting nor delayed
-            if target is None:
-                if stale:  # its job ended without releasing the key: the next one goes
-                    await scripts.pipeline(self.client, [release_command(
-                        self.keys, [(raw_key, holder.decode())], "0", 0)])
-                continue
+            if target is not None:
+                moving.append((raw_key.decode(), holder, target, stale))
+            elif stale:  # its job ended without releasing the key: the next one goes
+                releases.append(release_command(self.keys, [(raw_key, holder.decode())], "0", 0))
+        await scripts.pipeline(self.client, releases)
+        if not moving:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for _, holder, target, stale in moving:  # moved by an interrupted run of the migration?
+            if stale:
+                pipe.hexists(self.new[target].where, holder)
+                pipe.zscore(self.new[target].delayed, holder)
+        found = iter(await pipe.execute())
+        for i, (key, holder, target, stale) in enumerate(moving):
+            if stale:
+                in_stream, due = next(found), next(found)
+                moving[i] = (key, holder, target, not (in_stream or due is not None))
+        pipe = self.client.pipeline(transaction=False)
+        for key, *_ in moving:
+            pipe.lrange(self.keys.held(key), 0, -1)
+        lists: list[list[bytes]] = await pipe.execute()
+        ids = [[item.decode().split(HELD_SEPARATOR, 1)[1] for item in items] for items in lists]
+        pipe = self.client.pipeline(transaction=False)
+        for key_ids in ids:
+            if key_ids:
+                pipe.hmget(self.keys.jobs, key_ids)
+        records = iter(await pipe.execute())
+        write = self.client.pipeline(transaction=False)
+        remove = self.client.pipeline(transaction=False)
+        for (key, holder, target, stale), items, key_ids in zip(moving, lists, ids, strict=True):
             dest = self.new[target]
-            if stale:  # moved there by an interrupted run of the migration?
-                stale = not (await self.client.hexists(dest.where, holder) or
-                             await self.client.zscore(dest.delayed, holder) is not None)
-            items = await self.client.lrange(self.keys.held(key), 0, -1)
-            ids = [item.decode().split(HELD_SEPARATOR, 1)[1] for item in items]
-            records = await self.client.hmget(self.keys.jobs, ids) if ids else []
             held = [(item, job_id, record) for item, job_id, record
-                    in zip(items, ids, records, strict=True) if record is not None]
+                    in zip(items, key_ids, next(records) if key_ids else [], strict=True)
+                    if record is not None]
             if stale and held:
                 item, job_id, record = held.pop(0)
-                await self._let_go(dest, item, job_id, record)
+                self._let_go(write, dest, item, job_id, record)
                 holder, stale = job_id.encode(), False
-            pipe = self.client.pipeline(transaction=False)
             for item, job_id, record in held:
-                pipe.hset(dest.jobs, job_id, record)
-                pipe.rpush(dest.held(key), item)
+                write.hset(dest.jobs, job_id, record)
+                write.rpush(dest.held(key), item)
             if not stale:
-                pipe.hset(dest.keylocks, key, holder)
-            await pipe.execute()
-            pipe = self.client.pipeline(transaction=False)
-            pipe.delete(self.keys.held(key))
-            pipe.hdel(self.keys.keylocks, key)
-            if ids:
-                pipe.hdel(self.keys.jobs, *ids)
-            await pipe.execute()
+                write.hset(dest.keylocks, key, holder)
+            remove.delete(self.keys.held(key))
+            remove.hdel(self.keys.keylocks, key)
+            if key_ids:
+                remove.hdel(self.keys.jobs, *key_ids)
             self.report.keys += 1
             self.report.held += len(held)
             self._count(target)
+        await write.execute()
+        await remove.execute()
 
-    async def _let_go(self, dest: QueueKeys, item: bytes, job_id: str, record: bytes) -> None:
+    def _let_go(self, pipe: Any, dest: QueueKeys, item: bytes, job_id: str,
+                record: bytes) -> None:
+        """Queue in ``pipe`` the move of the first held job of a key whose holder is gone."""
         due = int(item.decode().split(HELD_SEPARATOR, 1)[0])
         if due > time.time() * 1000:
-            await self.client.hset(dest.jobs, job_id, record)
-            await self.client.zadd(dest.delayed, {job_id: due})
+            pipe.hset(dest.jobs, job_id, record)
+            pipe.zadd(dest.delayed, {job_id: due})
             self.report.delayed += 1
         else:
             level, *flat = orjson.loads(record)
-            await self.client.xadd(dest.streams[level], dict(zip(flat[::2], flat[1::2],
-                                                                 strict=True)))
+            pipe.xadd(dest.streams[level], dict(zip(flat[::2], flat[1::2], strict=True)))
             self.report.waiting += 1
 
     def _targets(self) -> list[QueueKeys]:
