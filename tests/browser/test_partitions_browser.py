@@ -11,7 +11,7 @@ import pytest
 from streamflow import JobSpec, Queue
 from streamflow.dashboard.jobs_api import BROWSE
 from streamflow.partitions import partition_for
-from tests.browser.conftest import Stack, run
+from tests.browser.conftest import Stack, counts, delete_key, job_state_is, reload_until, run
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')").expect
@@ -36,22 +36,9 @@ def _seed(stack: Stack, queue: str, dead_id: str) -> None:
     run(go)
 
 
-def _counts(stack: Stack, queue: str) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        async with Queue(queue, settings=stack.settings) as q:
-            return dict(await q.counts())
-
-    return run(go)
-
-
 async def _add_delayed(stack: Stack, queue: str, job_id: str) -> None:
     async with Queue(queue, settings=stack.settings) as q:
         await q.add("noop", {}, job_id=job_id, delay=3600)
-
-
-async def _fix(stack: Stack, queue: str) -> None:
-    async with Queue(queue, settings=stack.settings) as q:
-        await q.client.delete(f"{queue}:provider-down")
 
 
 def test_open_a_partitioned_queue_and_retry_a_dead_job_of_one_partition(
@@ -61,7 +48,7 @@ def test_open_a_partitioned_queue_and_retry_a_dead_job_of_one_partition(
     _seed(stack, queue_name, dead_id)
     stack.worker(queue_name)
     deadline = time.monotonic() + 30
-    while _counts(stack, queue_name)["dead"] != 1:
+    while counts(stack, queue_name)["dead"] != 1:
         assert time.monotonic() < deadline, "the job was not dead-lettered"
         time.sleep(0.05)
     url = stack.dashboard()
@@ -102,14 +89,10 @@ def test_open_a_partitioned_queue_and_retry_a_dead_job_of_one_partition(
     expect(page.locator("#job-partition")).to_have_text(f"partition {home}")
     expect(page.locator("#error-text")).to_contain_text("provider answered 503")
 
-    run(lambda: _fix(stack, queue_name))
+    delete_key(stack, queue_name, f"{queue_name}:provider-down")
     page.locator("#action-retry").click()
     expect(page.locator("#flash")).to_contain_text(dead_id)
-    deadline = time.monotonic() + 20
-    while page.locator("#job-state").inner_text() != "completed":
-        assert time.monotonic() < deadline, "the retried job did not complete"
-        page.wait_for_timeout(100)
-        page.reload()
+    reload_until(page, job_state_is("completed"), "the retried job did not complete")
     expect(page.locator("#result")).to_contain_text("pay_42")
     expect(page.locator("#job-partition")).to_have_text(f"partition {home}")
-    assert _counts(stack, queue_name)["dead"] == 0
+    assert counts(stack, queue_name)["dead"] == 0
