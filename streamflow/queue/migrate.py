@@ -103,19 +103,20 @@ async def migrate_partitions(queue: Admin, to: int, *, group: str | None = None)
     for keys in new:
         await ensure_groups(client, keys, group)
     router, out = Routing(to), set[str]()
-    movers = [_Mover(client, keys, index, index >= to or (before == 1) != (to == 1), new,
-                     router, report, out) for index, keys in enumerate(old)]
+    plain_changes = (before == 1) != (to == 1)  # the plain layout's keys are not a partition's
+    movers = [_Mover(client, keys, index, index >= to or plain_changes, new, router, report,
+                     out) for index, keys in enumerate(old)]
     paused = any([await client.hget(keys.meta, "paused") == b"1" for keys in old])
     for mover in movers:  # first every job, then the keys' order (a holder moved by an
         await mover.move_jobs(group)  # interrupted run is found in its new partition)
     for mover in movers:
         await mover.move_the_rest()
-    if (before == 1) != (to == 1):
+    if plain_changes:
         await _copy_keys(client, [(old[0].repeat, new[0].repeat),
                                   (old[0].repeat_last, new[0].repeat_last)])
-    for index, keys in enumerate(old):
-        if index >= to or (before == 1) != (to == 1):
-            report.deleted_keys += await _clear(queue, keys)
+    for mover in movers:
+        if mover.vanishing:
+            report.deleted_keys += await _clear(queue, mover.keys)
     for keys in new:
         if paused:
             await client.hset(keys.meta, "paused", "1")
