@@ -90,6 +90,15 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(anyio.run, fn).result()
 
 
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Return once ``check()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
 def reload_until(page: Any, check: Callable[[Any], bool], failure: str,
                  timeout: float = 20.0) -> None:
     """Reload ``page`` until ``check(page)`` holds (what the page shows is not pushed to it);

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any
 
 import httpx
 import pytest
 
 from streamflow.dashboard.jobs_api import BROWSE
-from tests.browser.conftest import Stack, counts, delete_key, job_state_is, reload_until, run
+from tests.browser.conftest import (
+    Stack,
+    counts,
+    delete_key,
+    job_state_is,
+    reload_until,
+    run,
+    wait_for,
+)
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')").expect
@@ -24,14 +31,6 @@ def add_jobs(stack: Stack, queue: str, count: int, **kwargs: Any) -> None:
             await q.add_bulk([("noop", {"i": i}) for i in range(count)], **kwargs)
 
     run(go)
-
-
-def wait_for(check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)
 
 
 def dead_job(stack: Stack, queue: str, job_id: str, data: dict[str, Any]) -> None:

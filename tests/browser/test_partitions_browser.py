@@ -3,7 +3,6 @@ one partition filtered, and a dead job of a partition other than 0 opened and re
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -11,7 +10,15 @@ import pytest
 from streamflow import JobSpec, Queue
 from streamflow.dashboard.jobs_api import BROWSE
 from streamflow.partitions import partition_for
-from tests.browser.conftest import Stack, counts, delete_key, job_state_is, reload_until, run
+from tests.browser.conftest import (
+    Stack,
+    counts,
+    delete_key,
+    job_state_is,
+    reload_until,
+    run,
+    wait_for,
+)
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')").expect
@@ -47,10 +54,7 @@ def test_open_a_partitioned_queue_and_retry_a_dead_job_of_one_partition(
     home = partition_for(dead_id, PARTS)
     _seed(stack, queue_name, dead_id)
     stack.worker(queue_name)
-    deadline = time.monotonic() + 30
-    while counts(stack, queue_name)["dead"] != 1:
-        assert time.monotonic() < deadline, "the job was not dead-lettered"
-        time.sleep(0.05)
+    wait_for(lambda: counts(stack, queue_name)["dead"] == 1, timeout=30)
     url = stack.dashboard()
 
     page.goto(url + "/")
