@@ -312,13 +312,13 @@ class _Mover:
         targets = self._targets()
         prefix = self.keys.dedup("")
         async for marks in scan_batches(self.client, glob_literal(prefix) + "*", BATCH):
-            values = await self.client.mget(marks)  # one slot: the partition's hash tag
             pipe = self.client.pipeline(transaction=False)
             for mark in marks:
+                pipe.get(mark)
                 pipe.pttl(mark)
-            ttls = await pipe.execute()
+            read = await pipe.execute()
             pipe = self.client.pipeline(transaction=False)
-            for mark, value, ttl in zip(marks, values, ttls, strict=True):
+            for mark, value, ttl in zip(marks, read[::2], read[1::2], strict=True):
                 if value is None:
                     continue
                 job_id = mark.decode()[len(prefix):]

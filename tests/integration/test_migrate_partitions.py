@@ -247,3 +247,22 @@ async def test_a_lock_whose_job_is_gone_lets_the_next_job_go(redis_url: str,
             await wait_until(lambda: len(ran) == 2)
         assert ran == [1, 2]
         await q.obliterate(force=True)
+
+
+async def test_dedup_marks_of_an_older_queue_are_copied_with_their_ttl(
+        redis_url: str, queue_name: str) -> None:
+    settings = fast_settings(redis_url)
+    async with Queue(queue_name, settings=settings) as q:
+        for i in range(3):  # the marks of a queue written before status records were them
+            await q.client.set(q.keys.dedup(f"old_{i}"), f"1-{i}", px=600_000)
+        await q.client.set(q.keys.dedup("old_forever"), "2-0")
+        report = await migrate_partitions(q, 3)
+        assert report.dedup_marks == 4
+        for part in range(3):
+            keys = q.keys.part(part)
+            assert await q.client.get(keys.dedup("old_1")) == b"1-1"
+            assert 0 < await q.client.pttl(keys.dedup("old_1")) <= 600_000
+            assert await q.client.pttl(keys.dedup("old_forever")) == -1
+        assert not await q.client.exists(q.keys.dedup("old_0"), q.keys.dedup("old_forever"))
+    async with Queue(queue_name, settings=settings) as q:
+        await q.obliterate(force=True)
