@@ -27,6 +27,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_for_redis(url: str, proc: subprocess.Popen[bytes], *, timeout: float,
+                   step: float) -> None:
+    """Return once the server at ``url`` answers PING; raise when ``timeout`` seconds pass or
+    its process ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis.from_url(url).ping()
+            return
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise
+            time.sleep(step)
+
+
 @contextmanager
 def private_redis() -> Iterator[str]:
     """A fresh redis-server on a free loopback port (clean memory readings), else REDIS_URL."""
@@ -42,15 +57,7 @@ def private_redis() -> Iterator[str]:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         url = f"redis://127.0.0.1:{port}/0"
         try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    redis.Redis.from_url(url).ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            wait_for_redis(url, proc, timeout=10, step=0.05)
             yield url
         finally:
             proc.terminate()

@@ -22,12 +22,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import redis
-
-from .common import emit, free_port
+from .common import emit, free_port, wait_for_redis
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,15 +103,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                redis.Redis.from_url(url).ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.2)
+        wait_for_redis(url, server, timeout=60, step=0.2)
         results: dict[str, list[float]] = {}
         for round_number in range(args.rounds):
             for i, code in enumerate(args.code):

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from redis.exceptions import ResponseError
 
+from . import spread_jobs
 from .inspect import DeadEntry, JobInfo, PendingEntry, dead_entry, read_job
 from .keys import QueueKeys
 from .locate import locate
@@ -112,8 +113,7 @@ async def find_queue_job(queue: Any, job_id: str, key: str | None = None) -> Job
     group = queue.settings.worker.group
     if queue.partitions == 1:
         return await find_job(queue.client, queue.keys, group, job_id)
-    first = queue.route(key, job_id)
-    for i in (first, *(i for i in range(queue.partitions) if i != first)):
+    for i in spread_jobs.search_order(queue, job_id, key):
         info = await find_job(queue.client, queue.keys.part(i), group, job_id)
         if info is not None:
             return info

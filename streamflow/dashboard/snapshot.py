@@ -137,25 +137,21 @@ def _last_delivered(groups: Any, group: str) -> str:
 
 
 async def partition_rows(q: Queue, group: str) -> list[PartitionRow]:
-    """One row per partition of a partitioned queue (none for a plain queue): its counts and
-    its held jobs (an ordered queue's later jobs of a key, waiting for the one that runs:
-    the ``jobs`` hash holds their envelopes and those of the delayed jobs, so
-    ``HLEN jobs - ZCARD delayed``, O(1))."""
+    """One row per partition of a partitioned queue (none for a plain queue): its counts
+    (with its held jobs: an ordered queue's later jobs of a key, waiting for the one that
+    runs) and its locked keys."""
     if q.partitions == 1:
         return []
-    rows: list[PartitionRow] = []
     pipe = q.client.pipeline(transaction=False)
     for keys in q.partition_keys:
-        pipe.hlen(keys.jobs)
         pipe.hlen(keys.keylocks)
-    held_raw = await pipe.execute()
-    for i, keys in enumerate(q.partition_keys):
+    locked = await pipe.execute()
+    rows: list[PartitionRow] = []
+    for i, (keys, locked_keys) in enumerate(zip(q.partition_keys, locked, strict=True)):
         c = await read_counts(q.client, keys, group)
-        stored = int(held_raw[2 * i])
         rows.append(PartitionRow(
             partition=i, waiting=c["waiting"], active=c["pending"], delayed=c["delayed"],
-            dead=c["dead"], held=max(stored - c["delayed"], 0),
-            locked_keys=int(held_raw[2 * i + 1]), paused=c["paused"]))
+            dead=c["dead"], held=c["held"], locked_keys=int(locked_keys), paused=c["paused"]))
     return rows
 
 

@@ -3,7 +3,7 @@ partitions, and the per-key order state of one partition."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ..errors import PartitionMismatch
@@ -37,19 +37,30 @@ def sum_counts(parts: Sequence[QueueCounts]) -> QueueCounts:
 
 def held_pattern(keys: QueueKeys) -> str:
     """The SCAN pattern of every held list of a queue (partition)."""
-    return "".join(f"\\{ch}" if ch in "[]?{}*" else ch for ch in keys.held("")) + "*"
+    return glob_literal(keys.held("")) + "*"
+
+
+def glob_literal(text: str) -> str:
+    """``text`` with the glob characters (and the hash-tag braces) taken literally."""
+    return "".join(f"\\{ch}" if ch in "[]?{}*" else ch for ch in text)
+
+
+async def scan_batches(client: Any, pattern: str, size: int) -> AsyncIterator[list[Any]]:
+    """The keys matching ``pattern``, up to ``size`` at a time."""
+    batch: list[Any] = []
+    async for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 async def clear_key_order(client: Any, keys: QueueKeys) -> int:
     """Delete the key locks and held lists of an ordered queue (partition); how many keys."""
     deleted = int(await client.delete(keys.keylocks))
-    batch: list[Any] = []
-    async for key in client.scan_iter(match=held_pattern(keys), count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            deleted += int(await client.delete(*batch))
-            batch = []
-    if batch:
+    async for batch in scan_batches(client, held_pattern(keys), 1000):
         deleted += int(await client.delete(*batch))
     return deleted
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +47,9 @@ from .base import ensure_groups
 from .layout import (
     PARTITIONS_FIELD,
     clear_key_order,
+    glob_literal,
     layout_keys,
+    scan_batches,
     stored_partitions,
     sum_counts,
 )
@@ -101,19 +103,20 @@ async def migrate_partitions(queue: Admin, to: int, *, group: str | None = None)
     for keys in new:
         await ensure_groups(client, keys, group)
     router, out = Routing(to), set[str]()
-    movers = [_Mover(client, keys, index, index >= to or (before == 1) != (to == 1), new,
-                     router, report, out) for index, keys in enumerate(old)]
+    plain_changes = (before == 1) != (to == 1)  # the plain layout's keys are not a partition's
+    movers = [_Mover(client, keys, index, index >= to or plain_changes, new, router, report,
+                     out) for index, keys in enumerate(old)]
     paused = any([await client.hget(keys.meta, "paused") == b"1" for keys in old])
     for mover in movers:  # first every job, then the keys' order (a holder moved by an
         await mover.move_jobs(group)  # interrupted run is found in its new partition)
     for mover in movers:
         await mover.move_the_rest()
-    if (before == 1) != (to == 1):
+    if plain_changes:
         await _copy_keys(client, [(old[0].repeat, new[0].repeat),
                                   (old[0].repeat_last, new[0].repeat_last)])
-    for index, keys in enumerate(old):
-        if index >= to or (before == 1) != (to == 1):
-            report.deleted_keys += await _clear(queue, keys)
+    for mover in movers:
+        if mover.vanishing:
+            report.deleted_keys += await _clear(queue, mover.keys)
     for keys in new:
         if paused:
             await client.hset(keys.meta, "paused", "1")
@@ -223,55 +226,80 @@ class _Mover:
             await remove.execute()
 
     async def _key_order(self) -> None:
-        for raw_key, holder in (await self.client.hgetall(self.keys.keylocks)).items():
-            key = raw_key.decode()
-            target = self.dest(key, None)
+        locks = list((await self.client.hgetall(self.keys.keylocks)).items())
+        for chunk in _chunks(locks):
+            await self._key_order_chunk(chunk)
+
+    async def _key_order_chunk(self, locks: Sequence[tuple[bytes, bytes]]) -> None:
+        """Up to `BATCH` keys, a few pipelines for them all (written before deleted)."""
+        releases, moving = [], []
+        for raw_key, holder in locks:
+            target = self.dest(raw_key.decode(), None)
             stale = holder.decode() not in self.out  # its job is neither waiting nor delayed
-            if target is None:
-                if stale:  # its job ended without releasing the key: the next one goes
-                    await scripts.pipeline(self.client, [release_command(
-                        self.keys, [(raw_key, holder.decode())], "0", 0)])
-                continue
+            if target is not None:
+                moving.append((raw_key.decode(), holder, target, stale))
+            elif stale:  # its job ended without releasing the key: the next one goes
+                releases.append(release_command(self.keys, [(raw_key, holder.decode())], "0", 0))
+        await scripts.pipeline(self.client, releases)
+        if not moving:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for _, holder, target, stale in moving:  # moved by an interrupted run of the migration?
+            if stale:
+                pipe.hexists(self.new[target].where, holder)
+                pipe.zscore(self.new[target].delayed, holder)
+        found = iter(await pipe.execute())
+        for i, (key, holder, target, stale) in enumerate(moving):
+            if stale:
+                in_stream, due = next(found), next(found)
+                moving[i] = (key, holder, target, not (in_stream or due is not None))
+        pipe = self.client.pipeline(transaction=False)
+        for key, *_ in moving:
+            pipe.lrange(self.keys.held(key), 0, -1)
+        lists: list[list[bytes]] = await pipe.execute()
+        ids = [[item.decode().split(HELD_SEPARATOR, 1)[1] for item in items] for items in lists]
+        pipe = self.client.pipeline(transaction=False)
+        for key_ids in ids:
+            if key_ids:
+                pipe.hmget(self.keys.jobs, key_ids)
+        records = iter(await pipe.execute())
+        write = self.client.pipeline(transaction=False)
+        remove = self.client.pipeline(transaction=False)
+        for (key, holder, target, stale), items, key_ids in zip(moving, lists, ids, strict=True):
             dest = self.new[target]
-            if stale:  # moved there by an interrupted run of the migration?
-                stale = not (await self.client.hexists(dest.where, holder) or
-                             await self.client.zscore(dest.delayed, holder) is not None)
-            items = await self.client.lrange(self.keys.held(key), 0, -1)
-            ids = [item.decode().split(HELD_SEPARATOR, 1)[1] for item in items]
-            records = await self.client.hmget(self.keys.jobs, ids) if ids else []
             held = [(item, job_id, record) for item, job_id, record
-                    in zip(items, ids, records, strict=True) if record is not None]
+                    in zip(items, key_ids, next(records) if key_ids else [], strict=True)
+                    if record is not None]
             if stale and held:
                 item, job_id, record = held.pop(0)
-                await self._let_go(dest, item, job_id, record)
+                self._let_go(write, dest, item, job_id, record)
                 holder, stale = job_id.encode(), False
-            pipe = self.client.pipeline(transaction=False)
             for item, job_id, record in held:
-                pipe.hset(dest.jobs, job_id, record)
-                pipe.rpush(dest.held(key), item)
+                write.hset(dest.jobs, job_id, record)
+                write.rpush(dest.held(key), item)
             if not stale:
-                pipe.hset(dest.keylocks, key, holder)
-            await pipe.execute()
-            pipe = self.client.pipeline(transaction=False)
-            pipe.delete(self.keys.held(key))
-            pipe.hdel(self.keys.keylocks, key)
-            if ids:
-                pipe.hdel(self.keys.jobs, *ids)
-            await pipe.execute()
+                write.hset(dest.keylocks, key, holder)
+            remove.delete(self.keys.held(key))
+            remove.hdel(self.keys.keylocks, key)
+            if key_ids:
+                remove.hdel(self.keys.jobs, *key_ids)
             self.report.keys += 1
             self.report.held += len(held)
             self._count(target)
+        await write.execute()
+        await remove.execute()
 
-    async def _let_go(self, dest: QueueKeys, item: bytes, job_id: str, record: bytes) -> None:
+    def _let_go(self, pipe: Any, dest: QueueKeys, item: bytes, job_id: str,
+                record: bytes) -> None:
+        """Queue in ``pipe`` the move of the first held job of a key whose holder is gone."""
         due = int(item.decode().split(HELD_SEPARATOR, 1)[0])
         if due > time.time() * 1000:
-            await self.client.hset(dest.jobs, job_id, record)
-            await self.client.zadd(dest.delayed, {job_id: due})
+            pipe.hset(dest.jobs, job_id, record)
+            pipe.zadd(dest.delayed, {job_id: due})
             self.report.delayed += 1
         else:
             level, *flat = orjson.loads(record)
-            await self.client.xadd(dest.streams[level], dict(zip(flat[::2], flat[1::2],
-                                                                 strict=True)))
+            pipe.xadd(dest.streams[level], dict(zip(flat[::2], flat[1::2], strict=True)))
             self.report.waiting += 1
 
     def _targets(self) -> list[QueueKeys]:
@@ -283,14 +311,14 @@ class _Mover:
         """The dedup marks of a queue written before status records became the marks."""
         targets = self._targets()
         prefix = self.keys.dedup("")
-        async for marks in _scan_batches(self.client, prefix):
-            values = await self.client.mget(marks)  # one slot: the partition's hash tag
+        async for marks in scan_batches(self.client, glob_literal(prefix) + "*", BATCH):
             pipe = self.client.pipeline(transaction=False)
             for mark in marks:
+                pipe.get(mark)
                 pipe.pttl(mark)
-            ttls = await pipe.execute()
+            read = await pipe.execute()
             pipe = self.client.pipeline(transaction=False)
-            for mark, value, ttl in zip(marks, values, ttls, strict=True):
+            for mark, value, ttl in zip(marks, read[::2], read[1::2], strict=True):
                 if value is None:
                     continue
                 job_id = mark.decode()[len(prefix):]
@@ -304,7 +332,7 @@ class _Mover:
     async def _status(self) -> None:
         targets = self._targets()
         prefix = self.keys.status("")
-        async for raws in _scan_batches(self.client, prefix):
+        async for raws in scan_batches(self.client, glob_literal(prefix) + "*", BATCH):
             copies = [(raw, keys.status(raw.decode()[len(prefix):]))
                       for raw in raws for keys in targets]
             await _copy_keys(self.client, copies, delete=self.vanishing)
@@ -346,18 +374,6 @@ async def _copy_keys(client: Any, pairs: Sequence[tuple[Any, str]], *,
     await pipe.execute()
 
 
-async def _scan_batches(client: Any, prefix: str) -> AsyncIterator[list[Any]]:
-    """The keys starting with ``prefix``, up to `BATCH` at a time."""
-    batch: list[Any] = []
-    async for key in client.scan_iter(match=_glob(prefix) + "*", count=1000):
-        batch.append(key)
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 async def _clear(queue: Admin, keys: QueueKeys) -> int:
     """Delete what is left of a vanishing partition (or plain layout); how many keys."""
     view = copy.copy(queue)
@@ -374,10 +390,6 @@ def _record_fields(record: bytes | None) -> dict[str, str]:
 
 def _text(value: bytes | None) -> str | None:
     return value.decode() if value is not None else None
-
-
-def _glob(text: str) -> str:
-    return "".join(f"\\{ch}" if ch in "[]?{}*" else ch for ch in text)
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:

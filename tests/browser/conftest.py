@@ -90,6 +90,50 @@ def run(fn: Callable[[], Awaitable[T]]) -> T:
         return pool.submit(anyio.run, fn).result()
 
 
+def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Return once ``check()`` holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+
+
+def reload_until(page: Any, check: Callable[[Any], bool], failure: str,
+                 timeout: float = 20.0) -> None:
+    """Reload ``page`` until ``check(page)`` holds (what the page shows is not pushed to it);
+    fail with ``failure`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check(page):
+        assert time.monotonic() < deadline, failure
+        page.wait_for_timeout(100)
+        page.reload()
+
+
+def job_state_is(state: str) -> Callable[[Any], bool]:
+    """A `reload_until` check: the job page shows ``state``."""
+    return lambda page: bool(page.locator("#job-state").inner_text() == state)
+
+
+def counts(stack: Stack, queue: str) -> dict[str, Any]:
+    """The counts of ``queue``, read from Redis."""
+    async def go() -> dict[str, Any]:
+        async with stack.queue(queue) as q:
+            return dict(await q.counts())
+
+    return run(go)
+
+
+def delete_key(stack: Stack, queue: str, key: str) -> None:
+    """Delete ``key`` (e.g. the flag that makes the test provider fail) through a handle on
+    ``queue``."""
+    async def go() -> None:
+        async with stack.queue(queue) as q:
+            await q.client.delete(key)
+
+    run(go)
+
+
 @dataclass
 class Stack:
     """What a browser test talks to: Redis settings, a dashboard process, worker processes."""

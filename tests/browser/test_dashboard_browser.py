@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import socket
-import time
 from typing import Any
 
 import httpx
 import pytest
 
 from streamflow.dashboard.jobs_api import BROWSE
-from tests.browser.conftest import Stack, run
+from tests.browser.conftest import (
+    Stack,
+    counts,
+    delete_key,
+    job_state_is,
+    reload_until,
+    run,
+    wait_for,
+)
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')").expect
@@ -24,22 +31,6 @@ def add_jobs(stack: Stack, queue: str, count: int, **kwargs: Any) -> None:
             await q.add_bulk([("noop", {"i": i}) for i in range(count)], **kwargs)
 
     run(go)
-
-
-def counts(stack: Stack, queue: str) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        async with stack.queue(queue) as q:
-            return dict(await q.counts())
-
-    return run(go)
-
-
-def wait_for(check: Any, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        time.sleep(0.05)
 
 
 def dead_job(stack: Stack, queue: str, job_id: str, data: dict[str, Any]) -> None:
@@ -88,21 +79,12 @@ def test_open_a_dead_job_retry_it_and_watch_it_complete(
     expect(payload).to_contain_text("pay_777")
     expect(payload).not_to_contain_text("asha@example.com")  # masked by default
 
-    run(lambda: _delete(stack, queue_name, f"{queue_name}:provider-down"))  # fix the cause
+    delete_key(stack, queue_name, f"{queue_name}:provider-down")  # fix the cause
     page.locator("#action-retry").click()
     expect(page.locator("#flash")).to_contain_text("evt_dead_1")
-    deadline = time.monotonic() + 20
-    while page.locator("#job-state").inner_text() != "completed":
-        assert time.monotonic() < deadline, "the retried job did not complete"
-        page.wait_for_timeout(100)
-        page.reload()
+    reload_until(page, job_state_is("completed"), "the retried job did not complete")
     expect(page.locator("#result")).to_contain_text("pay_777")
     assert counts(stack, queue_name)["dead"] == 0
-
-
-async def _delete(stack: Stack, queue: str, key: str) -> None:
-    async with stack.queue(queue) as q:
-        await q.client.delete(key)
 
 
 def test_pause_and_resume_a_queue(stack: Stack, page: Any, queue_name: str) -> None:
@@ -253,12 +235,9 @@ def test_edit_and_retry_keeps_the_dead_entry_and_records_who(
     expect(page.locator("#audit .changes")).to_contain_text("amount: 0 → 4990")
 
     # the kept dead letter shares the job id: watch the completed tab for the re-run
-    deadline = time.monotonic() + 20
     page.goto(f"{url}/queues/{queue_name}?state=completed")
-    while page.locator('#jobs tr[data-job="evt_E"]').count() == 0:
-        assert time.monotonic() < deadline, "the edited job did not complete"
-        page.wait_for_timeout(100)
-        page.reload()
+    reload_until(page, lambda page: page.locator('#jobs tr[data-job="evt_E"]').count() > 0,
+                 "the edited job did not complete")
     assert counts(stack, queue_name)["dead"] == 1  # the original dead letter is kept
 
     async def completed() -> Any:

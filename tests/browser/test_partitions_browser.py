@@ -3,7 +3,6 @@ one partition filtered, and a dead job of a partition other than 0 opened and re
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -11,7 +10,15 @@ import pytest
 from streamflow import JobSpec, Queue
 from streamflow.dashboard.jobs_api import BROWSE
 from streamflow.partitions import partition_for
-from tests.browser.conftest import Stack, run
+from tests.browser.conftest import (
+    Stack,
+    counts,
+    delete_key,
+    job_state_is,
+    reload_until,
+    run,
+    wait_for,
+)
 
 expect = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install -e '.[dev]')").expect
@@ -36,22 +43,9 @@ def _seed(stack: Stack, queue: str, dead_id: str) -> None:
     run(go)
 
 
-def _counts(stack: Stack, queue: str) -> dict[str, Any]:
-    async def go() -> dict[str, Any]:
-        async with Queue(queue, settings=stack.settings) as q:
-            return dict(await q.counts())
-
-    return run(go)
-
-
 async def _add_delayed(stack: Stack, queue: str, job_id: str) -> None:
     async with Queue(queue, settings=stack.settings) as q:
         await q.add("noop", {}, job_id=job_id, delay=3600)
-
-
-async def _fix(stack: Stack, queue: str) -> None:
-    async with Queue(queue, settings=stack.settings) as q:
-        await q.client.delete(f"{queue}:provider-down")
 
 
 def test_open_a_partitioned_queue_and_retry_a_dead_job_of_one_partition(
@@ -60,10 +54,7 @@ def test_open_a_partitioned_queue_and_retry_a_dead_job_of_one_partition(
     home = partition_for(dead_id, PARTS)
     _seed(stack, queue_name, dead_id)
     stack.worker(queue_name)
-    deadline = time.monotonic() + 30
-    while _counts(stack, queue_name)["dead"] != 1:
-        assert time.monotonic() < deadline, "the job was not dead-lettered"
-        time.sleep(0.05)
+    wait_for(lambda: counts(stack, queue_name)["dead"] == 1, timeout=30)
     url = stack.dashboard()
 
     page.goto(url + "/")
@@ -102,14 +93,10 @@ def test_open_a_partitioned_queue_and_retry_a_dead_job_of_one_partition(
     expect(page.locator("#job-partition")).to_have_text(f"partition {home}")
     expect(page.locator("#error-text")).to_contain_text("provider answered 503")
 
-    run(lambda: _fix(stack, queue_name))
+    delete_key(stack, queue_name, f"{queue_name}:provider-down")
     page.locator("#action-retry").click()
     expect(page.locator("#flash")).to_contain_text(dead_id)
-    deadline = time.monotonic() + 20
-    while page.locator("#job-state").inner_text() != "completed":
-        assert time.monotonic() < deadline, "the retried job did not complete"
-        page.wait_for_timeout(100)
-        page.reload()
+    reload_until(page, job_state_is("completed"), "the retried job did not complete")
     expect(page.locator("#result")).to_contain_text("pay_42")
     expect(page.locator("#job-partition")).to_have_text(f"partition {home}")
-    assert _counts(stack, queue_name)["dead"] == 0
+    assert counts(stack, queue_name)["dead"] == 0

@@ -8,35 +8,26 @@ from typing import Any
 
 import pytest
 
-from streamflow import Job, JobSpec, Queue, StreamflowSettings, Worker
+from streamflow import Job, JobSpec, Queue, Worker
 from streamflow.queue.migrate import migrate_partitions
+from tests.integration.test_cluster import cluster_settings
+from tests.integration.test_migrate_partitions import KeyOrder
 from tests.servers import ClusterTopology
 from tests.support import running, wait_until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 
-def _settings(topology: ClusterTopology) -> StreamflowSettings:
-    settings = StreamflowSettings.from_url(topology.url)
-    settings.redis.cluster = True
-    settings.worker.block_ms = 200
-    settings.worker.promote_interval = 0.05
-    settings.worker.heartbeat_interval = 0.5
-    return settings
-
-
 async def test_an_ordered_queue_migrates_from_4_to_6_partitions_on_a_cluster(
         cluster_topology: ClusterTopology, queue_name: str) -> None:
-    settings = _settings(cluster_topology)
+    settings = cluster_settings(cluster_topology)
+    settings.worker.heartbeat_interval = 0.5
     ran: list[Any] = []
-    violations: list[Any] = []
-    last: dict[str, int] = {}
+    order = KeyOrder()
 
     async def handler(job: Job) -> None:
         key, seq = job.data
-        if last.get(key, -1) != seq - 1:
-            violations.append((key, last.get(key), seq))
-        last[key] = seq
+        order.saw(key, seq)
         ran.append((key, seq))
 
     specs = [JobSpec("k", [f"pay_{i % 40}", i // 40], key=f"pay_{i % 40}", job_id=f"e{i}")
@@ -56,6 +47,6 @@ async def test_an_ordered_queue_migrates_from_4_to_6_partitions_on_a_cluster(
         assert again == [None] * len(specs)
         async with running(Worker(queue_name, handler, settings=settings, concurrency=32)):
             await wait_until(lambda: len(ran) >= len(specs), timeout=30)
-        assert violations == []
+        assert order.violations == []
         assert Counter(ran) == Counter(tuple(s.data) for s in specs)
         await q.obliterate(force=True)

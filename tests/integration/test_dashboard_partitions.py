@@ -151,3 +151,20 @@ def test_workers_page_shows_a_worker_of_every_partition_once(
 
 async def _busy(q: Queue, count: int) -> bool:
     return (await q.counts())["pending"] == count
+
+
+def test_partition_rows_count_held_jobs_and_locked_keys(
+        settings: StreamflowSettings, queue_name: str) -> None:
+    async def go() -> None:  # the later jobs of a key wait behind its first: held
+        async with Queue(queue_name, settings=settings, partitions=PARTS, ordered=True) as q:
+            await q.add_bulk([JobSpec("charge", {"n": i}, key="pay_H") for i in range(3)])
+            await q.add("later", {"n": 9}, key="pay_D", delay=3600)
+
+    run(go)
+    with TestClient(create_app(settings=settings), base_url="http://127.0.0.1") as client:
+        rows = client.get(f"/api/queues/{queue_name}").json()["partitions"]
+    home, delayed_home = partition_for("pay_H", PARTS), partition_for("pay_D", PARTS)
+    assert [row["held"] for row in rows] == [2 if p == home else 0 for p in range(PARTS)]
+    assert [row["locked_keys"] for row in rows] == [  # a delayed job holds its key too
+        (p == home) + (p == delayed_home) for p in range(PARTS)]
+    assert sum(row["delayed"] for row in rows) == rows[delayed_home]["delayed"] == 1

@@ -17,6 +17,20 @@ from tests.support import fast_settings, running, wait_until
 pytestmark = pytest.mark.anyio
 
 
+class KeyOrder:
+    """What a handler saw of each key's sequence numbers: `violations` lists each number that
+    did not follow the previous one of its key."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        self.violations: list[Any] = []
+
+    def saw(self, key: str, seq: int) -> None:
+        if self.last.get(key, -1) != seq - 1:
+            self.violations.append((key, self.last.get(key), seq))
+        self.last[key] = seq
+
+
 async def _fill(q: Queue, ordered: bool) -> list[JobSpec]:
     """Waiting jobs with ids and keys, without either, delayed ones, and a dead letter."""
     specs = [JobSpec("keyed", [f"pay_{i % 7}", i // 7], key=f"pay_{i % 7}", job_id=f"evt_{i}")
@@ -40,15 +54,12 @@ async def test_jobs_move_to_the_new_count_and_all_run_once(redis_url: str, queue
                                                           before: int, ordered: bool) -> None:
     settings = fast_settings(redis_url)
     ran: list[Any] = []
-    violations: list[Any] = []
-    last: dict[str, int] = {}
+    order = KeyOrder()
 
     async def handler(job: Job) -> None:
         key, seq = job.data
         if job.name == "keyed" and ordered:
-            if last.get(key, -1) != seq - 1:
-                violations.append((key, last.get(key), seq))
-            last[key] = seq
+            order.saw(key, seq)
         ran.append((job.name, key, seq))
 
     async with Queue(queue_name, settings=settings, partitions=before, ordered=ordered) as q:
@@ -78,7 +89,7 @@ async def test_jobs_move_to_the_new_count_and_all_run_once(redis_url: str, queue
             await anyio.sleep(0.3)  # nothing runs twice
         assert len(ran) == len(specs)
         assert Counter(ran) == Counter((s.name, *s.data) for s in specs)
-        assert violations == []
+        assert order.violations == []
         counts = await q.counts()
         assert counts["waiting"] + counts["delayed"] + counts["held"] + counts["pending"] == 0
         await q.obliterate(force=True)
@@ -184,21 +195,17 @@ async def test_an_interrupted_migration_run_again_loses_nothing_and_keeps_order(
 
     settings = fast_settings(redis_url)
     ran: list[Any] = []
-    violations: list[Any] = []
-    last: dict[str, int] = {}
-
+    order = KeyOrder()
     active: set[str] = set()
 
     async def handler(job: Job) -> None:
         key, seq = job.data
         if key in active:
-            violations.append(("two at once", key, seq))
+            order.violations.append(("two at once", key, seq))
         active.add(key)
         await anyio.sleep(0.005)
         active.discard(key)
-        if last.get(key, -1) != seq - 1:
-            violations.append((key, last.get(key), seq))
-        last[key] = seq
+        order.saw(key, seq)
         ran.append((key, seq))
 
     specs = [JobSpec("k", [f"pay_{i % 9}", i // 9], key=f"pay_{i % 9}", job_id=f"e{i}")
@@ -220,7 +227,7 @@ async def test_an_interrupted_migration_run_again_loses_nothing_and_keeps_order(
         async with running(Worker(queue_name, handler, settings=settings, concurrency=16)):
             await wait_until(lambda: len(ran) >= len(specs), timeout=30)
             await anyio.sleep(0.2)
-        assert violations == []
+        assert order.violations == []
         assert Counter(ran) == Counter(tuple(s.data) for s in specs)
         await q.obliterate(force=True)
 
@@ -239,4 +246,23 @@ async def test_a_lock_whose_job_is_gone_lets_the_next_job_go(redis_url: str,
                                   settings=settings)):
             await wait_until(lambda: len(ran) == 2)
         assert ran == [1, 2]
+        await q.obliterate(force=True)
+
+
+async def test_dedup_marks_of_an_older_queue_are_copied_with_their_ttl(
+        redis_url: str, queue_name: str) -> None:
+    settings = fast_settings(redis_url)
+    async with Queue(queue_name, settings=settings) as q:
+        for i in range(3):  # the marks of a queue written before status records were them
+            await q.client.set(q.keys.dedup(f"old_{i}"), f"1-{i}", px=600_000)
+        await q.client.set(q.keys.dedup("old_forever"), "2-0")
+        report = await migrate_partitions(q, 3)
+        assert report.dedup_marks == 4
+        for part in range(3):
+            keys = q.keys.part(part)
+            assert await q.client.get(keys.dedup("old_1")) == b"1-1"
+            assert 0 < await q.client.pttl(keys.dedup("old_1")) <= 600_000
+            assert await q.client.pttl(keys.dedup("old_forever")) == -1
+        assert not await q.client.exists(q.keys.dedup("old_0"), q.keys.dedup("old_forever"))
+    async with Queue(queue_name, settings=settings) as q:
         await q.obliterate(force=True)
