@@ -208,5 +208,8 @@ def job_ids(replies: list[Any]) -> list[str | None]:
             raise reply
     ids: list[str | None] = []
     for reply in replies:
-        ids += [item.decode() if isinstance(item, bytes) else None for item in reply]
+        try:
+            ids += list(map(bytes.decode, reply))  # no duplicate refused: all bytes
+        except TypeError:
+            ids += [item.decode() if isinstance(item, bytes) else None for item in reply]
     return ids

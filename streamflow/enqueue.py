@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from redis.exceptions import OutOfMemoryError
 
 from . import scripts
 from .addcheck import (
@@ -42,10 +41,7 @@ from .backoff import Backoff
 from .bulk import Run, chunks, job_ids, prepare_runs, send_in_turn
 from .coalesce import Coalescer
 from .codec import delayed_record
-from .errors import (
-    QueueFull,
-    UnknownPriority,
-)
+from .errors import UnknownPriority
 from .keys import QueueKeys
 from .protocol import (
     F_DATA,
@@ -360,19 +356,5 @@ class Enqueuer:
 
     async def _send(self, commands: list[scripts.Command], replicated: bool
                     ) -> list[str | None]:
-        results = await send_writes(self.client, commands, replicated=replicated,
-                                    timeout_s=self.settings.queue.replicated_timeout)
-        for result in results:
-            if isinstance(result, OutOfMemoryError):
-                raise QueueFull("Redis is full (maxmemory reached) and refused the add; retry "
-                                "later" + (" (chunks of 1,000 before the refused one were "
-                                           "added)" if len(commands) > 1 else "")) from result
-            if isinstance(result, Exception):
-                raise result
-        ids: list[str | None] = []
-        for chunk in results:
-            try:
-                ids += list(map(bytes.decode, chunk))  # no duplicate refused: every id bytes
-            except TypeError:
-                ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]
-        return ids
+        return job_ids(await send_writes(self.client, commands, replicated=replicated,
+                                         timeout_s=self.settings.queue.replicated_timeout))
