@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import NoPermissionError, NoScriptError, OutOfMemoryError, ResponseError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
 
 from . import scripts
 from .addcheck import check_name, encode_payload, shown
@@ -155,7 +155,7 @@ async def send_in_turn(client: Any, command: Callable[[int], scripts.Command],
         except NoPermissionError:  # EVALSHA without SCRIPT LOAD: the pipeline settles it
             return None
     replies = await _write_then_read(client, command, list(range(count)))
-    gone = [i for i, reply in enumerate(replies) if _gone(reply)]
+    gone = [i for i, reply in enumerate(replies) if scripts.gone(reply)]
     if gone:
         await scripts.load_scripts(client)
         for i, reply in zip(gone, await _write_then_read(client, command, gone), strict=True):
@@ -189,11 +189,6 @@ async def _write_then_read(client: Any, command: Callable[[int], scripts.Command
         return list(await connection.retry.call_with_retry(attempt, failed))
     finally:
         await pool.release(connection)
-
-
-def _gone(reply: Any) -> bool:
-    return isinstance(reply, NoScriptError) or (
-        isinstance(reply, ResponseError) and str(reply).startswith("Function not found"))
 
 
 def job_ids(replies: list[Any]) -> list[str | None]:
