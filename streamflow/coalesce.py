@@ -58,7 +58,6 @@ class Coalescer(Generic[T, R]):
         self._items: list[T] = []
         self._sizes: list[int] = []
         self._futures: list[asyncio.Future[Any]] = []
-        self._bytes = 0
         self._in_flight = 0
         self._in_flight_items = 0
         self._flush_due = False
@@ -90,7 +89,6 @@ class Coalescer(Generic[T, R]):
         self._items.append(item)
         self._sizes.append(size)
         self._futures.append(future)
-        self._bytes += size
         if not self._flush_due and self._in_flight < self._max_in_flight:
             self._flush_due = True
             loop.call_soon(self._flush)
@@ -101,7 +99,7 @@ class Coalescer(Generic[T, R]):
         dropped): it would hold this loop's callers forever."""
         if self._loop is not None:
             self._items, self._sizes, self._futures = [], [], []
-            self._bytes = self._in_flight = self._in_flight_items = 0
+            self._in_flight = self._in_flight_items = 0
             self._flush_due = self._late = False
             self._epoch += 1
         self._loop = loop
@@ -110,7 +108,6 @@ class Coalescer(Generic[T, R]):
         """Take the callers cancelled while waiting out of the queue (their futures are done:
         cancelling the task awaiting a future cancels the future)."""
         keep = [at for at, future in enumerate(self._futures) if not future.done()]
-        self._bytes -= sum(self._sizes) - sum(self._sizes[at] for at in keep)
         self._items = [self._items[at] for at in keep]
         self._sizes = [self._sizes[at] for at in keep]
         self._futures = [self._futures[at] for at in keep]
@@ -169,10 +166,8 @@ class Coalescer(Generic[T, R]):
         slots = self._max_in_flight
         count = min(waiting, self._max_items,
                     -(-(self._in_flight_items + waiting) // slots))  # ceil: even batches
-        if count == waiting and self._bytes <= self._max_bytes:
-            size = self._bytes
-        else:
-            sizes = self._sizes
+        sizes = self._sizes
+        if sum(sizes[:count]) > self._max_bytes:
             size = sizes[0]
             n = 1
             while n < count and size + sizes[n] <= self._max_bytes:
@@ -181,7 +176,6 @@ class Coalescer(Generic[T, R]):
             count = n
         items, futures = self._items[:count], self._futures[:count]
         del self._items[:count], self._futures[:count], self._sizes[:count]
-        self._bytes -= size
         return items, futures
 
     async def _run(self, items: list[T], futures: list[asyncio.Future[Any]], epoch: int
