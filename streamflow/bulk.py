@@ -49,13 +49,15 @@ def prepare_runs(enqueuer: Enqueuer, jobs: Sequence[Any], now: int,
                  trace: list[Any], traceparent: str | None,
                  tracestate: str | None) -> list[Prepared | Run]:
     """Check and encode every job of a bulk add (raises before anything is written):
-    consecutive plain jobs of one level and name as ``Run``s, others ``Prepared``."""
+    consecutive plain jobs of one level and name as ``Run``s, others ``Prepared`` (all of
+    them when the queue has ``index_fields``: the data may hold business keys)."""
     from .queue.producer import JobSpec  # here: the queue package imports this module
 
     out: list[Prepared | Run] = []
     dumps = orjson.dumps
     max_bytes = enqueuer.settings.queue.max_payload_bytes
     default = enqueuer.level_index(None)
+    runs = not enqueuer.settings.queue.index_fields
     run_name: Any = _NO_RUN  # the name and level of the run the next plain job may join
     run_level = -1
     append: Any = None
@@ -67,8 +69,11 @@ def prepare_runs(enqueuer: Enqueuer, jobs: Sequence[Any], now: int,
             except ValueError:
                 raise InvalidJob(f"a job of add_bulk is a JobSpec or a (name, data) pair, not "
                                  f"{shown(job)}") from None
+            if not runs:
+                out.append(enqueuer.prepare(JobSpec(name, data), now, traceparent, tracestate))
+                continue
             level = default
-        elif kind is JobSpec and _plain(job):
+        elif kind is JobSpec and runs and _plain(job):
             name, data = job.name, job.data
             level = default if job.priority is None else enqueuer.level_index(job.priority)
         elif isinstance(job, JobSpec):

@@ -153,12 +153,8 @@ class Enqueuer:
     def prepare_all(self, jobs: Sequence[Any], now: int, traceparent: str | None = None,
                     tracestate: str | None = None) -> list[Prepared | Run]:
         """``prepare`` of each job of a bulk add: a ``JobSpec``, or a ``(name, data)`` pair.
-        Plain ones (no id, delay or options) take a short path: consecutive ones of one level
-        and name become one ``Run``."""
-        if self.settings.queue.index_fields:  # the data may hold business keys: full path
-            from .queue.producer import JobSpec
-            return [self.prepare(job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]),
-                                 now, traceparent, tracestate) for job in jobs]
+        Plain ones (no id, delay or options) take a short path unless the queue has
+        ``index_fields``: consecutive ones of one level and name become one ``Run``."""
         trace: list[bytes | str] = []
         if traceparent:
             trace += [F_TRACEPARENT, traceparent]
@@ -358,3 +354,4 @@ class Enqueuer:
                     ) -> list[str | None]:
         return job_ids(await send_writes(self.client, commands, replicated=replicated,
                                          timeout_s=self.settings.queue.replicated_timeout))
+

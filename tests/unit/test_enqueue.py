@@ -88,10 +88,14 @@ def test_a_run_carries_the_trace_context_once() -> None:
     assert run.args() == ["r", 1, "a", 4, b"tp", TP, b"ts", "k=v", 2, b"1", b"2"]
 
 
+@pytest.mark.parametrize("indexed", [False, True])
 @pytest.mark.parametrize("bad", [("a", 1, 2), ("a",), {"name": "a"}, "ab", None])
-def test_a_bulk_job_is_a_jobspec_or_a_pair(bad: Any) -> None:
+def test_a_bulk_job_is_a_jobspec_or_a_pair(bad: Any, indexed: bool) -> None:
+    enqueuer = _enqueuer()
+    if indexed:  # business keys in the data: every job takes the full path
+        enqueuer.settings.queue.index_fields = ["order"]
     with pytest.raises(InvalidJob, match="JobSpec or a"):
-        _enqueuer().prepare_all([("a", 1), bad], NOW)
+        enqueuer.prepare_all([("a", 1), bad], NOW)
 
 
 def test_chunks_hold_at_most_a_chunk_of_jobs_in_the_order_given() -> None:
