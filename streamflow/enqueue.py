@@ -155,11 +155,7 @@ class Enqueuer:
         """``prepare`` of each job of a bulk add: a ``JobSpec``, or a ``(name, data)`` pair.
         Plain ones (no id, delay or options) take a short path unless the queue has
         ``index_fields``: consecutive ones of one level and name become one ``Run``."""
-        trace: list[bytes | str] = []
-        if traceparent:
-            trace += [F_TRACEPARENT, traceparent]
-        if tracestate:
-            trace += [F_TRACESTATE, tracestate]
+        trace = _trace(traceparent, tracestate)
         return prepare_runs(self, jobs, now, [len(trace), *trace], traceparent, tracestate)
 
     def prepare_job(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
@@ -211,12 +207,7 @@ class Enqueuer:
         name = check_name(name)
         raw = encode_payload(data, self._max_bytes)
         level = self.level_index(priority)
-        trace: list[bytes | str] = []
-        if traceparent:
-            trace += [F_TRACEPARENT, traceparent]
-        if tracestate:
-            trace += [F_TRACESTATE, tracestate]
-        trace += extra
+        trace = _trace(traceparent, tracestate) + extra
         if (job_id is None and delay is None and attempts is None and backoff is None
                 and timeout is None and track is False and keep_result is None):
             return Prepared([PLAIN_RECORD, level, name, raw, len(trace), *trace], (), len(raw),
@@ -355,3 +346,12 @@ class Enqueuer:
         return job_ids(await send_writes(self.client, commands, replicated=replicated,
                                          timeout_s=self.settings.queue.replicated_timeout))
 
+
+def _trace(traceparent: str | None, tracestate: str | None) -> list[bytes | str]:
+    """The stream fields of a job's trace context."""
+    trace: list[bytes | str] = []
+    if traceparent:
+        trace += [F_TRACEPARENT, traceparent]
+    if tracestate:
+        trace += [F_TRACESTATE, tracestate]
+    return trace
