@@ -118,8 +118,11 @@ class Producer(QueueBase):
         now = int(time.time() * 1000)
         enqueuer = self._enqueuer
         first = items[0]
-        name, priority = ((first.name, first.priority) if isinstance(first, JobSpec)
-                          else (first[0], None))
+        if isinstance(first, JobSpec):
+            name, priority = first.name, first.priority
+        else:  # a (name, data) pair, else refused by prepare_all
+            name = first[0] if isinstance(first, tuple | list) and first else ""
+            priority = None
         with publish_span(self.name, str(name), priority if isinstance(priority, str)
                           else self.settings.default_level, len(items)) as (_, carrier):
             prepared = enqueuer.prepare_all(items, now, carrier.get("traceparent"),

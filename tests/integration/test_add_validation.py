@@ -128,3 +128,13 @@ async def test_one_bad_pair_at_the_end_of_a_bulk_add_writes_nothing(
         with pytest.raises(error, match=words):
             await q.add_bulk([("n", {"i": i}) for i in range(2500)] + [bad])
         assert await _nothing_written(q)
+
+
+@pytest.mark.parametrize("bad", [None, 42, ()])
+async def test_a_bulk_add_whose_first_job_is_no_job_is_refused_clearly(
+        redis_url: str, queue_name: str, bad: Any) -> None:
+    async with Queue(queue_name, url=redis_url) as q:
+        await q.client.delete(*q.keys.streams)
+        with pytest.raises(InvalidJob, match="JobSpec or a"):
+            await q.add_bulk([bad, ("n", {})])
+        assert await _nothing_written(q)
