@@ -185,8 +185,10 @@ class Partitioned(_Spread):
             sends: list[tuple[list[int], Callable[[], Awaitable[list[str | None]]]]] = []
             for partition, indexes in sorted(groups.items()):  # every job checked first
                 view = self if self.partitions == 1 else self.partition(partition)
-                keyed = [i for i in indexes if self.key_order.applies(specs[i].key)]
-                plain = [i for i in indexes if not self.key_order.applies(specs[i].key)]
+                keyed: list[int] = []
+                plain: list[int] = []
+                for i in indexes:
+                    (keyed if self.key_order.applies(specs[i].key) else plain).append(i)
                 if plain:
                     prepared = view._enqueuer.prepare_all([specs[i] for i in plain], now, tp,
                                                           ts)
@@ -305,6 +307,8 @@ class Partitioned(_Spread):
     async def repeats(self) -> list[RepeatInfo]:
         """See `Getters.repeats`."""
         return await Getters.repeats(self._first())
+
+
 async def _concurrently(sends: Sequence[Callable[[], Awaitable[list[str | None]]]]
                         ) -> list[list[str | None]]:
     """Run ``sends`` at once; their results in order; the first error raised as itself."""
@@ -326,4 +330,3 @@ async def _concurrently(sends: Sequence[Callable[[], Awaitable[list[str | None]]
             error = error.exceptions[0]
         raise error from None
     return results
-
