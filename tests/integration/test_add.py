@@ -109,11 +109,16 @@ async def test_delayed_add_waits_in_the_delayed_set(redis_url: str, queue_name: 
         assert counts["delayed"] == 1 and counts["waiting"] == 0
 
 
-async def test_replicated_durability_fails_loudly_without_a_replica(
-        redis_url: str, queue_name: str) -> None:
+def _without_replica(redis_url: str) -> StreamflowSettings:
+    """Settings for a Redis with no replica: a replicated add gives up waiting after 0.1 s."""
     settings = StreamflowSettings.from_url(redis_url)
     settings.queue.replicated_timeout = 0.1
-    async with Queue(queue_name, settings=settings) as q:
+    return settings
+
+
+async def test_replicated_durability_fails_loudly_without_a_replica(
+        redis_url: str, queue_name: str) -> None:
+    async with Queue(queue_name, settings=_without_replica(redis_url)) as q:
         with pytest.raises(DurabilityError, match="no replica confirmed"):
             await q.add("payment.captured", {}, job_id="evt_w", durability="replicated")
         # the retry with the same id stays single
@@ -194,9 +199,7 @@ async def test_a_bulk_add_after_a_flush_loads_the_moves_and_adds_each_job_once(
 
 async def test_a_replicated_bulk_add_fails_loudly_without_a_replica(
         redis_url: str, queue_name: str) -> None:
-    settings = StreamflowSettings.from_url(redis_url)
-    settings.queue.replicated_timeout = 0.1
-    async with Queue(queue_name, settings=settings) as q:
+    async with Queue(queue_name, settings=_without_replica(redis_url)) as q:
         with pytest.raises(DurabilityError, match="no replica confirmed"):
             await q.add_bulk([("n", i) for i in range(1500)], durability="replicated")
         assert await q.client.xlen(q.keys.level("normal")) == 1500  # on the master
