@@ -154,7 +154,7 @@ async def send_in_turn(client: Any, command: Callable[[int], scripts.Command],
     again once the moves are loaded (nothing of them ran)."""
     if not direct(client):
         return None
-    if scripts.as_sent(client, command(0)) is None:  # the client's first script call
+    if not scripts.settled(client):  # the client's first script call
         try:
             await scripts.load_scripts(client)  # settles FCALL or EVALSHA
         except NoPermissionError:  # EVALSHA without SCRIPT LOAD: the pipeline settles it

@@ -270,6 +270,11 @@ def _as_evalsha(command: Command) -> Command:
     return command
 
 
+def settled(client: Any) -> bool:
+    """Whether ``client``'s moves are called by FCALL or EVALSHA is known (``as_sent``)."""
+    return client in _modes
+
+
 def as_sent(client: Any, command: Command) -> Command | None:
     """``command`` (an FCALL built by ``Script.command``) as ``call`` would send it on
     ``client``: FCALL or EVALSHA; None while the first call has not settled which. For a
