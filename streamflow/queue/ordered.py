@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import scripts
+from ..bulk import job_ids
 from ..codec import delayed_record, encode_data, envelope_fields
 from ..errors import InvalidJob
 from ..job import JobOptions
@@ -121,13 +122,9 @@ async def send_ordered(queue: Producer, commands: list[scripts.Command],
     """Send ``add_ordered`` calls of one partition in one pipeline (in order: a key's jobs
     take its lock in the order given), then WAIT for a replica with ``"replicated"``; the
     ids."""
-    results = await send_writes(queue.client, commands, replicated=durability == "replicated",
-                                timeout_s=queue.settings.queue.replicated_timeout)
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-    return [item.decode() if isinstance(item, bytes) else None
-            for chunk in results for item in chunk]
+    return job_ids(await send_writes(queue.client, commands,
+                                     replicated=durability == "replicated",
+                                     timeout_s=queue.settings.queue.replicated_timeout))
 
 
 async def release_stalled(client: Any, keys: QueueKeys, dead: int, emit: str,
