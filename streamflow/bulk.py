@@ -22,7 +22,7 @@ import orjson
 from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
 
 from . import scripts
-from .addcheck import check_name, encode_payload, shown
+from .addcheck import check_name, encode_payload, non_finite, shown
 from .errors import InvalidJob, QueueFull
 from .protocol import RUN_RECORD
 
@@ -87,8 +87,8 @@ def prepare_runs(enqueuer: Enqueuer, jobs: Sequence[Any], now: int,
             raw = dumps(data)
         except TypeError:
             raw = encode_payload(data, max_bytes)  # raises its clear error
-        if len(raw) > max_bytes or b"null" in raw:  # too large, or maybe a NaN: full check
-            raw = encode_payload(data, max_bytes)
+        if len(raw) > max_bytes or (b"null" in raw and non_finite(data)):
+            encode_payload(data, max_bytes)  # too large, or a NaN: raises its clear error
         if name is not run_name or level != run_level:
             if type(name) is not str or name != run_name or level != run_level:
                 run = Run(level, check_name(name), trace, [])

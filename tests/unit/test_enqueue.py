@@ -12,7 +12,7 @@ from streamflow import Backoff, JobSpec, Queue
 from streamflow.bulk import Run, chunks
 from streamflow.codec import delayed_record, envelope_fields
 from streamflow.enqueue import Prepared
-from streamflow.errors import InvalidJob
+from streamflow.errors import InvalidJob, PayloadNotSerializable
 from streamflow.job import JobOptions
 
 NOW = 1_700_000_000_000
@@ -86,6 +86,13 @@ def test_a_run_carries_the_trace_context_once() -> None:
     [run] = _enqueuer().prepare_all([("a", 1), ("a", 2)], NOW, TP, "k=v")
     assert isinstance(run, Run)
     assert run.args() == ["r", 1, "a", 4, b"tp", TP, b"ts", "k=v", 2, b"1", b"2"]
+
+
+def test_a_bulk_job_holding_null_is_kept_and_one_holding_nan_refused() -> None:
+    [run] = _enqueuer().prepare_all([("a", None), ("a", {"b": [None]})], NOW)
+    assert isinstance(run, Run) and run.data == [b"null", b'{"b":[null]}']
+    with pytest.raises(PayloadNotSerializable, match="NaN"):
+        _enqueuer().prepare_all([("a", None), ("a", {"b": [float("nan")]})], NOW)
 
 
 @pytest.mark.parametrize("indexed", [False, True])
