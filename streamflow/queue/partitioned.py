@@ -33,7 +33,7 @@ from .layout import check_partition_count as check_partition_count
 from .layout import clear_key_order, sum_counts
 from .layout import stored_partitions as stored_partitions
 from .ordered import KeyOrder, ordered_add_command, send_ordered
-from .producer import JobSpec, Producer
+from .producer import JobSpec, Producer, as_spec
 
 __all__ = ["PARTITIONS_FIELD", "Partitioned", "check_partition_count", "stored_partitions",
            "sum_counts"]
@@ -165,7 +165,7 @@ class Partitioned(_Spread):
         partition: one pipeline per partition (a script call per chunk), sent concurrently."""
         if self.partitions == 1 and not self.ordered:
             return await super().add_bulk(jobs, durability=durability)
-        specs = [job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]) for job in jobs]
+        specs = [as_spec(job) for job in jobs]
         if not specs:
             return []
         if not self._count_checked and self.partitions > 1:  # used without `async with`

@@ -130,11 +130,14 @@ async def test_one_bad_pair_at_the_end_of_a_bulk_add_writes_nothing(
         assert await _nothing_written(q)
 
 
-@pytest.mark.parametrize("bad", [None, 42, ()])
-async def test_a_bulk_add_whose_first_job_is_no_job_is_refused_clearly(
-        redis_url: str, queue_name: str, bad: Any) -> None:
-    async with Queue(queue_name, url=redis_url) as q:
-        await q.client.delete(*q.keys.streams)
-        with pytest.raises(InvalidJob, match="JobSpec or a"):
-            await q.add_bulk([bad, ("n", {})])
-        assert await _nothing_written(q)
+@pytest.mark.parametrize("layout", [{}, {"partitions": 2}, {"ordered": True}])
+@pytest.mark.parametrize("bad", [None, 42, (), ("n", 1, 2), "ab"])
+async def test_a_bulk_job_that_is_no_job_is_refused_clearly(
+        redis_url: str, queue_name: str, bad: Any, layout: dict[str, Any]) -> None:
+    async with Queue(queue_name, url=redis_url, **layout) as q:
+        for jobs in ([bad, ("n", {})], [("n", {}), bad]):
+            with pytest.raises(InvalidJob, match="JobSpec or a"):
+                await q.add_bulk(jobs)
+        streams = [stream for part in q.partition_keys for stream in part.streams]
+        assert [await q.client.xlen(stream) for stream in streams] == [0] * len(streams)
+        await q.obliterate(force=True)
