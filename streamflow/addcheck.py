@@ -58,13 +58,14 @@ def shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _non_finite(value: Any) -> bool:
+def non_finite(value: Any) -> bool:
+    """Whether ``value`` holds NaN or an infinity (which orjson writes as null)."""
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, dict):
-        return any(_non_finite(v) for v in value.values())
+        return any(non_finite(v) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(_non_finite(v) for v in value)
+        return any(non_finite(v) for v in value)
     return False
 
 
@@ -78,7 +79,7 @@ def encode_payload(data: Any, max_bytes: int) -> bytes:
     if len(raw) > max_bytes:
         raw = encode_data(data, max_bytes)  # raises PayloadTooLarge
     # orjson writes NaN/inf as null: look only then (find: `in` takes a slower path on bytes)
-    if raw.find(b"null") != -1 and _non_finite(data):
+    if raw.find(b"null") != -1 and non_finite(data):
         raise PayloadNotSerializable("job data holds NaN or an infinity, which JSON cannot carry")
     return raw
 

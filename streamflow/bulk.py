@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from redis.exceptions import NoPermissionError, NoScriptError, OutOfMemoryError, ResponseError
+from redis.exceptions import NoPermissionError, OutOfMemoryError, ResponseError
 
 from . import scripts
-from .addcheck import check_name, encode_payload, shown
+from .addcheck import check_name, encode_payload, non_finite, shown
 from .errors import InvalidJob, QueueFull
 from .protocol import RUN_RECORD
 
@@ -49,13 +49,15 @@ def prepare_runs(enqueuer: Enqueuer, jobs: Sequence[Any], now: int,
                  trace: list[Any], traceparent: str | None,
                  tracestate: str | None) -> list[Prepared | Run]:
     """Check and encode every job of a bulk add (raises before anything is written):
-    consecutive plain jobs of one level and name as ``Run``s, others ``Prepared``."""
+    consecutive plain jobs of one level and name as ``Run``s, others ``Prepared`` (all of
+    them when the queue has ``index_fields``: the data may hold business keys)."""
     from .queue.producer import JobSpec  # here: the queue package imports this module
 
     out: list[Prepared | Run] = []
     dumps = orjson.dumps
     max_bytes = enqueuer.settings.queue.max_payload_bytes
     default = enqueuer.level_index(None)
+    runs = not enqueuer.settings.queue.index_fields
     run_name: Any = _NO_RUN  # the name and level of the run the next plain job may join
     run_level = -1
     append: Any = None
@@ -67,8 +69,11 @@ def prepare_runs(enqueuer: Enqueuer, jobs: Sequence[Any], now: int,
             except ValueError:
                 raise InvalidJob(f"a job of add_bulk is a JobSpec or a (name, data) pair, not "
                                  f"{shown(job)}") from None
+            if not runs:
+                out.append(enqueuer.prepare(JobSpec(name, data), now, traceparent, tracestate))
+                continue
             level = default
-        elif kind is JobSpec and _plain(job):
+        elif kind is JobSpec and runs and _plain(job):
             name, data = job.name, job.data
             level = default if job.priority is None else enqueuer.level_index(job.priority)
         elif isinstance(job, JobSpec):
@@ -82,8 +87,8 @@ def prepare_runs(enqueuer: Enqueuer, jobs: Sequence[Any], now: int,
             raw = dumps(data)
         except TypeError:
             raw = encode_payload(data, max_bytes)  # raises its clear error
-        if len(raw) > max_bytes or b"null" in raw:  # too large, or maybe a NaN: full check
-            raw = encode_payload(data, max_bytes)
+        if len(raw) > max_bytes or (b"null" in raw and non_finite(data)):
+            encode_payload(data, max_bytes)  # too large, or a NaN: raises its clear error
         if name is not run_name or level != run_level:
             if type(name) is not str or name != run_name or level != run_level:
                 run = Run(level, check_name(name), trace, [])
@@ -149,13 +154,13 @@ async def send_in_turn(client: Any, command: Callable[[int], scripts.Command],
     again once the moves are loaded (nothing of them ran)."""
     if not direct(client):
         return None
-    if scripts.as_sent(client, command(0)) is None:  # the client's first script call
+    if not scripts.settled(client):  # the client's first script call
         try:
             await scripts.load_scripts(client)  # settles FCALL or EVALSHA
         except NoPermissionError:  # EVALSHA without SCRIPT LOAD: the pipeline settles it
             return None
     replies = await _write_then_read(client, command, list(range(count)))
-    gone = [i for i, reply in enumerate(replies) if _gone(reply)]
+    gone = [i for i, reply in enumerate(replies) if scripts.gone(reply)]
     if gone:
         await scripts.load_scripts(client)
         for i, reply in zip(gone, await _write_then_read(client, command, gone), strict=True):
@@ -191,11 +196,6 @@ async def _write_then_read(client: Any, command: Callable[[int], scripts.Command
         await pool.release(connection)
 
 
-def _gone(reply: Any) -> bool:
-    return isinstance(reply, NoScriptError) or (
-        isinstance(reply, ResponseError) and str(reply).startswith("Function not found"))
-
-
 def job_ids(replies: list[Any]) -> list[str | None]:
     """The ids of the add calls' replies, in order (None: a duplicate); ``QueueFull`` when
     Redis was full, or the first other error reply raised."""
@@ -208,5 +208,8 @@ def job_ids(replies: list[Any]) -> list[str | None]:
             raise reply
     ids: list[str | None] = []
     for reply in replies:
-        ids += [item.decode() if isinstance(item, bytes) else None for item in reply]
+        try:
+            ids += list(map(bytes.decode, reply))  # no duplicate refused: all bytes
+        except TypeError:
+            ids += [item.decode() if isinstance(item, bytes) else None for item in reply]
     return ids

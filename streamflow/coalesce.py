@@ -3,8 +3,9 @@
 A caller alone (nothing waiting, a send slot free, no flush due) sends at once, in its own
 task: one caller pays no delay. Otherwise it waits, and a *flush* sends what has gathered.
 A flush is a ``loop.call_soon`` callback, scheduled when a send ends (or when a caller finds a
-slot free but others waiting), so it runs after every task woken in the same loop iteration:
-the callers a reply wakes add again before the next send leaves, and form one batch. No timer.
+slot free but others waiting; one already due when a send ends is scheduled again), so it
+runs after every task woken in the same loop iteration: the callers a reply wakes add again
+before the next send leaves, and form one batch. No timer.
 
 Up to ``max_in_flight`` sends run at once (each on its own connection): Python prepares the
 next batch while Redis runs the previous one. A batch takes at most ``max_items`` items and
@@ -58,11 +59,9 @@ class Coalescer(Generic[T, R]):
         self._items: list[T] = []
         self._sizes: list[int] = []
         self._futures: list[asyncio.Future[Any]] = []
-        self._bytes = 0
         self._in_flight = 0
         self._in_flight_items = 0
-        self._flush_due = False
-        self._late = False  # a send ended after the flush was scheduled
+        self._due: asyncio.Handle | None = None  # the flush scheduled, if any
         self._loop: asyncio.AbstractEventLoop | None = None
         self._epoch = 0  # a new one per event loop: sends of an older one count no more
         self._tasks: set[asyncio.Task[None]] = set()
@@ -81,7 +80,7 @@ class Coalescer(Generic[T, R]):
     def join(self, item: T, size: int = 0) -> Awaitable[R]:
         """``submit`` without a coroutine of its own (one frame less on the hot path): the
         awaitable of ``item``'s outcome, to be awaited at once (the item is queued already)."""
-        if not self._items and not self._flush_due and self._in_flight < self._max_in_flight:
+        if not self._items and self._due is None and self._in_flight < self._max_in_flight:
             return self._send_alone(item)
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
@@ -90,10 +89,8 @@ class Coalescer(Generic[T, R]):
         self._items.append(item)
         self._sizes.append(size)
         self._futures.append(future)
-        self._bytes += size
-        if not self._flush_due and self._in_flight < self._max_in_flight:
-            self._flush_due = True
-            loop.call_soon(self._flush)
+        if self._due is None and self._in_flight < self._max_in_flight:
+            self._due = loop.call_soon(self._flush)
         return future
 
     def _move_to(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -101,8 +98,10 @@ class Coalescer(Generic[T, R]):
         dropped): it would hold this loop's callers forever."""
         if self._loop is not None:
             self._items, self._sizes, self._futures = [], [], []
-            self._bytes = self._in_flight = self._in_flight_items = 0
-            self._flush_due = self._late = False
+            self._in_flight = self._in_flight_items = 0
+            if self._due is not None:
+                self._due.cancel()
+                self._due = None
             self._epoch += 1
         self._loop = loop
 
@@ -110,7 +109,6 @@ class Coalescer(Generic[T, R]):
         """Take the callers cancelled while waiting out of the queue (their futures are done:
         cancelling the task awaiting a future cancels the future)."""
         keep = [at for at, future in enumerate(self._futures) if not future.done()]
-        self._bytes -= sum(self._sizes) - sum(self._sizes[at] for at in keep)
         self._items = [self._items[at] for at in keep]
         self._sizes = [self._sizes[at] for at in keep]
         self._futures = [self._futures[at] for at in keep]
@@ -128,7 +126,7 @@ class Coalescer(Generic[T, R]):
             if epoch == self._epoch:
                 self._in_flight -= 1
                 self._in_flight_items -= 1
-                if self._items and not self._flush_due:  # a slot is free for the waiting ones
+                if self._items and self._due is None:  # a slot is free for the waiting ones
                     self._schedule_flush()
         result = outcome[0]
         if isinstance(result, BaseException):
@@ -140,15 +138,10 @@ class Coalescer(Generic[T, R]):
             loop = asyncio.get_running_loop()
         except RuntimeError:  # a send closed outside its loop (garbage collected): no one waits
             return
-        self._flush_due = True
-        loop.call_soon(self._flush)
+        self._due = loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        if self._late:  # its callers' wake-ups run after this: flush after them
-            self._late = False
-            asyncio.get_running_loop().call_soon(self._flush)
-            return
-        self._flush_due = False
+        self._due = None
         while self._items and self._in_flight < self._max_in_flight:
             items, futures = self._take()
             if not items:
@@ -169,10 +162,8 @@ class Coalescer(Generic[T, R]):
         slots = self._max_in_flight
         count = min(waiting, self._max_items,
                     -(-(self._in_flight_items + waiting) // slots))  # ceil: even batches
-        if count == waiting and self._bytes <= self._max_bytes:
-            size = self._bytes
-        else:
-            sizes = self._sizes
+        sizes = self._sizes
+        if sum(sizes[:count]) > self._max_bytes:
             size = sizes[0]
             n = 1
             while n < count and size + sizes[n] <= self._max_bytes:
@@ -181,7 +172,6 @@ class Coalescer(Generic[T, R]):
             count = n
         items, futures = self._items[:count], self._futures[:count]
         del self._items[:count], self._futures[:count], self._sizes[:count]
-        self._bytes -= size
         return items, futures
 
     async def _run(self, items: list[T], futures: list[asyncio.Future[Any]], epoch: int
@@ -204,10 +194,10 @@ class Coalescer(Generic[T, R]):
             if epoch == self._epoch:  # else sent on a loop given up: nothing counts it here
                 self._in_flight -= 1
                 self._in_flight_items -= len(items)
-                if self._flush_due:
-                    self._late = True
-                else:  # after the callers just woken have added again
-                    self._schedule_flush()
+                if self._due is not None:  # due before the callers just woken: after them
+                    self._due.cancel()
+                    self._due = None
+                self._schedule_flush()  # once the callers just woken have added again
 
 
 def _answer(futures: list[asyncio.Future[Any]], outcomes: Sequence[Any]) -> None:

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
-from redis.exceptions import OutOfMemoryError
 
 from . import scripts
 from .addcheck import (
@@ -42,10 +41,7 @@ from .backoff import Backoff
 from .bulk import Run, chunks, job_ids, prepare_runs, send_in_turn
 from .coalesce import Coalescer
 from .codec import delayed_record
-from .errors import (
-    QueueFull,
-    UnknownPriority,
-)
+from .errors import UnknownPriority
 from .keys import QueueKeys
 from .protocol import (
     F_DATA,
@@ -157,17 +153,9 @@ class Enqueuer:
     def prepare_all(self, jobs: Sequence[Any], now: int, traceparent: str | None = None,
                     tracestate: str | None = None) -> list[Prepared | Run]:
         """``prepare`` of each job of a bulk add: a ``JobSpec``, or a ``(name, data)`` pair.
-        Plain ones (no id, delay or options) take a short path: consecutive ones of one level
-        and name become one ``Run``."""
-        if self.settings.queue.index_fields:  # the data may hold business keys: full path
-            from .queue.producer import JobSpec
-            return [self.prepare(job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]),
-                                 now, traceparent, tracestate) for job in jobs]
-        trace: list[bytes | str] = []
-        if traceparent:
-            trace += [F_TRACEPARENT, traceparent]
-        if tracestate:
-            trace += [F_TRACESTATE, tracestate]
+        Plain ones (no id, delay or options) take a short path unless the queue has
+        ``index_fields``: consecutive ones of one level and name become one ``Run``."""
+        trace = _trace(traceparent, tracestate)
         return prepare_runs(self, jobs, now, [len(trace), *trace], traceparent, tracestate)
 
     def prepare_job(self, name: Any, data: Any, priority: Any, delay: Any, job_id: Any,
@@ -219,12 +207,7 @@ class Enqueuer:
         name = check_name(name)
         raw = encode_payload(data, self._max_bytes)
         level = self.level_index(priority)
-        trace: list[bytes | str] = []
-        if traceparent:
-            trace += [F_TRACEPARENT, traceparent]
-        if tracestate:
-            trace += [F_TRACESTATE, tracestate]
-        trace += extra
+        trace = _trace(traceparent, tracestate) + extra
         if (job_id is None and delay is None and attempts is None and backoff is None
                 and timeout is None and track is False and keep_result is None):
             return Prepared([PLAIN_RECORD, level, name, raw, len(trace), *trace], (), len(raw),
@@ -360,19 +343,15 @@ class Enqueuer:
 
     async def _send(self, commands: list[scripts.Command], replicated: bool
                     ) -> list[str | None]:
-        results = await send_writes(self.client, commands, replicated=replicated,
-                                    timeout_s=self.settings.queue.replicated_timeout)
-        for result in results:
-            if isinstance(result, OutOfMemoryError):
-                raise QueueFull("Redis is full (maxmemory reached) and refused the add; retry "
-                                "later" + (" (chunks of 1,000 before the refused one were "
-                                           "added)" if len(commands) > 1 else "")) from result
-            if isinstance(result, Exception):
-                raise result
-        ids: list[str | None] = []
-        for chunk in results:
-            try:
-                ids += list(map(bytes.decode, chunk))  # no duplicate refused: every id bytes
-            except TypeError:
-                ids += [item.decode() if isinstance(item, bytes) else None for item in chunk]
-        return ids
+        return job_ids(await send_writes(self.client, commands, replicated=replicated,
+                                         timeout_s=self.settings.queue.replicated_timeout))
+
+
+def _trace(traceparent: str | None, tracestate: str | None) -> list[bytes | str]:
+    """The stream fields of a job's trace context."""
+    trace: list[bytes | str] = []
+    if traceparent:
+        trace += [F_TRACEPARENT, traceparent]
+    if tracestate:
+        trace += [F_TRACESTATE, tracestate]
+    return trace

@@ -231,7 +231,7 @@ async def _settle(client: Any) -> str:
     try:
         await client.execute_command("FCALL", LIBRARY.probe, 0)
     except ResponseError as exc:
-        if _gone(exc):
+        if gone(exc):
             await load_functions(client)
         elif forced is None and _without_functions(exc):
             _modes[client] = "evalsha"
@@ -249,7 +249,7 @@ def _without_functions(error: ResponseError) -> bool:
         isinstance(error, NoPermissionError) and "'fcall'" in text)
 
 
-def _gone(error: Any) -> bool:
+def gone(error: Any) -> bool:
     """NOSCRIPT, or the functions library's counterpart (a FUNCTION FLUSH, a new server)."""
     return isinstance(error, NoScriptError) or (
         isinstance(error, ResponseError) and str(error).startswith("Function not found"))
@@ -268,6 +268,11 @@ def _as_evalsha(command: Command) -> Command:
         if sha is not None:
             return ("EVALSHA", sha, *command[2:])
     return command
+
+
+def settled(client: Any) -> bool:
+    """Whether ``client``'s moves are called by FCALL or EVALSHA is known (``as_sent``)."""
+    return client in _modes
 
 
 def as_sent(client: Any, command: Command) -> Command | None:
@@ -294,7 +299,7 @@ async def call(client: Any, script: Script, keys: list[str] | tuple[str, ...],
             raise
         command = ("FCALL", script.full_function, *command[2:])
     except ResponseError as exc:
-        if not _gone(exc):
+        if not gone(exc):
             raise
         await _reload(client, mode)
     return script.check(await client.execute_command(*command))
@@ -314,7 +319,7 @@ async def pipeline(client: Any, commands: list[Command], *,
     if mode == "evalsha":
         commands = [_as_evalsha(command) for command in commands]
     results = await _send(client, commands, targets or {})
-    retry = [i for i, result in enumerate(results) if _gone(result)]
+    retry = [i for i, result in enumerate(results) if gone(result)]
     if retry:
         await _reload(client, mode)
         await _send_again(client, commands, results, retry)

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import scripts
-from ..codec import delayed_record, encode_data, envelope_fields
-from ..errors import InvalidJob
+from ..addcheck import check_id, check_name, delay_ms, encode_payload, options_wire
+from ..bulk import job_ids
+from ..codec import delayed_record, envelope_fields
 from ..job import JobOptions
 from ..keys import QueueKeys
 from ..protocol import DEAD_PREFIX, F_ID, F_KEY, DeadReason
 from ..replication import send_writes
-from ..settings import Durability, QueueDefaults, to_ms, to_seconds
+from ..settings import Durability, QueueDefaults
 
 STALLED_REASON_FIELD = DEAD_PREFIX + b"reason"
 STALLED = DeadReason.STALLED.value.encode()
@@ -92,19 +93,20 @@ def ordered_add_command(queue: Producer, specs: Sequence[JobSpec],
 
     args: list[Any] = [now, len(keys.streams), scripts.flag(settings.queue.emit_added),
                        settings.queue.events_maxlen, int(settings.queue.dedup_ttl * 1000)]
-    for spec in specs:
-        if not spec.name:
-            raise InvalidJob("a job needs a non-empty name")
-        if spec.job_id is not None and not spec.job_id:
-            raise InvalidJob("job_id must be a non-empty string")
+    for spec in specs:  # checked as every add is (streamflow.addcheck)
+        check_name(spec.name)
+        if spec.job_id is not None:
+            check_id(spec.job_id)
         assert spec.key is not None
         level = queue.level_index(spec.priority)
-        data = encode_data(spec.data, max_bytes)
+        data = encode_payload(spec.data, max_bytes)
         job_id = spec.job_id or os.urandom(10).hex()
-        options = JobOptions(spec.attempts, spec.backoff, spec.timeout,
-                             spec.track or spec.job_id is not None, spec.keep_result)
-        due = now + to_ms(spec.delay) if spec.delay is not None and to_seconds(
-            spec.delay) > 0 else 0
+        track = spec.track or spec.job_id is not None
+        options_wire(spec.attempts, spec.backoff, spec.timeout, track, spec.keep_result)
+        options = JobOptions(spec.attempts, spec.backoff, None if spec.timeout is None
+                             else float(spec.timeout), track, spec.keep_result)
+        delay = delay_ms(spec.delay) if spec.delay is not None else 0
+        due = now + delay if delay else 0
         fields = [*envelope_fields(spec.name, data, job_id=job_id, enqueued_ms=now,
                                    options=options, traceparent=carrier.get("traceparent"),
                                    tracestate=carrier.get("tracestate")), F_KEY, spec.key]
@@ -121,13 +123,9 @@ async def send_ordered(queue: Producer, commands: list[scripts.Command],
     """Send ``add_ordered`` calls of one partition in one pipeline (in order: a key's jobs
     take its lock in the order given), then WAIT for a replica with ``"replicated"``; the
     ids."""
-    results = await send_writes(queue.client, commands, replicated=durability == "replicated",
-                                timeout_s=queue.settings.queue.replicated_timeout)
-    for result in results:
-        if isinstance(result, Exception):
-            raise result
-    return [item.decode() if isinstance(item, bytes) else None
-            for chunk in results for item in chunk]
+    return job_ids(await send_writes(queue.client, commands,
+                                     replicated=durability == "replicated",
+                                     timeout_s=queue.settings.queue.replicated_timeout))
 
 
 async def release_stalled(client: Any, keys: QueueKeys, dead: int, emit: str,

@@ -33,7 +33,7 @@ from .layout import check_partition_count as check_partition_count
 from .layout import clear_key_order, sum_counts
 from .layout import stored_partitions as stored_partitions
 from .ordered import KeyOrder, ordered_add_command, send_ordered
-from .producer import JobSpec, Producer
+from .producer import JobSpec, Producer, as_spec
 
 __all__ = ["PARTITIONS_FIELD", "Partitioned", "check_partition_count", "stored_partitions",
            "sum_counts"]
@@ -165,7 +165,7 @@ class Partitioned(_Spread):
         partition: one pipeline per partition (a script call per chunk), sent concurrently."""
         if self.partitions == 1 and not self.ordered:
             return await super().add_bulk(jobs, durability=durability)
-        specs = [job if isinstance(job, JobSpec) else JobSpec(job[0], job[1]) for job in jobs]
+        specs = [as_spec(job) for job in jobs]
         if not specs:
             return []
         if not self._count_checked and self.partitions > 1:  # used without `async with`
@@ -185,8 +185,10 @@ class Partitioned(_Spread):
             sends: list[tuple[list[int], Callable[[], Awaitable[list[str | None]]]]] = []
             for partition, indexes in sorted(groups.items()):  # every job checked first
                 view = self if self.partitions == 1 else self.partition(partition)
-                keyed = [i for i in indexes if self.key_order.applies(specs[i].key)]
-                plain = [i for i in indexes if not self.key_order.applies(specs[i].key)]
+                keyed: list[int] = []
+                plain: list[int] = []
+                for i in indexes:
+                    (keyed if self.key_order.applies(specs[i].key) else plain).append(i)
                 if plain:
                     prepared = view._enqueuer.prepare_all([specs[i] for i in plain], now, tp,
                                                           ts)
@@ -305,6 +307,8 @@ class Partitioned(_Spread):
     async def repeats(self) -> list[RepeatInfo]:
         """See `Getters.repeats`."""
         return await Getters.repeats(self._first())
+
+
 async def _concurrently(sends: Sequence[Callable[[], Awaitable[list[str | None]]]]
                         ) -> list[list[str | None]]:
     """Run ``sends`` at once; their results in order; the first error raised as itself."""
@@ -326,4 +330,3 @@ async def _concurrently(sends: Sequence[Callable[[], Awaitable[list[str | None]]
             error = error.exceptions[0]
         raise error from None
     return results
-

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from ..addcheck import shown
 from ..backoff import Backoff
 from ..errors import InvalidJob
 from ..metrics import metrics_for
@@ -33,6 +34,21 @@ class JobSpec:
     index: Mapping[str, str | int] | None = None
     key: str | None = None
     """Routing key of a partitioned queue: jobs of one key go to one partition."""
+
+
+def as_spec(job: object) -> JobSpec:
+    """A job of ``add_bulk`` as a ``JobSpec``: itself, or that of a ``(name, data)`` pair;
+    ``InvalidJob`` for anything else."""
+    if isinstance(job, JobSpec):
+        return job
+    if type(job) is tuple or type(job) is list:
+        try:
+            name, data = job
+        except ValueError:
+            pass
+        else:
+            return JobSpec(name, data)
+    raise InvalidJob(f"a job of add_bulk is a JobSpec or a (name, data) pair, not {shown(job)}")
 
 
 class Producer(QueueBase):
@@ -117,18 +133,17 @@ class Producer(QueueBase):
         durability = self._durability(durability)
         now = int(time.time() * 1000)
         enqueuer = self._enqueuer
-        first = items[0]
-        name, priority = ((first.name, first.priority) if isinstance(first, JobSpec)
-                          else (first[0], None))
-        with publish_span(self.name, str(name), priority if isinstance(priority, str)
-                          else self.settings.default_level, len(items)) as (_, carrier):
+        first = as_spec(items[0])
+        with publish_span(self.name, str(first.name), first.priority
+                          if isinstance(first.priority, str) else self.settings.default_level,
+                          len(items)) as (_, carrier):
             prepared = enqueuer.prepare_all(items, now, carrier.get("traceparent"),
                                             carrier.get("tracestate"))
             ids = await enqueuer.add_many(prepared, durability)
         metrics = metrics_for(self.name)
         if metrics.enabled:
-            metrics.added_specs([job if isinstance(job, JobSpec) else JobSpec(job[0], job[1])
-                                 for job in items], ids, self.settings.default_level)
+            metrics.added_specs([as_spec(job) for job in items], ids,
+                                self.settings.default_level)
         return ids
 
     def _durability(self, durability: object) -> Durability:

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
-from streamflow import Queue, StreamflowSettings
+from streamflow import Queue, StreamflowSettings, scripts
 from streamflow.codec import decode_job
 from streamflow.errors import (
     DurabilityError,
     PayloadNotSerializable,
     PayloadTooLarge,
+    QueueFull,
     UnknownPriority,
 )
+from tests.servers import RedisProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -109,11 +112,16 @@ async def test_delayed_add_waits_in_the_delayed_set(redis_url: str, queue_name: 
         assert counts["delayed"] == 1 and counts["waiting"] == 0
 
 
-async def test_replicated_durability_fails_loudly_without_a_replica(
-        redis_url: str, queue_name: str) -> None:
+def _without_replica(redis_url: str) -> StreamflowSettings:
+    """Settings for a Redis with no replica: a replicated add gives up waiting after 0.1 s."""
     settings = StreamflowSettings.from_url(redis_url)
     settings.queue.replicated_timeout = 0.1
-    async with Queue(queue_name, settings=settings) as q:
+    return settings
+
+
+async def test_replicated_durability_fails_loudly_without_a_replica(
+        redis_url: str, queue_name: str) -> None:
+    async with Queue(queue_name, settings=_without_replica(redis_url)) as q:
         with pytest.raises(DurabilityError, match="no replica confirmed"):
             await q.add("payment.captured", {}, job_id="evt_w", durability="replicated")
         # the retry with the same id stays single
@@ -194,10 +202,24 @@ async def test_a_bulk_add_after_a_flush_loads_the_moves_and_adds_each_job_once(
 
 async def test_a_replicated_bulk_add_fails_loudly_without_a_replica(
         redis_url: str, queue_name: str) -> None:
-    settings = StreamflowSettings.from_url(redis_url)
-    settings.queue.replicated_timeout = 0.1
-    async with Queue(queue_name, settings=settings) as q:
+    async with Queue(queue_name, settings=_without_replica(redis_url)) as q:
         with pytest.raises(DurabilityError, match="no replica confirmed"):
             await q.add_bulk([("n", i) for i in range(1500)], durability="replicated")
         assert await q.client.xlen(q.keys.level("normal")) == 1500  # on the master
         await q.obliterate(force=True)
+
+
+@pytest.mark.parametrize("key", [None, "pay_1"])
+async def test_an_add_refused_by_a_full_redis_raises_queue_full(
+        tmp_path: Path, queue_name: str, key: str | None) -> None:
+    # docs/guarantees.md: adds fail with QueueFull (the ingress answers 503), ordered ones too
+    with RedisProcess(tmp_path / "full", config=["maxmemory-policy noeviction"]) as server:
+        async with Queue(queue_name, url=server.url, ordered=True) as q:
+            await scripts.load_scripts(q.client)  # loaded while there is room
+            await q.client.config_set("maxmemory", 1)  # every growing write is refused
+            with pytest.raises(QueueFull, match="maxmemory"):
+                await q.add("payment.captured", {}, job_id="evt_1", key=key)
+            await q.client.config_set("maxmemory", 0)
+            counts = await q.counts()
+            assert (counts["waiting"], counts["held"]) == (0, 0)  # nothing of it written
+            assert await q.add("payment.captured", {}, job_id="evt_1", key=key) == "evt_1"

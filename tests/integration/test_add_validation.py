@@ -21,7 +21,7 @@ async def _nothing_written(q: Queue) -> bool:
     return not [key async for key in q.client.scan_iter(match=f"*{q.name}*", count=1000)]
 
 
-@pytest.mark.parametrize("kwargs, error, words", [
+BAD_CALLS = [
     ({"data": {"amount": float("nan")}}, PayloadNotSerializable, "NaN"),
     ({"data": [1.0, {"x": math.inf}]}, PayloadNotSerializable, "infinity"),
     ({"timeout": -1}, InvalidJob, "timeout"),
@@ -37,7 +37,11 @@ async def _nothing_written(q: Queue) -> bool:
     ({"delay": "soon"}, InvalidJob, "delay"),
     ({"backoff": "exponential"}, InvalidJob, "backoff"),
     ({"durability": "fsync"}, InvalidJob, "durability"),
-])
+    ({"job_id": "x" * 1025}, InvalidJob, "job_id"),
+]
+
+
+@pytest.mark.parametrize("kwargs, error, words", BAD_CALLS)
 async def test_bad_input_is_one_line_and_writes_nothing(
         redis_url: str, queue_name: str, kwargs: dict[str, Any], error: type[Exception],
         words: str) -> None:
@@ -55,6 +59,20 @@ async def test_bad_input_is_one_line_and_writes_nothing(
                 if "durability" not in kwargs else [("ok", {})],
                 **({"durability": kwargs["durability"]} if "durability" in kwargs else {}))
         assert await _nothing_written(q)
+
+
+@pytest.mark.parametrize("kwargs, error, words", BAD_CALLS)
+async def test_an_ordered_add_refuses_what_any_add_refuses(
+        redis_url: str, queue_name: str, kwargs: dict[str, Any], error: type[Exception],
+        words: str) -> None:
+    call = {"name": "payment.captured", "data": {"id": "pay_1"}, **kwargs}
+    async with Queue(queue_name, url=redis_url, ordered=True) as q:
+        with pytest.raises(error, match=words) as caught:
+            await q.add(call.pop("name"), call.pop("data"), key="pay_1", **call)
+        assert "\n" not in str(caught.value)
+        counts = await q.counts()
+        assert (counts["waiting"], counts["held"], counts["delayed"]) == (0, 0, 0)
+        await q.obliterate(force=True)
 
 
 BAD: dict[str, st.SearchStrategy[Any]] = {
@@ -128,3 +146,16 @@ async def test_one_bad_pair_at_the_end_of_a_bulk_add_writes_nothing(
         with pytest.raises(error, match=words):
             await q.add_bulk([("n", {"i": i}) for i in range(2500)] + [bad])
         assert await _nothing_written(q)
+
+
+@pytest.mark.parametrize("layout", [{}, {"partitions": 2}, {"ordered": True}])
+@pytest.mark.parametrize("bad", [None, 42, (), ("n", 1, 2), "ab"])
+async def test_a_bulk_job_that_is_no_job_is_refused_clearly(
+        redis_url: str, queue_name: str, bad: Any, layout: dict[str, Any]) -> None:
+    async with Queue(queue_name, url=redis_url, **layout) as q:
+        for jobs in ([bad, ("n", {})], [("n", {}), bad]):
+            with pytest.raises(InvalidJob, match="JobSpec or a"):
+                await q.add_bulk(jobs)
+        streams = [stream for part in q.partition_keys for stream in part.streams]
+        assert [await q.client.xlen(stream) for stream in streams] == [0] * len(streams)
+        await q.obliterate(force=True)

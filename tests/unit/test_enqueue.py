@@ -12,7 +12,7 @@ from streamflow import Backoff, JobSpec, Queue
 from streamflow.bulk import Run, chunks
 from streamflow.codec import delayed_record, envelope_fields
 from streamflow.enqueue import Prepared
-from streamflow.errors import InvalidJob
+from streamflow.errors import InvalidJob, PayloadNotSerializable
 from streamflow.job import JobOptions
 
 NOW = 1_700_000_000_000
@@ -88,10 +88,21 @@ def test_a_run_carries_the_trace_context_once() -> None:
     assert run.args() == ["r", 1, "a", 4, b"tp", TP, b"ts", "k=v", 2, b"1", b"2"]
 
 
+def test_a_bulk_job_holding_null_is_kept_and_one_holding_nan_refused() -> None:
+    [run] = _enqueuer().prepare_all([("a", None), ("a", {"b": [None]})], NOW)
+    assert isinstance(run, Run) and run.data == [b"null", b'{"b":[null]}']
+    with pytest.raises(PayloadNotSerializable, match="NaN"):
+        _enqueuer().prepare_all([("a", None), ("a", {"b": [float("nan")]})], NOW)
+
+
+@pytest.mark.parametrize("indexed", [False, True])
 @pytest.mark.parametrize("bad", [("a", 1, 2), ("a",), {"name": "a"}, "ab", None])
-def test_a_bulk_job_is_a_jobspec_or_a_pair(bad: Any) -> None:
+def test_a_bulk_job_is_a_jobspec_or_a_pair(bad: Any, indexed: bool) -> None:
+    enqueuer = _enqueuer()
+    if indexed:  # business keys in the data: every job takes the full path
+        enqueuer.settings.queue.index_fields = ["order"]
     with pytest.raises(InvalidJob, match="JobSpec or a"):
-        _enqueuer().prepare_all([("a", 1), bad], NOW)
+        enqueuer.prepare_all([("a", 1), bad], NOW)
 
 
 def test_chunks_hold_at_most_a_chunk_of_jobs_in_the_order_given() -> None:
